@@ -1,0 +1,125 @@
+"""Typed, frozen configuration shared by the training commands."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from maelab.data import DataConfig
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimizer and learning-rate schedule (per-iteration warmup, then half-cycle cosine)."""
+
+    blr: float = 1.5e-4
+    """Base learning rate: the absolute lr is blr * effective_batch / 256 (the paper's rule)."""
+    lr: float | None = None
+    """Absolute learning rate; overrides blr when given."""
+    min_lr: float = 0.0
+    weight_decay: float = 0.05
+    beta1: float = 0.9
+    beta2: float = 0.95
+    warmup_epochs: float = 1.0
+    clip_grad: float | None = None
+    """Clip the global gradient norm to this value (off by default, as in the paper)."""
+
+    def __post_init__(self) -> None:
+        if self.blr <= 0 or (self.lr is not None and self.lr <= 0):
+            raise ValueError("learning rate (--blr / --lr) must be positive")
+        if self.warmup_epochs < 0:
+            raise ValueError(f"--warmup-epochs must be >= 0; got {self.warmup_epochs}")
+        if self.clip_grad is not None and self.clip_grad <= 0:
+            raise ValueError(f"--clip-grad must be positive; got {self.clip_grad}")
+
+    def absolute_lr(self, effective_batch: int) -> float:
+        return self.lr if self.lr is not None else self.blr * effective_batch / 256
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """How the shared training loop runs: schedule length, batching, device, logging, saving."""
+
+    epochs: int | None = None
+    """Number of epochs; default: the command's own (3 for pretrain). On --resume, the run's own."""
+    batch_size: int = 256
+    """Per-device batch size; effective batch = batch_size * accum_iter * world size."""
+    accum_iter: int = 1
+    seed: int = 0
+    device: str = "auto"
+    """"auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N"."""
+    amp: Literal["auto", "bf16", "off"] = "auto"
+    """bf16 autocast: "auto" turns it on for CUDA only (these CPUs have no fast bf16)."""
+    log_every: int = 20
+    save_every: int = 1
+    """Write the resumable checkpoint every N epochs (and always after the last)."""
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "accum_iter", "log_every", "save_every"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1; got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Changes to the chosen preset; unset options keep the preset's values."""
+
+    mask_ratio: float | None = None
+    mask_strategy: Literal["random", "block", "grid"] | None = None
+    target: Literal["pixel", "norm_pixel"] | None = None
+    decoder_depth: int | None = None
+    decoder_embed_dim: int | None = None
+    encoder_mask_tokens: bool | None = None
+    loss_on_all: bool | None = None
+
+    def overrides(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Everything a pre-training run needs; written to the run directory as config.json."""
+
+    model: str = "mae_vit_fashion"
+    options: ModelOptions = field(default_factory=ModelOptions)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    output_dir: Path | None = None
+    """Run directory; default runs/pretrain-<model>-<time>. Never overwritten."""
+    vis_every: int = 1
+    """Write a reconstruction grid every N epochs (and at the end)."""
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Dataclasses, paths and tuples as plain JSON values."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_jsonable(v) for k, v in obj.items()}
+    return obj
+
+
+def from_jsonable(cls: type, data: dict) -> Any:
+    """Rebuild a (nested) config dataclass from :func:`to_jsonable` output."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for name, value in data.items():
+        if name not in names:
+            raise ValueError(f"unknown config key {name!r} for {cls.__name__}")
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            value = from_jsonable(hint, value)
+        elif isinstance(value, str) and Path in (hint, *typing.get_args(hint)):
+            value = Path(value)
+        kwargs[name] = value
+    return cls(**kwargs)

@@ -1,0 +1,60 @@
+"""Run directories and their logs: a run is never silently overwritten."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from maelab.engine.checkpoint import atomic_write
+
+DEFAULT_RUNS = Path("runs")
+
+
+def new_run_dir(path: Path | None, prefix: str) -> Path:
+    """Pick the directory for a new run and refuse one that already holds files.
+
+    Nothing is created here: callers validate everything first and create the directory
+    only when the run is about to start.
+    """
+    if path is None:
+        path = DEFAULT_RUNS / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise ValueError(
+            f"run directory {path} already exists and is not empty; pass --resume {path} to "
+            "continue that run, or choose another --output-dir"
+        )
+    return path
+
+
+def write_json(path: Path, obj: Any) -> None:
+    text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
+    atomic_write(Path(path), lambda f: f.write(text.encode()))
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+class JsonlLog:
+    """Append-only JSON-lines metrics log, flushed after every record."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def write(self, record: dict[str, Any]) -> None:
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def records(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+    def truncate_to_epoch(self, epoch: int) -> None:
+        """Drop records of epochs >= ``epoch`` (work lost after the last checkpoint)."""
+        kept = [r for r in self.records() if r.get("epoch", 0) < epoch]
+        text = "".join(json.dumps(r) + "\n" for r in kept)
+        atomic_write(self.path, lambda f: f.write(text.encode()))

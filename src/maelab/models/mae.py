@@ -1,0 +1,283 @@
+"""The Masked Autoencoder: a ViT encoder on visible patches and a light decoder.
+
+Parameter names are flat, as in the paper's reference code: the encoder's keys are exactly
+timm's ``VisionTransformer`` keys (``patch_embed.proj.*``, ``cls_token``, ``pos_embed``,
+``blocks.N.*``, ``norm.*``) and everything else starts with ``decoder_`` or ``mask_token``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+from timm.layers import PatchEmbed
+from timm.models.vision_transformer import Block
+from torch import nn
+
+from maelab.masking import MASK_STRATEGIES, MaskSample, mask_from_binary, num_visible, sample_mask
+from maelab.pos_embed import sincos_2d
+from maelab.targets import TARGET_KINDS, grid_shape, make_target, masked_mse
+
+
+# LayerNorm eps 1e-6 everywhere, as in the reference code and timm's ViT.
+_layer_norm = partial(nn.LayerNorm, eps=1e-6)
+
+
+def _pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    if isinstance(value, int):
+        return (value, value)
+    if len(value) != 2:
+        raise ValueError(f"img_size must be an int or (height, width); got {value!r}")
+    return (int(value[0]), int(value[1]))
+
+
+@dataclass(frozen=True)
+class MAEConfig:
+    """Architecture and pre-training objective of a Masked Autoencoder."""
+
+    img_size: tuple[int, int] = (224, 224)
+    patch_size: int = 16
+    in_chans: int = 3
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    decoder_embed_dim: int = 512
+    decoder_depth: int = 8
+    decoder_num_heads: int = 16
+    mlp_ratio: float = 4.0
+    target: str = "norm_pixel"
+    """Regression target: "pixel" or "norm_pixel" (per-patch normalized, the paper's better choice)."""
+    loss_on_all: bool = False
+    """Ablation: average the loss over all patches instead of masked ones only."""
+    mask_ratio: float = 0.75
+    mask_strategy: str = "random"
+    encoder_mask_tokens: bool = False
+    """Ablation (paper Table 1c, SimMIM-style): the encoder sees every patch, masked ones replaced by a learned token."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "img_size", _pair(self.img_size))
+        grid_shape(self.img_size, self.patch_size)
+        for name in ("in_chans", "embed_dim", "depth", "num_heads", "decoder_embed_dim", "decoder_num_heads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer; got {getattr(self, name)}")
+        if self.decoder_depth < 1:
+            raise ValueError(f"decoder_depth must be at least 1; got {self.decoder_depth}")
+        for dim, heads, what in (
+            (self.embed_dim, self.num_heads, ""),
+            (self.decoder_embed_dim, self.decoder_num_heads, "decoder_"),
+        ):
+            if dim % heads:
+                raise ValueError(f"{what}num_heads={heads} must divide {what}embed_dim={dim}")
+            if dim % 4:
+                raise ValueError(f"{what}embed_dim={dim} must be divisible by 4 for the 2-D sin-cos position embedding")
+        if self.target not in TARGET_KINDS:
+            raise ValueError(f"target must be one of {', '.join(TARGET_KINDS)}; got {self.target!r}")
+        if self.mask_strategy not in MASK_STRATEGIES:
+            raise ValueError(f"mask_strategy must be one of {', '.join(MASK_STRATEGIES)}; got {self.mask_strategy!r}")
+        num_visible(self.num_patches, self.mask_ratio)
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        return grid_shape(self.img_size, self.patch_size)
+
+    @property
+    def num_patches(self) -> int:
+        rows, cols = self.grid_size
+        return rows * cols
+
+    @property
+    def patch_dim(self) -> int:
+        return self.patch_size * self.patch_size * self.in_chans
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["img_size"] = list(self.img_size)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> MAEConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown MAE config keys {sorted(unknown)}; was this written by a newer maelab?")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class MAEOutput:
+    """What one forward pass returns, whatever the configuration.
+
+    Attributes:
+        loss: scalar reconstruction loss.
+        pred: (B, L, p*p*C) prediction for every patch, in the target's space.
+        mask: (B, L) 0 = visible, 1 = masked.
+    """
+
+    loss: torch.Tensor
+    pred: torch.Tensor
+    mask: torch.Tensor
+
+
+class MaskedAutoencoder(nn.Module):
+    """MAE with a ViT encoder and a Transformer decoder (He et al. 2021)."""
+
+    def __init__(self, config: MAEConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        # Encoder: names and shapes identical to timm's VisionTransformer.
+        self.patch_embed = PatchEmbed(c.img_size, c.patch_size, c.in_chans, c.embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, c.num_patches + 1, c.embed_dim), requires_grad=False)
+        self.blocks = nn.ModuleList(
+            Block(c.embed_dim, c.num_heads, c.mlp_ratio, qkv_bias=True, norm_layer=_layer_norm)
+            for _ in range(c.depth)
+        )
+        self.norm = _layer_norm(c.embed_dim)
+        # Decoder.
+        self.decoder_embed = nn.Linear(c.embed_dim, c.decoder_embed_dim)
+        if c.encoder_mask_tokens:
+            # The learned token lives in the encoder; the decoder then has nothing to fill in.
+            self.encoder_mask_token = nn.Parameter(torch.zeros(1, 1, c.embed_dim))
+        else:
+            self.mask_token = nn.Parameter(torch.zeros(1, 1, c.decoder_embed_dim))
+        self.decoder_pos_embed = nn.Parameter(
+            torch.zeros(1, c.num_patches + 1, c.decoder_embed_dim), requires_grad=False
+        )
+        self.decoder_blocks = nn.ModuleList(
+            Block(c.decoder_embed_dim, c.decoder_num_heads, c.mlp_ratio, qkv_bias=True, norm_layer=_layer_norm)
+            for _ in range(c.decoder_depth)
+        )
+        self.decoder_norm = _layer_norm(c.decoder_embed_dim)
+        self.decoder_pred = nn.Linear(c.decoder_embed_dim, c.patch_dim)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Initialization of the paper's reference code."""
+        c = self.config
+        with torch.no_grad():
+            self.pos_embed.copy_(sincos_2d(c.embed_dim, c.grid_size).unsqueeze(0))
+            self.decoder_pos_embed.copy_(sincos_2d(c.decoder_embed_dim, c.grid_size).unsqueeze(0))
+        # The patch projection is a linear map of flattened patches, initialized as one.
+        weight = self.patch_embed.proj.weight
+        nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
+        nn.init.zeros_(self.patch_embed.proj.bias)
+        nn.init.normal_(self.cls_token, std=0.02)
+        token = self.encoder_mask_token if c.encoder_mask_tokens else self.mask_token
+        nn.init.normal_(token, std=0.02)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    # ------------------------------------------------------------------ encoder
+    def encoder_state_dict(self) -> dict[str, torch.Tensor]:
+        """The encoder's weights under timm ``VisionTransformer`` keys (decoder dropped)."""
+        return {k: v for k, v in self.state_dict().items() if not _is_decoder_key(k)}
+
+    def forward_encoder(self, imgs: torch.Tensor, sample: MaskSample | None = None) -> torch.Tensor:
+        """Encode visible patches.
+
+        Args:
+            imgs: (B, C, H, W).
+            sample: which patches are visible; None encodes every patch (as timm does).
+        Returns:
+            (B, 1 + L_enc, D) with L_enc = L_keep, or L when mask tokens go through the
+            encoder or no mask is given.
+        """
+        x = self.patch_embed(imgs)  # (B, L, D)
+        if sample is not None and self.config.encoder_mask_tokens:
+            w = sample.mask.unsqueeze(-1).to(x.dtype)  # (B, L, 1)
+            x = x * (1.0 - w) + self.encoder_mask_token.to(x.dtype) * w  # (B, L, D)
+        x = x + self.pos_embed[:, 1:, :]  # (B, L, D)
+        if sample is not None and not self.config.encoder_mask_tokens:
+            index = sample.ids_keep.unsqueeze(-1).expand(-1, -1, x.shape[-1])  # (B, L_keep, D)
+            x = torch.gather(x, 1, index)  # (B, L_keep, D)
+        cls = (self.cls_token + self.pos_embed[:, :1, :]).expand(x.shape[0], -1, -1)  # (B, 1, D)
+        x = torch.cat([cls, x], dim=1)  # (B, 1 + L_enc, D)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+    # ------------------------------------------------------------------ decoder
+    def forward_decoder(self, latent: torch.Tensor, sample: MaskSample) -> torch.Tensor:
+        """Predict every patch's pixels from the encoded tokens.
+
+        Args:
+            latent: (B, 1 + L_enc, D) encoder output.
+            sample: the mask the encoder used.
+        Returns:
+            (B, L, p*p*C) predictions in patch order (cls dropped).
+        """
+        x = self.decoder_embed(latent)  # (B, 1 + L_enc, Dd)
+        if not self.config.encoder_mask_tokens:
+            batch, length = sample.ids_restore.shape
+            fill = self.mask_token.to(x.dtype).expand(batch, length - sample.num_keep, -1)  # (B, L_mask, Dd)
+            patches = torch.cat([x[:, 1:, :], fill], dim=1)  # (B, L, Dd), shuffled order
+            index = sample.ids_restore.unsqueeze(-1).expand(-1, -1, x.shape[-1])  # (B, L, Dd)
+            patches = torch.gather(patches, 1, index)  # (B, L, Dd), patch order
+            x = torch.cat([x[:, :1, :], patches], dim=1)  # (B, 1 + L, Dd)
+        x = x + self.decoder_pos_embed  # (B, 1 + L, Dd)
+        for block in self.decoder_blocks:
+            x = block(x)
+        x = self.decoder_pred(self.decoder_norm(x))  # (B, 1 + L, p*p*C)
+        return x[:, 1:, :]  # (B, L, p*p*C)
+
+    # ------------------------------------------------------------------ full model
+    def sample_mask(
+        self,
+        batch: int,
+        mask_ratio: float | None = None,
+        generator: torch.Generator | None = None,
+        strategy: str | None = None,
+        device: torch.device | str | None = None,
+    ) -> MaskSample:
+        """Draw a mask with this model's default (or the given) ratio and strategy."""
+        ratio = self.config.mask_ratio if mask_ratio is None else mask_ratio
+        strategy = self.config.mask_strategy if strategy is None else strategy
+        device = self.pos_embed.device if device is None else device
+        return sample_mask(strategy, batch, self.config.grid_size, ratio, generator, device)
+
+    def forward(
+        self,
+        imgs: torch.Tensor,
+        mask_ratio: float | None = None,
+        mask: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> MAEOutput:
+        """Mask, encode, decode and score a batch.
+
+        Args:
+            imgs: (B, C, H, W) normalized images.
+            mask_ratio: fraction of patches to hide; defaults to the config's.
+            mask: optional explicit (B, L) mask (1 = hidden) that overrides sampling.
+            generator: source of randomness for the mask.
+        """
+        c = self.config
+        if imgs.ndim != 4 or imgs.shape[1] != c.in_chans or tuple(imgs.shape[-2:]) != c.img_size:
+            raise ValueError(
+                f"expected images of shape (B, {c.in_chans}, {c.img_size[0]}, {c.img_size[1]}); "
+                f"got {tuple(imgs.shape)}"
+            )
+        if mask is not None:
+            if mask.shape != (imgs.shape[0], c.num_patches):
+                raise ValueError(f"mask must have shape {(imgs.shape[0], c.num_patches)}; got {tuple(mask.shape)}")
+            sample = mask_from_binary(mask.to(imgs.device))
+        else:
+            sample = self.sample_mask(imgs.shape[0], mask_ratio, generator, device=imgs.device)
+        latent = self.forward_encoder(imgs, sample)  # (B, 1 + L_enc, D)
+        pred = self.forward_decoder(latent, sample)  # (B, L, p*p*C)
+        target = make_target(imgs, c.patch_size, c.target)  # (B, L, p*p*C)
+        loss = masked_mse(pred.float(), target.float(), sample.mask, c.loss_on_all)
+        return MAEOutput(loss=loss, pred=pred, mask=sample.mask)
+
+
+
+def _is_decoder_key(key: str) -> bool:
+    return key.startswith("decoder_") or key in ("mask_token", "encoder_mask_token")
