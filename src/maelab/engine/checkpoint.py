@@ -18,7 +18,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -39,18 +39,18 @@ class CheckpointMeta:
     model_config: dict[str, Any]
     data_info: dict[str, Any] | None = None
     epoch: int = 0
-    extra: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(
             dict(kind=self.kind, model_config=self.model_config, data_info=self.data_info,
-                 epoch=self.epoch, extra=self.extra or {})
+                 epoch=self.epoch, extra=self.extra)
         )
 
     @classmethod
     def from_json(cls, text: str) -> CheckpointMeta:
         raw = json.loads(text)
-        return cls(raw["kind"], raw["model_config"], raw.get("data_info"), raw.get("epoch", 0), raw.get("extra"))
+        return cls(raw["kind"], raw["model_config"], raw.get("data_info"), raw.get("epoch", 0), raw.get("extra") or {})
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:

@@ -56,9 +56,11 @@ class LoopConfig:
     log_every: int = 20
     save_every: int = 1
     """Write the resumable checkpoint every N epochs (and always after the last)."""
+    stop_after: int | None = None
+    """Stop after this many epochs in this invocation (the schedule still spans --epochs); continue with --resume."""
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "accum_iter", "log_every", "save_every"):
+        for name in ("epochs", "batch_size", "accum_iter", "log_every", "save_every", "stop_after"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1; got {getattr(self, name)}")

@@ -131,14 +131,17 @@ class TrainLoop:
             self.desc, self.loop.epochs, self.steps_per_epoch, self.effective_batch, self.base_lr,
             self.env.device, f", autocast {self.env.amp_dtype}" if self.env.amp_dtype else "",
         )
-        while progress.epoch < self.loop.epochs:
+        end = self.loop.epochs
+        if self.loop.stop_after is not None:
+            end = min(end, progress.epoch + self.loop.stop_after)
+        while progress.epoch < end:
             record = self._epoch(progress)
             progress.epoch += 1
             if self.on_epoch_end is not None:
                 record.update(self.on_epoch_end(progress.epoch - 1, record))
             self.log.write(record)
             history.append(record)
-            last = progress.epoch == self.loop.epochs
+            last = progress.epoch == end
             if self.save is not None and (last or progress.epoch % self.loop.save_every == 0):
                 self.save(progress)
         return history

@@ -24,7 +24,9 @@ logger = logging.getLogger(__name__)
 NUM_VIS_IMAGES = 8
 DEFAULT_EPOCHS = 3
 # Options that may differ when a run is resumed; everything else comes from the run itself.
-RESUMABLE_CHANGES = {("loop", "epochs"), ("loop", "device"), ("data", "num_workers"), ("loop", "log_every")}
+RESUMABLE_CHANGES = {
+    ("loop", "epochs"), ("loop", "stop_after"), ("loop", "device"), ("loop", "log_every"), ("data", "num_workers"),
+}
 
 
 def resolve_model_and_data(cfg: PretrainConfig) -> tuple[MAEConfig, DataConfig]:
@@ -55,11 +57,13 @@ def merge_resume(saved: PretrainConfig, given: PretrainConfig) -> PretrainConfig
             if (section, f.name) not in RESUMABLE_CHANGES:
                 raise ValueError(
                     f"--{f.name.replace('_', '-')} cannot change when resuming: the run keeps its own "
-                    "configuration (only --epochs, --device, --num-workers and --log-every may change)"
+                    "configuration (only --epochs, --stop-after, --device, --num-workers and --log-every may change)"
                 )
             merged = dataclasses.replace(
                 merged, **{section: dataclasses.replace(getattr(merged, section), **{f.name: value})}
             )
+    # --stop-after belongs to one invocation, never to the run.
+    merged = dataclasses.replace(merged, loop=dataclasses.replace(merged.loop, stop_after=given.loop.stop_after))
     if given.model != default.model and given.model != saved.model:
         raise ValueError(f"--model cannot change when resuming (the run uses {saved.model})")
     return merged

@@ -49,7 +49,7 @@ def load_mae(path: Path, device: str | torch.device = "cpu") -> tuple[MaskedAuto
     if not raw:
         raise ValueError(f"{path} records no data statistics; it cannot be shown in viewable pixels")
     raw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
-    return model.eval(), DatasetInfo(**raw), meta.extra or {}
+    return model.eval(), DatasetInfo(**raw), meta.extra
 
 
 def run_reconstruct(cfg: ReconstructConfig) -> Path:
