@@ -1,0 +1,122 @@
+"""Configuration and metadata types shared by every dataset backend.
+
+``DataConfig`` is what the user asks for; ``DatasetInfo`` is what the model and
+the transforms need to know once the dataset's native properties have been
+resolved against that request (see :func:`maelab.data.builders.dataset_info`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, get_args
+
+DatasetName = Literal["fashion_mnist", "folder", "cifar10", "synthetic"]
+Split = Literal["train", "test"]
+
+DATASET_NAMES: tuple[str, ...] = get_args(DatasetName)
+SPLITS: tuple[str, ...] = get_args(Split)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What data to load and at which resolution.
+
+    Attributes:
+        dataset: which backend to use.
+        data: directory holding the data; ``None`` lets the backend search its
+            default locations (required for ``"folder"``).
+        download: allow a torchvision download when nothing is found locally.
+        img_size: side of the square image fed to the model; ``None`` keeps
+            the dataset's native size (28 Fashion-MNIST, 32 CIFAR-10 and
+            synthetic, 224 folder).
+        channels: channels fed to the model; ``None`` keeps the native count
+            (1 Fashion-MNIST and synthetic, 3 CIFAR-10 and folder).
+        synthetic_size: number of synthetic train images (test: a quarter).
+        num_workers: DataLoader worker processes.
+    """
+
+    dataset: DatasetName = "fashion_mnist"
+    data: Path | None = None
+    download: bool = True
+    img_size: int | None = None
+    channels: int | None = None
+    synthetic_size: int = 512
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASET_NAMES:
+            raise ValueError(
+                f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASET_NAMES)}"
+            )
+        if self.data is not None and not isinstance(self.data, Path):
+            # Callers (CLI, YAML) often hand over strings; normalising here keeps
+            # every backend free of str/Path special cases.
+            object.__setattr__(self, "data", Path(self.data))
+        if self.img_size is not None and (not _is_int(self.img_size) or self.img_size < 1):
+            raise ValueError(
+                f"img_size must be a positive integer, got {self.img_size!r}; "
+                "pass e.g. --img-size 32, or leave it unset for the native size"
+            )
+        if self.channels is not None and (not _is_int(self.channels) or self.channels < 1):
+            raise ValueError(
+                f"channels must be a positive integer, got {self.channels!r}; "
+                "pass 1 (grayscale) or 3 (RGB), or leave it unset for the native count"
+            )
+        if not _is_int(self.synthetic_size) or self.synthetic_size < 1:
+            raise ValueError(
+                f"synthetic_size must be a positive integer, got {self.synthetic_size!r}; "
+                "pass e.g. --synthetic-size 512"
+            )
+        if not _is_int(self.num_workers) or self.num_workers < 0:
+            raise ValueError(
+                f"num_workers must be >= 0, got {self.num_workers!r}; "
+                "pass 0 to load in the main process"
+            )
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Resolved properties of a dataset as seen by the model.
+
+    Attributes:
+        name: dataset name (``DataConfig.dataset``).
+        channels: C of the (C, H, W) tensors the transforms produce.
+        img_size: (H, W) of the tensors the transforms produce.
+        mean, std: per-channel normalization statistics, ``len == channels``.
+        num_classes: number of labels; 0 when the data is unlabeled.
+        class_names: ``num_classes`` names, index = label.
+    """
+
+    name: str
+    channels: int
+    img_size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    num_classes: int
+    class_names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        assert len(self.mean) == self.channels == len(self.std), (self.mean, self.std, self.channels)
+        assert len(self.class_names) == self.num_classes, (self.class_names, self.num_classes)
+        assert all(s > 0 for s in self.std), self.std
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """No local copy of a dataset was found and downloading was not possible."""
+
+
+def default_cache_dir() -> Path:
+    """Where torchvision downloads go (``~/.cache/maelab/data``); computed lazily."""
+    return Path.home() / ".cache" / "maelab" / "data"
+
+
+def check_split(split: str) -> None:
+    """Reject anything but ``"train"``/``"test"`` with an actionable message."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; use 'train' or 'test'")
+
+
+def _is_int(value: object) -> bool:
+    # bool is an int subclass, but channels=True is certainly a mistake.
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -1,0 +1,251 @@
+"""A directory of image files as a dataset, tolerant of a few broken files.
+
+Layout rules:
+
+* every image file below ``DIR`` (recursively, hidden entries ignored) is used;
+* if every image sits inside a first-level sub-folder, those folder names
+  (sorted) are the classes; otherwise the data is unlabeled (label -1);
+* ``DIR/train`` + ``DIR/test`` (or ``DIR/val``) are used as the splits when
+  both exist; otherwise a hash of each file's relative path puts ~10% of the
+  files into the test split, identically on every run and machine;
+* ``DIR/maelab_stats.json`` (``{"mean": [...], "std": [...]}``) overrides the
+  default normalization statistics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from maelab.data.images import DECODE_ERRORS, IMAGE_EXTENSIONS, is_image_file, load_image
+
+logger = logging.getLogger(__name__)
+
+NATIVE_SIZE = 224
+NATIVE_CHANNELS = 3
+IMAGENET_MEAN: tuple[float, ...] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, ...] = (0.229, 0.224, 0.225)
+GRAY_MEAN: tuple[float, ...] = (0.5,)
+GRAY_STD: tuple[float, ...] = (0.5,)
+STATS_FILE = "maelab_stats.json"
+TEST_PERCENT = 10
+MAX_BAD_FRACTION = 0.10
+WARN_LIMIT = 5  # bad files named individually in the log before going quiet
+
+
+@dataclass(frozen=True)
+class FolderIndex:
+    """Image files of one split with their labels (-1 = unlabeled)."""
+
+    files: tuple[Path, ...]
+    labels: tuple[int, ...]
+    class_names: tuple[str, ...]
+
+
+def check_root(data: Path | None) -> Path:
+    """Validate ``cfg.data`` for the folder dataset and return it."""
+    if data is None:
+        raise ValueError("dataset 'folder' needs a directory of images; pass --data DIR")
+    if not data.is_dir():
+        what = "does not exist" if not data.exists() else "is not a directory"
+        raise ValueError(f"--data {data} {what}; pass a directory containing image files")
+    return data
+
+
+def split_dirs(root: Path) -> tuple[Path, Path] | None:
+    """(train dir, test dir) when ``root`` has explicit splits, else ``None``."""
+    train = root / "train"
+    if not train.is_dir():
+        return None
+    for name in ("test", "val"):
+        if (root / name).is_dir():
+            return train, root / name
+    return None
+
+
+def scan_images(root: Path) -> list[Path]:
+    """All image files below ``root``, sorted, as paths relative to ``root``."""
+    found: list[Path] = []
+    seen_dirs: set[str] = set()
+    # followlinks so symlinked class folders work; seen_dirs guards against link cycles.
+    for current, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(current)
+        if real in seen_dirs:
+            dirnames.clear()
+            continue
+        seen_dirs.add(real)
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        rel_dir = Path(current).relative_to(root)
+        found.extend(rel_dir / f for f in filenames if not f.startswith(".") and is_image_file(Path(f)))
+    return sorted(found, key=lambda p: p.as_posix())
+
+
+def class_names_of(relative: Sequence[Path]) -> tuple[str, ...]:
+    """Sorted first-level folder names when every file sits in one, else ``()``."""
+    if not relative or any(len(p.parts) < 2 for p in relative):
+        return ()
+    return tuple(sorted({p.parts[0] for p in relative}))
+
+
+def is_test_file(relative: Path) -> bool:
+    """Deterministic ~10% test membership from the relative path (platform independent)."""
+    digest = hashlib.blake2b(relative.as_posix().encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % 100 < TEST_PERCENT
+
+
+def index_split(root: Path, split: str) -> FolderIndex:
+    """Files, labels and class names of ``split`` under the folder dataset ``root``."""
+    dirs = split_dirs(root)
+    if dirs is not None:
+        train_dir, test_dir = dirs
+        train_files = _nonempty_scan(train_dir)
+        classes = class_names_of(train_files)
+        split_dir = train_dir if split == "train" else test_dir
+        files = train_files if split == "train" else _nonempty_scan(test_dir)
+    else:
+        split_dir = root
+        all_files = _nonempty_scan(root)
+        classes = class_names_of(all_files)
+        files = [p for p in all_files if is_test_file(p) == (split == "test")]
+        if not files:
+            raise ValueError(
+                f"the hash-based {split} split of {root} is empty ({len(all_files)} images in total); "
+                f"add more images, or create {root}/train and {root}/test yourself"
+            )
+    return FolderIndex(
+        files=tuple(split_dir / p for p in files),
+        labels=tuple(_labels(files, classes, split_dir)),
+        class_names=classes,
+    )
+
+
+def folder_class_names(root: Path) -> tuple[str, ...]:
+    """Class names of the dataset at ``root`` (from the train split when split dirs exist)."""
+    dirs = split_dirs(root)
+    return class_names_of(_nonempty_scan(dirs[0] if dirs else root))
+
+
+def folder_stats(root: Path, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) from ``root/maelab_stats.json`` if present, else ImageNet / (0.5, 0.5)."""
+    path = root / STATS_FILE
+    if not path.is_file():
+        return (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else (GRAY_MEAN, GRAY_STD)
+    try:
+        content = json.loads(path.read_text())
+        mean = tuple(float(v) for v in content["mean"])
+        std = tuple(float(v) for v in content["std"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(
+            f'{path}: cannot read normalization stats ({exc!r}); write {{"mean": [...], "std": [...]}} '
+            "with one number per channel, or delete the file to use the defaults"
+        ) from exc
+    if len(mean) != channels or len(std) != channels or min(std) <= 0:
+        raise ValueError(
+            f"{path}: needs {channels} mean and {channels} positive std values, got mean={mean} std={std}; "
+            "fix the file or change --channels"
+        )
+    return mean, std
+
+
+class ImageFolderDataset(Dataset):
+    """Decodes image files on access; undecodable files are skipped, not fatal.
+
+    A bad file is replaced by the next decodable index (deterministic), remembered
+    so it is not retried, and logged (the first ``WARN_LIMIT`` by name). Once more
+    than ``MAX_BAD_FRACTION`` of the files are bad a ``ValueError`` stops the run.
+    With DataLoader workers each worker keeps its own count.
+
+    Items: (transform(uint8 (channels, H, W)), label int).
+    """
+
+    def __init__(
+        self,
+        index: FolderIndex,
+        channels: int,
+        transform: Callable[[torch.Tensor], torch.Tensor],
+    ) -> None:
+        assert len(index.files) == len(index.labels) > 0
+        # One numpy string array instead of a list of Path objects: touching Python
+        # objects in forked workers bumps refcounts and copies their memory pages.
+        self._paths = np.array([str(p) for p in index.files])
+        self.labels = torch.tensor(index.labels, dtype=torch.int64)
+        self.class_names = index.class_names
+        self.channels = channels
+        self.transform = transform
+        self._bad: dict[int, str] = {}
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        n = len(self)
+        for step in range(n):
+            i = (index + step) % n
+            if i in self._bad:
+                continue
+            try:
+                image = load_image(Path(self._paths[i]), self.channels)
+            except DECODE_ERRORS as exc:
+                self._record_bad(i, exc)
+                continue
+            return self.transform(image), int(self.labels[i])
+        raise AssertionError("unreachable: _record_bad raises before every file is bad")
+
+    @property
+    def targets(self) -> list[int]:
+        return self.labels.tolist()
+
+    @property
+    def bad_files(self) -> tuple[Path, ...]:
+        """Files found undecodable so far (in this process)."""
+        return tuple(Path(self._paths[i]) for i in sorted(self._bad))
+
+    def _record_bad(self, i: int, exc: BaseException) -> None:
+        self._bad[i] = f"{type(exc).__name__}: {exc}"
+        count = len(self._bad)
+        if count <= WARN_LIMIT:
+            suffix = "; further bad files are logged at debug level" if count == WARN_LIMIT else ""
+            logger.warning("skipping undecodable image %s (%s); %d bad so far%s", self._paths[i], exc, count, suffix)
+        else:
+            logger.debug("skipping undecodable image %s (%s)", self._paths[i], exc)
+        if count > MAX_BAD_FRACTION * len(self):
+            first = ", ".join(str(p) for p in self.bad_files[:WARN_LIMIT])
+            raise ValueError(
+                f"{count} of {len(self)} image files could not be decoded, more than "
+                f"{MAX_BAD_FRACTION:.0%} (first: {first}); repair or delete the broken files, "
+                "or check that --data points at the right directory"
+            )
+
+
+def _nonempty_scan(root: Path) -> list[Path]:
+    files = scan_images(root)
+    if not files:
+        exts = ", ".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
+        raise ValueError(
+            f"no image files ({exts}) found under {root}; point --data at a directory containing images"
+        )
+    return files
+
+
+def _labels(files: Sequence[Path], classes: tuple[str, ...], split_dir: Path) -> list[int]:
+    if not classes:
+        return [-1] * len(files)
+    lookup = {name: i for i, name in enumerate(classes)}
+    labels = []
+    for p in files:
+        if len(p.parts) < 2 or p.parts[0] not in lookup:
+            raise ValueError(
+                f"{split_dir / p} is not inside one of the train class folders {list(classes)}; "
+                "move it into a class folder, or remove the class folders to train unlabeled"
+            )
+        labels.append(lookup[p.parts[0]])
+    return labels

@@ -1,0 +1,95 @@
+"""Decode image files of any common PIL mode into uint8 tensors with 1 or 3 channels.
+
+Mode handling (the choices a user may care about):
+
+* RGBA / LA / palette with transparency: composited on a white background,
+  because transparent pixels often hold arbitrary colour (frequently black)
+  and white is the usual backdrop of such images (icons, product shots).
+* 16-bit and 32-bit integer grayscale (``I;16*``, ``I``): scaled from the
+  16-bit range to 0..255 (PIL's own ``convert("L")`` clips instead, which
+  turns most 16-bit images white).
+* float (``F``): assumed to be in 0..255 and clipped.
+* CMYK, YCbCr, LAB, HSV, 1-bit: PIL's standard conversion to RGB.
+* 3 -> 1 channel uses PIL's ITU-R 601-2 luma (``convert("L")``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+)
+
+# What PIL raises for undecodable content: UnidentifiedImageError and "image file is
+# truncated" are OSError, some plugins raise ValueError/SyntaxError on garbage headers.
+DECODE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    Image.DecompressionBombError,
+)
+
+_WHITE = (255, 255, 255, 255)
+
+
+def is_image_file(path: Path) -> bool:
+    """True when the suffix is a supported image extension (case-insensitive)."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def load_image(path: Path, channels: int) -> torch.Tensor:
+    """Decode ``path`` into a uint8 tensor (channels, H, W); ``channels`` is 1 or 3.
+
+    Raises:
+        one of ``DECODE_ERRORS`` when the file is not a decodable image.
+    """
+    assert channels in (1, 3), channels
+    with Image.open(path) as img:
+        img.load()  # decode now so truncation surfaces here, inside the caller's try
+        converted = to_mode(img, "L" if channels == 1 else "RGB")
+    array = np.array(converted, dtype=np.uint8)  # copy: writable, independent of PIL
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def to_mode(img: Image.Image, mode: str) -> Image.Image:
+    """Convert ``img`` to ``"L"`` or ``"RGB"`` following the rules in the module docstring."""
+    assert mode in ("L", "RGB"), mode
+    if img.mode.startswith("I") or img.mode == "F":
+        return _high_depth_to_l(img).convert(mode)
+    if _has_alpha(img):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, _WHITE)
+        return Image.alpha_composite(background, rgba).convert(mode)
+    if img.mode == mode:
+        return img
+    if mode == "L" and img.mode not in ("RGB", "1", "P"):
+        # Go through RGB so CMYK/YCbCr/LAB get their proper colour conversion first.
+        return img.convert("RGB").convert("L")
+    return img.convert(mode)
+
+
+def _has_alpha(img: Image.Image) -> bool:
+    return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        img.mode == "P" and "transparency" in img.info
+    )
+
+
+def _high_depth_to_l(img: Image.Image) -> Image.Image:
+    array = np.asarray(img)
+    if img.mode == "F":
+        scaled = np.clip(array, 0, 255)
+    else:
+        # 16-bit data (I;16 variants, and I from older Pillow 16-bit PNGs): 65535 -> 255.
+        scaled = np.clip(array.astype(np.float64) / 257.0, 0, 255)
+    return Image.fromarray(np.rint(scaled).astype(np.uint8))  # 2-D uint8 -> mode "L"
