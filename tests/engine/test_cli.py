@@ -94,3 +94,11 @@ def test_reconstruct_rejects_non_checkpoint(tmp_path):
 def test_console_entry_point_lists_models():
     out = subprocess.run([sys.executable, "-m", "maelab", "models"], capture_output=True, text=True, check=True)
     assert "mae_vit_base_patch16" in out.stdout and "mae_vit_fashion" in out.stdout
+
+
+def test_divergence_stops_with_clear_message(tmp_path, caplog):
+    run = tmp_path / "nan"
+    assert main(["pretrain", *SMALL, "--lr", "1e30", "--warmup-epochs", "0", "--epochs", "1",
+                 "--output-dir", str(run)]) == 1
+    assert any("loss is" in r.message and "--blr" in r.message for r in caplog.records)
+    assert not (run / "checkpoint-last.safetensors").exists()
