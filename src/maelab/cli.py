@@ -11,6 +11,7 @@ from typing import Annotated
 import tyro
 
 from maelab.engine.config import PretrainConfig
+from maelab.engine.eval_config import FinetuneConfig, KnnConfig, LinprobeConfig
 from maelab.engine.loop import TrainingDiverged
 
 logger = logging.getLogger("maelab")
@@ -64,7 +65,44 @@ class Models:
         print(models_table())
 
 
-COMMANDS = {"pretrain": Pretrain, "reconstruct": Reconstruct, "models": Models}
+@dataclass(frozen=True)
+class Finetune:
+    """Fine-tune a pre-trained encoder (or part of it, --tune-blocks; or from scratch, --init none); top-1/top-5 per epoch."""
+
+    config: Annotated[FinetuneConfig, tyro.conf.arg(name="")]
+
+    def run(self) -> None:
+        from maelab.engine.finetune import finetune
+
+        finetune(self.config)
+
+
+@dataclass(frozen=True)
+class Linprobe:
+    """Linear probe (BatchNorm + linear head, LARS) on a frozen pre-trained encoder."""
+
+    config: Annotated[LinprobeConfig, tyro.conf.arg(name="")]
+
+    def run(self) -> None:
+        from maelab.engine.linprobe import linprobe
+
+        linprobe(self.config)
+
+
+@dataclass(frozen=True)
+class Knn:
+    """Weighted kNN classification (k=20, T=0.07) on a frozen pre-trained encoder's features."""
+
+    config: Annotated[KnnConfig, tyro.conf.arg(name="")]
+
+    def run(self) -> None:
+        from maelab.engine.knn import run_knn
+
+        run_knn(self.config)
+
+
+COMMANDS = {"pretrain": Pretrain, "reconstruct": Reconstruct, "models": Models, "finetune": Finetune,
+            "linprobe": Linprobe, "knn": Knn}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -95,6 +95,12 @@ class PretrainConfig:
     """Run directory; default runs/pretrain-<model>-<time>. Never overwritten."""
     vis_every: int = 1
     """Write a reconstruction grid every N epochs (and at the end)."""
+    knn_every: int = 0
+    """Log kNN accuracy of the cls token (up to 5000 train / 2000 test images) every N epochs; 0 = never."""
+
+    def __post_init__(self) -> None:
+        if self.knn_every < 0:
+            raise ValueError(f"--knn-every must be >= 0 (0 turns it off); got {self.knn_every}")
 
 
 def to_jsonable(obj: Any) -> Any:

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from maelab.data import DataConfig, DatasetInfo, build_dataset, dataset_info, eval_transform, pretrain_transform
 from maelab.engine.checkpoint import LAST, CheckpointMeta, load_checkpoint, load_train_state, save_checkpoint
 from maelab.engine.config import PretrainConfig, from_jsonable, to_jsonable
+from maelab.engine.knn import KnnMonitor
 from maelab.engine.loop import Environment, Progress, StepOutput, TrainLoop, epoch_seed, setup_environment
 from maelab.engine.optim import build_adamw
 from maelab.engine.rundir import JsonlLog, new_run_dir, read_json, write_json
@@ -121,6 +122,7 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
             "lower --batch-size"
         )
     env = setup_environment(cfg.loop)
+    knn = KnnMonitor(data_cfg, info, env.device, cfg.loop.batch_size) if cfg.knn_every else None
 
     torch.manual_seed(cfg.loop.seed)
     model = MaskedAutoencoder(model_cfg).to(env.device)
@@ -146,6 +148,8 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
     def on_epoch_end(epoch: int, record: dict) -> dict:
         if (epoch + 1) % cfg.vis_every == 0 or epoch + 1 == cfg.loop.epochs:
             write_pictures(model, vis_imgs, info, run_dir, epoch + 1, log.records() + [record])
+        if knn is not None and ((epoch + 1) % cfg.knn_every == 0 or epoch + 1 == cfg.loop.epochs):
+            return knn(model)
         return {}
 
     def save(p: Progress) -> None:

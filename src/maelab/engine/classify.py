@@ -1,0 +1,235 @@
+"""Classifiers on a pre-trained MAE encoder: loading, building, resolution change, features.
+
+Every evaluation model is a stock timm ``VisionTransformer``; the MAE encoder's keys are
+timm's, so its weights load strictly. Fine-tuning uses global average pooling + ``fc_norm``
+(timm then makes ``norm`` an Identity, so the pre-trained ``norm`` is dropped and ``fc_norm``
+starts fresh, as in the paper's reference code); probing and kNN use the cls token after
+the pre-trained final ``norm``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from timm.layers import resample_abs_pos_embed
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from maelab.data import DataConfig, DatasetInfo, dataset_info
+from maelab.engine.checkpoint import CheckpointMeta, load_checkpoint, read_meta
+from maelab.engine.config import to_jsonable
+from maelab.engine.eval_config import EvalDataOptions
+from maelab.models import MAEConfig, MaskedAutoencoder
+from maelab.pos_embed import sincos_2d
+
+logger = logging.getLogger(__name__)
+
+HEAD_TYPES = ("linear", "bn_linear", "none")
+
+
+@dataclass(frozen=True)
+class Pretrained:
+    """A pre-training checkpoint's encoder (timm keys), architecture and data provenance."""
+
+    path: Path
+    config: MAEConfig
+    encoder: dict[str, torch.Tensor]
+    data: dict[str, Any]
+    """The DataConfig it was pre-trained with (JSON form); empty when not recorded."""
+    name: str
+
+
+def load_pretrained(path: Path, command: str) -> Pretrained:
+    """Read a maelab "mae" checkpoint and check its tensors against the model its metadata describes."""
+    meta = read_meta(path)
+    if meta.kind != "mae":
+        raise ValueError(
+            f"{path} is a {meta.kind!r} checkpoint; {command} needs a pre-training ('mae') checkpoint "
+            "written by `maelab pretrain` (its run directory or checkpoint-last.safetensors)"
+        )
+    config = MAEConfig.from_dict(meta.model_config)
+    weights, _ = load_checkpoint(path)
+    # Built on the meta device: only names and shapes are needed, no memory or init time.
+    with torch.device("meta"):
+        reference = MaskedAutoencoder(config)
+    expected = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in weights.items()}
+    if expected != got:
+        wrong = sorted(k for k in expected.keys() & got.keys() if expected[k] != got[k])
+        raise ValueError(
+            f"{path}: the tensors do not match the model its metadata describes (missing "
+            f"{sorted(expected.keys() - got.keys())[:5]}, unexpected {sorted(got.keys() - expected.keys())[:5]}, "
+            f"wrong shape {[(k, got[k], expected[k]) for k in wrong[:3]]}); the file is damaged or was edited"
+        )
+    encoder = {k: weights[k] for k in reference.encoder_state_dict()}
+    return Pretrained(Path(path), config, encoder, dict(meta.extra.get("data") or {}),
+                      str(meta.extra.get("model_name", "mae")))
+
+
+def resolve_data(opts: EvalDataOptions, saved: dict[str, Any], model: MAEConfig, fixed_channels: bool) -> DataConfig:
+    """The data to evaluate on: explicit options, else the pre-training data, at the model's geometry.
+
+    ``fixed_channels``: the weights fix the input channels (any pre-trained encoder), so
+    ``--channels`` may only repeat them.
+    """
+    dataset = opts.dataset or saved.get("dataset") or "fashion_mnist"
+    same = dataset == saved.get("dataset")
+    data = opts.data if opts.data is not None else (Path(saved["data"]) if same and saved.get("data") else None)
+    synthetic = opts.synthetic_size or (saved.get("synthetic_size") if same else None) or 512
+    height, width = model.img_size
+    if opts.img_size is None and height != width:
+        raise ValueError(f"the checkpoint's images are {height}x{width}; pass a square --img-size to evaluate it")
+    size = opts.img_size or height
+    if size % model.patch_size:
+        raise ValueError(f"--img-size {size} is not a multiple of the patch size {model.patch_size}; pick one that is")
+    channels = model.in_chans
+    if opts.channels is not None and opts.channels != model.in_chans:
+        if fixed_channels:
+            raise ValueError(
+                f"--channels {opts.channels} does not fit the checkpoint, whose patch embedding takes "
+                f"{model.in_chans}-channel images; omit --channels (the data is converted to {model.in_chans})"
+            )
+        channels = opts.channels
+    return DataConfig(dataset=dataset, data=data, download=opts.download, img_size=size, channels=channels,
+                      synthetic_size=synthetic, num_workers=opts.num_workers)
+
+
+def labeled_info(data: DataConfig) -> DatasetInfo:
+    info = dataset_info(data)
+    if info.num_classes < 2:
+        raise ValueError(f"{data.dataset} has {info.num_classes} classes; classification needs a labeled dataset")
+    return info
+
+
+def classifier_config(model: MAEConfig, data: DataConfig, num_classes: int, global_pool: str, head: str) -> dict:
+    """The JSON-able architecture of a classifier (stored in its checkpoint's metadata)."""
+    assert head in HEAD_TYPES, head
+    return dict(
+        img_size=[data.img_size, data.img_size], patch_size=model.patch_size, in_chans=data.channels,
+        embed_dim=model.embed_dim, depth=model.depth, num_heads=model.num_heads, mlp_ratio=model.mlp_ratio,
+        global_pool=global_pool, fc_norm=global_pool == "avg" and head == "linear",
+        num_classes=num_classes if head != "none" else 0, head=head,
+    )
+
+
+def build_vit(cfg: dict, drop_path_rate: float = 0.0) -> VisionTransformer:
+    """A timm ViT from :func:`classifier_config`; "bn_linear" puts BatchNorm(affine=False) before the fc."""
+    model = VisionTransformer(
+        img_size=tuple(cfg["img_size"]), patch_size=cfg["patch_size"], in_chans=cfg["in_chans"],
+        embed_dim=cfg["embed_dim"], depth=cfg["depth"], num_heads=cfg["num_heads"], mlp_ratio=cfg["mlp_ratio"],
+        qkv_bias=True, global_pool=cfg["global_pool"], fc_norm=cfg["fc_norm"], num_classes=cfg["num_classes"],
+        drop_path_rate=drop_path_rate,
+    )
+    if cfg["head"] == "bn_linear":
+        model.head = nn.Sequential(
+            nn.BatchNorm1d(cfg["embed_dim"], affine=False, eps=1e-6), nn.Linear(cfg["embed_dim"], cfg["num_classes"])
+        )
+    return model
+
+
+def init_head(head: nn.Module, std: float) -> None:
+    """Truncated-normal fc weights with a zero bias (the reference code's head init)."""
+    fc = head[-1] if isinstance(head, nn.Sequential) else head
+    nn.init.trunc_normal_(fc.weight, std=std)
+    nn.init.zeros_(fc.bias)
+
+
+def adapt_pos_embed(pos_embed: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]) -> torch.Tensor:
+    """(1, 1 + L_old, D) -> (1, 1 + L_new, D) for a new patch grid.
+
+    maelab's fixed sin-cos table is recomputed exactly for the new grid; any other (e.g. a
+    learned) table is interpolated with timm's ``resample_abs_pos_embed``.
+    """
+    if tuple(old_grid) == tuple(new_grid):
+        return pos_embed
+    dim = pos_embed.shape[-1]
+    if dim % 4 == 0 and torch.allclose(pos_embed[0].float(), sincos_2d(dim, old_grid), atol=1e-6):
+        return sincos_2d(dim, new_grid).unsqueeze(0).to(pos_embed.dtype)  # (1, 1 + L_new, D)
+    return resample_abs_pos_embed(pos_embed, new_size=list(new_grid), old_size=list(old_grid), num_prefix_tokens=1)
+
+
+def load_encoder(model: VisionTransformer, pretrained: Pretrained) -> None:
+    """Copy the pre-trained encoder into ``model``; only the head and a fresh fc_norm may stay unset."""
+    state = dict(pretrained.encoder)
+    new_grid = tuple(model.patch_embed.grid_size)
+    if new_grid != pretrained.config.grid_size:
+        logger.info("position embedding: %s grid -> %s grid", pretrained.config.grid_size, new_grid)
+        state["pos_embed"] = adapt_pos_embed(state["pos_embed"], pretrained.config.grid_size, new_grid)
+    if isinstance(model.norm, nn.Identity):
+        # Average pooling + fc_norm: timm normalizes after pooling, so the token-wise norm is gone.
+        state = {k: v for k, v in state.items() if not k.startswith("norm.")}
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise ValueError(f"{pretrained.path} does not fit the classifier: {exc}") from exc
+    missing = [k for k in result.missing_keys if not k.startswith(("head.", "fc_norm."))]
+    if missing or result.unexpected_keys:
+        raise ValueError(
+            f"{pretrained.path} does not fit the classifier: missing {missing}, unexpected {result.unexpected_keys}"
+        )
+
+
+def classifier_meta(cfg: dict, info: DatasetInfo, data: DataConfig, epoch: int, extra: dict) -> CheckpointMeta:
+    return CheckpointMeta(kind="classifier", model_config=cfg, data_info=to_jsonable(info), epoch=epoch,
+                          extra={"num_classes": cfg["num_classes"], "data": to_jsonable(data), **extra})
+
+
+def load_classifier(path: Path, device: str | torch.device = "cpu") -> tuple[VisionTransformer, CheckpointMeta]:
+    """Rebuild a fine-tuned or probed classifier (kind "classifier") in eval mode."""
+    weights, meta = load_checkpoint(path, device)
+    if meta.kind != "classifier":
+        raise ValueError(f"{path} is a {meta.kind!r} checkpoint, not a classifier from finetune/linprobe")
+    model = build_vit(meta.model_config).to(device)
+    model.load_state_dict(weights)
+    return model.eval(), meta
+
+
+class FrozenInEval(nn.Module):
+    """Wraps a model so that ``train()`` leaves its frozen parts in eval mode (no drop path, fixed BN)."""
+
+    def __init__(self, model: nn.Module, frozen: list[nn.Module]) -> None:
+        super().__init__()
+        self.model = model
+        self._frozen = tuple(frozen)  # a tuple is not registered: these are submodules of ``model``
+
+    def train(self, mode: bool = True) -> FrozenInEval:
+        super().train(mode)
+        for module in self._frozen:
+            module.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def eval_loader(dataset: Dataset, batch_size: int, device: torch.device, num_workers: int = 0) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      pin_memory=device.type == "cuda")
+
+
+@torch.no_grad()
+def extract_features(
+    features: Callable[[torch.Tensor], torch.Tensor], dataset: Dataset, batch_size: int, device: torch.device,
+    desc: str = "features", num_workers: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features (N, D) float32 on CPU and labels (N,) of a whole dataset, in order."""
+    feats, labels = [], []
+    loader = eval_loader(dataset, batch_size, device, num_workers)
+    for imgs, target in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, disable=None):
+        feats.append(features(imgs.to(device, non_blocking=True)).float().cpu())
+        labels.append(torch.as_tensor(target))
+    if not feats:
+        raise ValueError(f"{desc}: the dataset is empty; check the dataset options")
+    return torch.cat(feats), torch.cat(labels).long()
+
+
+def vit_features(model: VisionTransformer) -> Callable[[torch.Tensor], torch.Tensor]:
+    """(B, C, H, W) -> (B, D): the pooled, pre-logit features (cls token after norm, or the average)."""
+    return lambda imgs: model.forward_head(model.forward_features(imgs), pre_logits=True)

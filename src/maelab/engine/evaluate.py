@@ -1,0 +1,152 @@
+"""Classification metrics and the outputs every evaluation command writes.
+
+Top-k accuracy uses k = min(k, num_classes), so on a 4-class dataset "top5" is top-4 (100%).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from torch import nn
+
+from maelab.engine.checkpoint import CheckpointMeta, save_checkpoint
+from maelab.engine.loop import Progress
+from maelab.engine.rundir import write_json
+
+logger = logging.getLogger(__name__)
+
+BEST, LAST = "checkpoint-best", "checkpoint-last"
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Accuracies in percent, mean cross-entropy (NaN when not defined, e.g. kNN) and the
+    (num_classes, num_classes) confusion matrix, rows = true class, columns = prediction."""
+
+    top1: float
+    top5: float
+    loss: float
+    confusion: torch.Tensor
+    count: int
+
+    def summary(self, prefix: str = "test_") -> dict[str, float]:
+        out = {f"{prefix}top1": self.top1, f"{prefix}top5": self.top5}
+        if not math.isnan(self.loss):
+            out[f"{prefix}loss"] = self.loss
+        return out
+
+
+def result_from_scores(scores: torch.Tensor, labels: torch.Tensor, loss_sum: float = math.nan) -> EvalResult:
+    """Metrics of class scores (N, C) against labels (N,)."""
+    num_classes = scores.shape[1]
+    k = min(5, num_classes)
+    top = scores.topk(k, dim=1).indices  # (N, k)
+    hits = top == labels.unsqueeze(1)  # (N, k)
+    n = labels.shape[0]
+    pairs = labels * num_classes + top[:, 0]  # (N,) flat (true, predicted) index
+    confusion = torch.bincount(pairs, minlength=num_classes * num_classes).view(num_classes, num_classes)
+    return EvalResult(
+        top1=100.0 * float(hits[:, 0].float().mean()), top5=100.0 * float(hits.any(1).float().mean()),
+        loss=loss_sum / max(n, 1), confusion=confusion.cpu(), count=n,
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    predict: Callable[[torch.Tensor], torch.Tensor], batches: Iterable, device: torch.device,
+) -> EvalResult:
+    """Run ``predict`` (inputs -> logits) over ``(inputs, labels)`` batches; the caller sets eval mode."""
+    scores, labels, loss_sum = [], [], 0.0
+    for inputs, target in batches:
+        target = torch.as_tensor(target).to(device)
+        logits = predict(inputs.to(device, non_blocking=True)).float()
+        loss_sum += float(F.cross_entropy(logits, target, reduction="sum"))
+        scores.append(logits.cpu())
+        labels.append(target.cpu())
+    if not scores:
+        raise ValueError("the test split is empty; nothing to evaluate")
+    return result_from_scores(torch.cat(scores), torch.cat(labels), loss_sum)
+
+
+def save_confusion_matrix(confusion: torch.Tensor, class_names: Sequence[str], path: Path, title: str) -> None:
+    """Row-normalized colours (recall per class) with the raw counts written in the cells."""
+    counts = confusion.double()
+    rates = counts / counts.sum(1, keepdim=True).clamp(min=1)  # (C, C) each row sums to 1
+    n = counts.shape[0]
+    side = min(2.0 + 0.55 * n, 16.0)
+    fig = Figure(figsize=(side + 1.2, side), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    image = ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    names = [str(c) for c in class_names] if len(class_names) == n else [str(i) for i in range(n)]
+    ax.set_xticks(range(n), names, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(n), names, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=6,
+                        color="white" if rates[i, j] > 0.5 else "black")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+class ClassifierRun:
+    """Per-epoch test evaluation, best/last checkpoints, metrics.json and the confusion matrix
+    of a trained classifier; its methods plug into :class:`TrainLoop`."""
+
+    def __init__(
+        self, run_dir: Path, model: nn.Module, evaluate_fn: Callable[[], EvalResult],
+        meta: Callable[[int], CheckpointMeta], class_names: Sequence[str], title: str, extra: dict[str, Any],
+    ) -> None:
+        self.run_dir, self.model, self.evaluate_fn, self.meta = run_dir, model, evaluate_fn, meta
+        self.class_names, self.title, self.extra = tuple(class_names), title, extra
+        self.epochs: list[dict[str, float]] = []
+        self.best: dict[str, float] | None = None
+        self.result: EvalResult | None = None
+
+    def on_epoch_end(self, epoch: int, record: dict[str, float]) -> dict[str, float]:
+        # Modes are restored module by module: a probe trains its head inside a frozen, eval-mode encoder.
+        modes = [(m, m.training) for m in self.model.modules()]
+        self.model.eval()
+        self.result = self.evaluate_fn()
+        for module, mode in modes:
+            module.training = mode
+        row = dict(epoch=epoch, train_loss=record["loss"], **self.result.summary(""))
+        self.epochs.append(row)
+        if self.best is None or row["top1"] > self.best["top1"]:
+            self.best = row
+            save_checkpoint(self.run_dir / BEST, self.model.state_dict(), self.meta(epoch + 1))
+        logger.info("epoch %d: test top-1 %.2f%%, top-5 %.2f%% (best %.2f%%)",
+                    epoch + 1, row["top1"], row["top5"], self.best["top1"])
+        return self.result.summary()
+
+    def save(self, progress: Progress) -> None:
+        save_checkpoint(self.run_dir / LAST, self.model.state_dict(), self.meta(progress.epoch))
+
+    def finish(self) -> dict[str, Any]:
+        """Write metrics.json and confusion.png for the final model; returns the metrics."""
+        assert self.result is not None and self.best is not None, "finish() after at least one epoch"
+        last = self.epochs[-1]
+        metrics = dict(
+            best=self.best, last=last, epochs=self.epochs, class_names=list(self.class_names),
+            confusion_matrix=self.result.confusion.tolist(), test_images=self.result.count, **self.extra,
+        )
+        write_json(self.run_dir / "metrics.json", metrics)
+        save_confusion_matrix(self.result.confusion, self.class_names, self.run_dir / "confusion.png",
+                              f"{self.title}: top-1 {last['top1']:.2f}% (epoch {last['epoch'] + 1})")
+        logger.info("final test top-1 %.2f%%, top-5 %.2f%%; best top-1 %.2f%% at epoch %d; run directory %s",
+                    last["top1"], last["top5"], self.best["top1"], self.best["epoch"] + 1, self.run_dir)
+        return metrics

@@ -1,0 +1,159 @@
+"""``maelab finetune``: end-to-end, partial or from-scratch fine-tuning on the shared loop.
+
+Recipe (paper appendix): AdamW (0.9, 0.999), lr = blr * batch / 256 with blr 1e-3, weight
+decay 0.05, layer-wise lr decay 0.75, drop path 0.1, RandAugment (9, 0.5), mixup 0.8,
+cutmix 1.0, label smoothing 0.1, random erasing 0.25, average pooling + fc_norm.
+
+Augmentation runs through timm's ``create_transform`` (the reference code's pipeline) on PIL
+images: timm's RandAugment is PIL-only and works on mode "L", so 1-channel images need no
+special path; the uint8 tensors from the datasets are channel-matched and turned into PIL first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import torch
+from timm.data import Mixup, create_transform
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.models.vision_transformer import VisionTransformer
+from timm.optim import param_groups_layer_decay
+from torch import nn
+from torchvision.transforms import v2
+
+from maelab.data import DatasetInfo, MatchChannels, build_dataset, eval_transform
+from maelab.engine.classify import (
+    FrozenInEval, build_vit, classifier_config, classifier_meta, eval_loader, init_head, labeled_info, load_encoder,
+    load_pretrained, resolve_data,
+)
+from maelab.engine.config import to_jsonable
+from maelab.engine.eval_config import FINETUNE_EPOCHS, FinetuneConfig
+from maelab.engine.evaluate import ClassifierRun, evaluate
+from maelab.engine.loop import Progress, StepOutput, TrainLoop, setup_environment
+from maelab.engine.pretrain import make_loader_fn
+from maelab.engine.rundir import JsonlLog, new_run_dir, write_json
+from maelab.models import get_config
+
+logger = logging.getLogger(__name__)
+
+HEAD_INIT_STD = 2e-5
+# Never decayed: the learned tokens and position table (biases and norms are excluded as 1-D).
+NO_WEIGHT_DECAY = ("pos_embed", "cls_token")
+
+
+def finetune_transform(info: DatasetInfo, rand_augment: str, reprob: float):
+    """uint8 (C_in, H, W) -> float (channels, img, img): crop, flip, RandAugment, normalize, erase."""
+    if info.channels not in (1, 3):
+        raise ValueError(f"fine-tuning augmentation needs 1- or 3-channel images; got {info.channels} (set --channels)")
+    augment = create_transform(
+        info.img_size[0], is_training=True, auto_augment=rand_augment or None, color_jitter=None,
+        interpolation="bicubic", re_prob=reprob, re_mode="pixel", re_count=1, mean=info.mean, std=info.std,
+    )
+    return v2.Compose([MatchChannels(info.channels), v2.ToPILImage(), augment])
+
+
+def freeze_for_partial_tuning(model: VisionTransformer, tune_blocks: float | None) -> list[nn.Module]:
+    """Freeze all but the last ``tune_blocks`` blocks (+ final norms + head); returns the frozen
+    modules, which are kept in eval mode. A trailing .5 also tunes the MLP half (norm2 + mlp)
+    of the block before them. ``None`` tunes everything."""
+    if tune_blocks is None:
+        return []
+    depth = len(model.blocks)
+    whole, half = int(tune_blocks), tune_blocks % 1 > 0
+    if whole + half > depth:
+        raise ValueError(f"--tune-blocks {tune_blocks} exceeds the encoder's {depth} blocks; use at most {depth}")
+    model.requires_grad_(False)
+    first_tuned = depth - whole
+    tuned: list[nn.Module] = [*model.blocks[first_tuned:], model.norm, model.fc_norm, model.head]
+    frozen: list[nn.Module] = [model.patch_embed, *model.blocks[:first_tuned]]
+    if half:
+        block = model.blocks[first_tuned - 1]
+        tuned += [block.norm2, block.mlp, block.ls2]
+        frozen[-1:] = [block.norm1, block.attn, block.ls1, block.drop_path1]
+    for module in tuned:
+        module.requires_grad_(True)
+    return frozen
+
+
+def build_optimizer(model: nn.Module, cfg: FinetuneConfig) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters in layer-decay groups (each with its ``lr_scale``)."""
+    groups = param_groups_layer_decay(
+        model, cfg.optim.weight_decay, no_weight_decay_list=NO_WEIGHT_DECAY, layer_decay=cfg.layer_decay,
+    )
+    return torch.optim.AdamW(groups, lr=0.0, betas=(cfg.optim.beta1, cfg.optim.beta2))
+
+
+def finetune(cfg: FinetuneConfig) -> Path:
+    """Fine-tune and evaluate every epoch; returns the run directory."""
+    if cfg.init == "pretrained" and cfg.checkpoint is None:
+        raise ValueError("finetune needs --checkpoint (a maelab pre-training run), or --init none to train from scratch")
+    pre = load_pretrained(cfg.checkpoint, "finetune") if cfg.checkpoint is not None else None
+    mae_cfg = pre.config if pre is not None else get_config(cfg.model)
+    data_cfg = resolve_data(cfg.data, pre.data if pre else {}, mae_cfg, fixed_channels=pre is not None)
+    info = labeled_info(data_cfg)
+    vit_cfg = classifier_config(mae_cfg, data_cfg, info.num_classes, global_pool="avg", head="linear")
+    if cfg.loop.epochs is None:
+        cfg = dataclasses.replace(cfg, loop=dataclasses.replace(cfg.loop, epochs=FINETUNE_EPOCHS))
+    loop_cfg = cfg.loop
+    train_set = build_dataset(data_cfg, "train", finetune_transform(info, cfg.rand_augment, cfg.reprob))
+    test_set = build_dataset(data_cfg, "test", eval_transform(info))
+    batch = loop_cfg.batch_size
+    if len(train_set) < batch:
+        raise ValueError(f"the training set has {len(train_set)} images, fewer than --batch-size {batch}; lower it")
+    mixing = cfg.mixup > 0 or cfg.cutmix > 0
+    if mixing and batch % 2:
+        raise ValueError(f"mixup/cutmix pair images within a batch: --batch-size must be even; got {batch}")
+    name = pre.name if pre is not None else cfg.model
+    run_dir = new_run_dir(cfg.output_dir, f"finetune-{name}" + ("-scratch" if cfg.init == "none" else ""))
+    env = setup_environment(loop_cfg)
+
+    torch.manual_seed(loop_cfg.seed)
+    vit = build_vit(vit_cfg, cfg.drop_path)
+    if cfg.init == "pretrained":
+        load_encoder(vit, pre)
+    init_head(vit.head, HEAD_INIT_STD)
+    frozen = freeze_for_partial_tuning(vit, cfg.tune_blocks)
+    vit.to(env.device)
+    model = FrozenInEval(vit, frozen) if frozen else vit
+    optimizer = build_optimizer(vit, cfg)
+
+    mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.smoothing,
+                  num_classes=info.num_classes) if mixing else None
+    if mixup is not None:
+        criterion: nn.Module = SoftTargetCrossEntropy()
+    elif cfg.smoothing > 0:
+        criterion = LabelSmoothingCrossEntropy(cfg.smoothing)
+    else:
+        criterion = nn.CrossEntropyLoss()
+
+    def step(net: nn.Module, batch_data, generator: torch.Generator) -> StepOutput:
+        imgs = batch_data[0].to(env.device, non_blocking=True)
+        target = batch_data[1].to(env.device, non_blocking=True)
+        if mixup is not None:
+            imgs, target = mixup(imgs, target)  # target: (B, classes) soft labels
+        return StepOutput(loss=criterion(net(imgs).float(), target), batch_size=imgs.shape[0])
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "config.json", to_jsonable(cfg))
+    source = str(cfg.checkpoint) if cfg.checkpoint is not None else None
+    extra = dict(command="finetune", init=cfg.init, source_checkpoint=source, tune_blocks=cfg.tune_blocks)
+    test_batches = eval_loader(test_set, batch, env.device, data_cfg.num_workers)
+    run = ClassifierRun(
+        run_dir, vit, lambda: evaluate(vit, test_batches, env.device),
+        lambda epoch: classifier_meta(vit_cfg, info, data_cfg, epoch, extra), info.class_names,
+        f"finetune {name}" + (" (scratch)" if cfg.init == "none" else ""), extra,
+    )
+    trainable = sum(p.numel() for p in vit.parameters() if p.requires_grad)
+    logger.info("fine-tuning %d of %d parameters", trainable, sum(p.numel() for p in vit.parameters()))
+    loop = TrainLoop(
+        model=model, optimizer=optimizer, step_fn=step,
+        make_loader=make_loader_fn(train_set, batch, loop_cfg.seed, env, data_cfg.num_workers),
+        steps_per_epoch=len(train_set) // batch, loop=loop_cfg, optim=cfg.optim, env=env,
+        log=JsonlLog(run_dir / "log.jsonl"), effective_batch=batch * loop_cfg.accum_iter * env.world_size,
+        on_epoch_end=run.on_epoch_end, save=run.save, desc="finetune",
+    )
+    loop.run(Progress())
+    run.finish()
+    return run_dir

@@ -1,0 +1,142 @@
+"""``maelab linprobe``: a BatchNorm + linear head on the frozen encoder, on the shared loop.
+
+Recipe (paper appendix): cls-token features after the final norm, BatchNorm1d(affine=False,
+eps 1e-6) before the linear head (weights trunc-normal 0.01), LARS with momentum 0.9, blr 0.1,
+no weight decay. Without ``--augment`` the encoder's features are computed once and the loop
+trains the head on them; with it, the frozen encoder runs on every augmented batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from timm.optim import Lars
+from torch import nn
+from torch.utils.data import TensorDataset
+from torchvision.transforms import v2
+
+from maelab.data import DatasetInfo, MatchChannels, build_dataset, eval_transform
+from maelab.engine.classify import (
+    build_vit, classifier_config, classifier_meta, eval_loader, extract_features, init_head, labeled_info,
+    load_encoder, load_pretrained, resolve_data, vit_features,
+)
+from maelab.engine.config import to_jsonable
+from maelab.engine.eval_config import LINPROBE_EPOCHS, LinprobeConfig
+from maelab.engine.evaluate import ClassifierRun, evaluate
+from maelab.engine.loop import Progress, StepOutput, TrainLoop, setup_environment
+from maelab.engine.pretrain import make_loader_fn
+from maelab.engine.rundir import JsonlLog, new_run_dir, write_json
+
+logger = logging.getLogger(__name__)
+
+HEAD_INIT_STD = 0.01
+# The reference probe's crops (torchvision's default scale range).
+CROP_SCALE = (0.08, 1.0)
+
+
+def probe_transform(info: DatasetInfo):
+    """Random resized crop + flip: uint8 (C_in, H, W) -> float (channels, img, img)."""
+    return v2.Compose([
+        v2.RandomResizedCrop(info.img_size, scale=CROP_SCALE, interpolation=v2.InterpolationMode.BICUBIC,
+                             antialias=True),
+        v2.RandomHorizontalFlip(),
+        MatchChannels(info.channels),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(list(info.mean), list(info.std)),
+    ])
+
+
+def build_probe_optimizer(head: nn.Module, cfg: LinprobeConfig) -> torch.optim.Optimizer:
+    """LARS (or SGD) with momentum; biases get neither weight decay nor LARS's trust ratio,
+    as in the reference code (timm's Lars adapts only when asked, hence ``always_adapt``)."""
+    matrices = [p for p in head.parameters() if p.ndim > 1]
+    vectors = [p for p in head.parameters() if p.ndim <= 1]
+    wd = cfg.optim.weight_decay
+    if cfg.optimizer == "lars":
+        return Lars([dict(params=matrices, weight_decay=wd, always_adapt=True),
+                     dict(params=vectors, weight_decay=0.0, always_adapt=False)], lr=0.0, momentum=cfg.momentum)
+    return torch.optim.SGD([dict(params=matrices, weight_decay=wd), dict(params=vectors, weight_decay=0.0)],
+                           lr=0.0, momentum=cfg.momentum)
+
+
+def linprobe(cfg: LinprobeConfig) -> Path:
+    """Train the probe and evaluate it every epoch; returns the run directory."""
+    pre = load_pretrained(cfg.checkpoint, "linprobe")
+    data_cfg = resolve_data(cfg.data, pre.data, pre.config, fixed_channels=True)
+    info = labeled_info(data_cfg)
+    vit_cfg = classifier_config(pre.config, data_cfg, info.num_classes, global_pool=cfg.pool, head="bn_linear")
+    if cfg.loop.epochs is None:
+        cfg = dataclasses.replace(cfg, loop=dataclasses.replace(cfg.loop, epochs=LINPROBE_EPOCHS))
+    batch = cfg.loop.batch_size
+    train_images = build_dataset(data_cfg, "train", probe_transform(info) if cfg.augment else eval_transform(info))
+    test_images = build_dataset(data_cfg, "test", eval_transform(info))
+    if len(train_images) < batch:
+        raise ValueError(f"the training set has {len(train_images)} images, fewer than --batch-size {batch}; lower it")
+    run_dir = new_run_dir(cfg.output_dir, f"linprobe-{pre.name}")
+    env = setup_environment(cfg.loop)
+
+    torch.manual_seed(cfg.loop.seed)
+    vit = build_vit(vit_cfg)
+    load_encoder(vit, pre)
+    init_head(vit.head, HEAD_INIT_STD)
+    vit.requires_grad_(False)
+    vit.head.requires_grad_(True)
+    # The encoder stays in eval mode throughout; the loop switches only the head to train mode.
+    vit.to(env.device).eval()
+    head = vit.head
+    encode = vit_features(vit)
+    optimizer = build_probe_optimizer(head, cfg)
+
+    if cfg.augment:
+        train_set = train_images
+
+        def step(net: nn.Module, batch_data, generator: torch.Generator) -> StepOutput:
+            imgs = batch_data[0].to(env.device, non_blocking=True)
+            with torch.no_grad():
+                feats = encode(imgs)  # (B, D)
+            return _probe_step(net, feats, batch_data[1].to(env.device))
+
+        test_batches = eval_loader(test_images, batch, env.device, data_cfg.num_workers)
+        evaluate_fn = lambda: evaluate(vit, test_batches, env.device)  # noqa: E731
+    else:
+        logger.info("computing frozen features of %d train and %d test images", len(train_images), len(test_images))
+        with torch.autocast(env.device.type, dtype=env.amp_dtype or torch.float32, enabled=env.amp_dtype is not None):
+            train_feats = extract_features(encode, train_images, batch, env.device, "train features", data_cfg.num_workers)
+            test_feats = extract_features(encode, test_images, batch, env.device, "test features", data_cfg.num_workers)
+        train_set = TensorDataset(*train_feats)
+
+        def step(net: nn.Module, batch_data, generator: torch.Generator) -> StepOutput:
+            return _probe_step(net, batch_data[0].to(env.device), batch_data[1].to(env.device))
+
+        test_set = TensorDataset(*test_feats)
+        evaluate_fn = lambda: evaluate(head, eval_loader(test_set, 4096, env.device), env.device)  # noqa: E731
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "config.json", to_jsonable(cfg))
+    extra = dict(command="linprobe", source_checkpoint=str(cfg.checkpoint), pool=cfg.pool, augment=cfg.augment,
+                 optimizer=cfg.optimizer)
+    run = ClassifierRun(
+        run_dir, vit, evaluate_fn, lambda epoch: classifier_meta(vit_cfg, info, data_cfg, epoch, extra),
+        info.class_names, f"linear probe {pre.name}", extra,
+    )
+    loop = TrainLoop(
+        model=head, optimizer=optimizer, step_fn=step,
+        make_loader=make_loader_fn(train_set, batch, cfg.loop.seed, env, data_cfg.num_workers if cfg.augment else 0),
+        steps_per_epoch=len(train_set) // batch, loop=cfg.loop, optim=cfg.optim, env=env,
+        log=JsonlLog(run_dir / "log.jsonl"), effective_batch=batch * cfg.loop.accum_iter * env.world_size,
+        on_epoch_end=run.on_epoch_end, save=run.save, desc="linprobe",
+    )
+    loop.run(Progress())
+    run.finish()
+    return run_dir
+
+
+def _probe_step(head: nn.Module, feats: torch.Tensor, labels: torch.Tensor) -> StepOutput:
+    logits = head(feats.float())  # (B, classes)
+    accuracy = (logits.detach().argmax(1) == labels).float().mean() * 100
+    return StepOutput(loss=F.cross_entropy(logits, labels), batch_size=feats.shape[0],
+                      metrics={"train_top1": accuracy})
