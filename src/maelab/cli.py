@@ -67,7 +67,7 @@ class Models:
 
 @dataclass(frozen=True)
 class Finetune:
-    """Fine-tune a pre-trained encoder (or part of it, --tune-blocks; or from scratch, --init none); top-1/top-5 per epoch."""
+    """Fine-tune a pre-trained encoder (partly: --tune-blocks; from scratch: --init none); top-1/top-5 per epoch."""
 
     config: Annotated[FinetuneConfig, tyro.conf.arg(name="")]
 
@@ -108,13 +108,14 @@ COMMANDS = {"pretrain": Pretrain, "reconstruct": Reconstruct, "models": Models, 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``maelab`` console script; returns the exit status."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    command = tyro.extras.subcommand_cli_from_dict(
-        {name: cls for name, cls in COMMANDS.items()},
-        args=argv,
-        prog="maelab",
-        config=(tyro.conf.OmitArgPrefixes, tyro.conf.OmitSubcommandPrefixes),
-    )
     try:
+        # Inside the try: a top-level config's own validation raises ValueError out of tyro.
+        command = tyro.extras.subcommand_cli_from_dict(
+            {name: cls for name, cls in COMMANDS.items()},
+            args=argv,
+            prog="maelab",
+            config=(tyro.conf.OmitArgPrefixes, tyro.conf.OmitSubcommandPrefixes),
+        )
         command.run()
     except TrainingDiverged as exc:
         logger.error("%s", exc)

@@ -188,3 +188,11 @@ def test_bad_checkpoints_exit_2(pretrained_run, tmp_path, capsys):
     assert main(["finetune", *FAST, "--output-dir", str(out)]) == 2
     assert "--checkpoint" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("extra", [["--layer-decay", "2"], ["--tune-blocks", "0.3"], ["--tune-blocks", "5"],
+                                   ["--batch-size", "31"], ["--img-size", "44"]])
+def test_bad_options_exit_2_before_writing(pretrained_run, tmp_path, extra):
+    out = tmp_path / "bad"
+    assert _finetune(pretrained_run, out, *extra) == 2
+    assert not out.exists()

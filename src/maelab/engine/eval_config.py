@@ -78,7 +78,9 @@ class FinetuneConfig:
         if self.mixup < 0 or self.cutmix < 0:
             raise ValueError("--mixup and --cutmix are Beta-distribution alphas: use 0 (off) or a positive value")
         if self.tune_blocks is not None and (self.tune_blocks < 0 or (2 * self.tune_blocks) % 1):
-            raise ValueError(f"--tune-blocks must be a whole or half number >= 0 (e.g. 0, 0.5, 1, 2); got {self.tune_blocks}")
+            raise ValueError(
+                f"--tune-blocks must be a whole or half number >= 0 (e.g. 0, 0.5, 1, 2); got {self.tune_blocks}"
+            )
 
 
 @dataclass(frozen=True)

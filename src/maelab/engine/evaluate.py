@@ -53,7 +53,7 @@ def result_from_scores(scores: torch.Tensor, labels: torch.Tensor, loss_sum: flo
     hits = top == labels.unsqueeze(1)  # (N, k)
     n = labels.shape[0]
     pairs = labels * num_classes + top[:, 0]  # (N,) flat (true, predicted) index
-    confusion = torch.bincount(pairs, minlength=num_classes * num_classes).view(num_classes, num_classes)
+    confusion = torch.bincount(pairs, minlength=num_classes * num_classes).view(num_classes, num_classes)  # (C, C)
     return EvalResult(
         top1=100.0 * float(hits[:, 0].float().mean()), top5=100.0 * float(hits.any(1).float().mean()),
         loss=loss_sum / max(n, 1), confusion=confusion.cpu(), count=n,

@@ -88,7 +88,9 @@ def build_optimizer(model: nn.Module, cfg: FinetuneConfig) -> torch.optim.AdamW:
 def finetune(cfg: FinetuneConfig) -> Path:
     """Fine-tune and evaluate every epoch; returns the run directory."""
     if cfg.init == "pretrained" and cfg.checkpoint is None:
-        raise ValueError("finetune needs --checkpoint (a maelab pre-training run), or --init none to train from scratch")
+        raise ValueError(
+            "finetune needs --checkpoint (a maelab pre-training run), or --init none to train from scratch"
+        )
     pre = load_pretrained(cfg.checkpoint, "finetune") if cfg.checkpoint is not None else None
     mae_cfg = pre.config if pre is not None else get_config(cfg.model)
     data_cfg = resolve_data(cfg.data, pre.data if pre else {}, mae_cfg, fixed_channels=pre is not None)

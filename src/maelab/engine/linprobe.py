@@ -105,8 +105,9 @@ def linprobe(cfg: LinprobeConfig) -> Path:
     else:
         logger.info("computing frozen features of %d train and %d test images", len(train_images), len(test_images))
         with torch.autocast(env.device.type, dtype=env.amp_dtype or torch.float32, enabled=env.amp_dtype is not None):
-            train_feats = extract_features(encode, train_images, batch, env.device, "train features", data_cfg.num_workers)
-            test_feats = extract_features(encode, test_images, batch, env.device, "test features", data_cfg.num_workers)
+            workers = data_cfg.num_workers
+            train_feats = extract_features(encode, train_images, batch, env.device, "train features", workers)
+            test_feats = extract_features(encode, test_images, batch, env.device, "test features", workers)
         train_set = TensorDataset(*train_feats)
 
         def step(net: nn.Module, batch_data, generator: torch.Generator) -> StepOutput:
