@@ -79,7 +79,8 @@ class Finetune:
 
 @dataclass(frozen=True)
 class Linprobe:
-    """Linear probe (BatchNorm + linear head, LARS) on a frozen pre-trained encoder."""
+    """Linear probe (BatchNorm + linear head, LARS) on a frozen pre-trained encoder; baselines: --init none
+    (random-init encoder), --init pixels (raw pixels)."""
 
     config: Annotated[LinprobeConfig, tyro.conf.arg(name="")]
 
@@ -91,7 +92,8 @@ class Linprobe:
 
 @dataclass(frozen=True)
 class Knn:
-    """Weighted kNN classification (k=20, T=0.07) on a frozen pre-trained encoder's features."""
+    """Weighted kNN classification (k=20, T=0.07) on a frozen pre-trained encoder's features; baselines:
+    --init none (random-init encoder), --init pixels (raw pixels)."""
 
     config: Annotated[KnnConfig, tyro.conf.arg(name="")]
 

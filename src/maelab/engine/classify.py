@@ -1,7 +1,8 @@
 """Classifiers on a pre-trained MAE encoder: loading, building, resolution change, features.
 
-Every evaluation model is a stock timm ``VisionTransformer``; the MAE encoder's keys are
-timm's, so its weights load strictly. Fine-tuning uses global average pooling + ``fc_norm``
+Every evaluation model is a stock timm ``VisionTransformer`` (or, for the ``--init pixels``
+baseline, a :class:`PixelProbe` with no encoder); the MAE encoder's keys are timm's, so its
+weights load strictly. Fine-tuning uses global average pooling + ``fc_norm``
 (timm then makes ``norm`` an Identity, so the pre-trained ``norm`` is dropped and ``fc_norm``
 starts fresh, as in the paper's reference code); probing and kNN use the cls token after
 the pre-trained final ``norm``.
@@ -9,6 +10,7 @@ the pre-trained final ``norm``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,12 +28,15 @@ from maelab.data import DataConfig, DatasetInfo, dataset_info
 from maelab.engine.checkpoint import CheckpointMeta, load_checkpoint, read_meta
 from maelab.engine.config import to_jsonable
 from maelab.engine.eval_config import EvalDataOptions
-from maelab.models import MAEConfig, MaskedAutoencoder
+from maelab.models import MAEConfig, MaskedAutoencoder, get_config
 from maelab.pos_embed import sincos_2d
 
 logger = logging.getLogger(__name__)
 
 HEAD_TYPES = ("linear", "bn_linear", "none")
+INITS = ("pretrained", "none", "pixels")
+"""What an evaluation's features come from: the checkpoint's encoder, a randomly initialized
+encoder of the same (or a preset's) architecture, or the raw normalized pixels (no encoder)."""
 
 
 @dataclass(frozen=True)
@@ -46,14 +51,19 @@ class Pretrained:
     name: str
 
 
-def load_pretrained(path: Path, command: str) -> Pretrained:
-    """Read a maelab "mae" checkpoint and check its tensors against the model its metadata describes."""
+def _mae_meta(path: Path, command: str) -> CheckpointMeta:
     meta = read_meta(path)
     if meta.kind != "mae":
         raise ValueError(
             f"{path} is a {meta.kind!r} checkpoint; {command} needs a pre-training ('mae') checkpoint "
             "written by `maelab pretrain` (its run directory or checkpoint-last.safetensors)"
         )
+    return meta
+
+
+def load_pretrained(path: Path, command: str) -> Pretrained:
+    """Read a maelab "mae" checkpoint and check its tensors against the model its metadata describes."""
+    meta = _mae_meta(path, command)
     config = MAEConfig.from_dict(meta.model_config)
     weights, _ = load_checkpoint(path)
     # Built on the meta device: only names and shapes are needed, no memory or init time.
@@ -73,16 +83,22 @@ def load_pretrained(path: Path, command: str) -> Pretrained:
                       str(meta.extra.get("model_name", "mae")))
 
 
-def resolve_data(opts: EvalDataOptions, saved: dict[str, Any], model: MAEConfig, fixed_channels: bool) -> DataConfig:
+def resolve_data(
+    opts: EvalDataOptions, saved: dict[str, Any], model: MAEConfig | None, fixed_channels: bool,
+) -> DataConfig:
     """The data to evaluate on: explicit options, else the pre-training data, at the model's geometry.
 
     ``fixed_channels``: the weights fix the input channels (any pre-trained encoder), so
-    ``--channels`` may only repeat them.
+    ``--channels`` may only repeat them. ``model`` None (raw pixels): the data's native size
+    and channels unless ``--img-size`` / ``--channels`` say otherwise.
     """
     dataset = opts.dataset or saved.get("dataset") or "fashion_mnist"
     same = dataset == saved.get("dataset")
     data = opts.data if opts.data is not None else (Path(saved["data"]) if same and saved.get("data") else None)
     synthetic = opts.synthetic_size or (saved.get("synthetic_size") if same else None) or 512
+    if model is None:
+        return DataConfig(dataset=dataset, data=data, download=opts.download, img_size=opts.img_size,
+                          channels=opts.channels, synthetic_size=synthetic, num_workers=opts.num_workers)
     height, width = model.img_size
     if opts.img_size is None and height != width:
         raise ValueError(f"the checkpoint's images are {height}x{width}; pass a square --img-size to evaluate it")
@@ -128,10 +144,44 @@ def build_vit(cfg: dict, drop_path_rate: float = 0.0) -> VisionTransformer:
         drop_path_rate=drop_path_rate,
     )
     if cfg["head"] == "bn_linear":
-        model.head = nn.Sequential(
-            nn.BatchNorm1d(cfg["embed_dim"], affine=False, eps=1e-6), nn.Linear(cfg["embed_dim"], cfg["num_classes"])
-        )
+        model.head = bn_linear_head(cfg["embed_dim"], cfg["num_classes"])
     return model
+
+
+def bn_linear_head(dim: int, num_classes: int) -> nn.Sequential:
+    """The probe head: BatchNorm1d(affine=False, eps 1e-6) standardizes the features, then a linear layer."""
+    return nn.Sequential(nn.BatchNorm1d(dim, affine=False, eps=1e-6), nn.Linear(dim, num_classes))
+
+
+def pixel_config(info: DatasetInfo, head: str) -> dict:
+    """The JSON-able architecture of a :class:`PixelProbe` (stored in its checkpoint's metadata)."""
+    assert head in ("bn_linear", "none"), head
+    return dict(features="pixels", img_size=list(info.img_size), in_chans=info.channels,
+                num_classes=info.num_classes if head != "none" else 0, head=head)
+
+
+class PixelProbe(nn.Module):
+    """The no-encoder baseline: normalized images (B, C, H, W) flattened to (B, C*H*W) features,
+    then a BatchNorm + linear head (``head="bn_linear"``: logistic regression on standardized
+    pixels) or none (the features themselves, for kNN)."""
+
+    def __init__(self, cfg: dict) -> None:
+        super().__init__()
+        height, width = cfg["img_size"]
+        self.num_features = cfg["in_chans"] * height * width
+        self.head = (bn_linear_head(self.num_features, cfg["num_classes"]) if cfg["head"] == "bn_linear"
+                     else nn.Identity())
+
+    def features(self, imgs: torch.Tensor) -> torch.Tensor:
+        return imgs.flatten(1)  # (B, C*H*W)
+
+    def forward(self, imgs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(imgs))
+
+
+def build_classifier(cfg: dict) -> nn.Module:
+    """A :class:`PixelProbe` or a timm ViT, from the ``model_config`` of a classifier checkpoint."""
+    return PixelProbe(cfg) if cfg.get("features") == "pixels" else build_vit(cfg)
 
 
 def init_head(head: nn.Module, std: float) -> None:
@@ -181,12 +231,13 @@ def classifier_meta(cfg: dict, info: DatasetInfo, data: DataConfig, epoch: int, 
                           extra={"num_classes": cfg["num_classes"], "data": to_jsonable(data), **extra})
 
 
-def load_classifier(path: Path, device: str | torch.device = "cpu") -> tuple[VisionTransformer, CheckpointMeta]:
-    """Rebuild a fine-tuned or probed classifier (kind "classifier") in eval mode."""
+def load_classifier(path: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, CheckpointMeta]:
+    """Rebuild a fine-tuned or probed classifier (kind "classifier") in eval mode: a timm ViT,
+    or a :class:`PixelProbe` for a ``linprobe --init pixels`` checkpoint."""
     weights, meta = load_checkpoint(path, device)
     if meta.kind != "classifier":
         raise ValueError(f"{path} is a {meta.kind!r} checkpoint, not a classifier from finetune/linprobe")
-    model = build_vit(meta.model_config).to(device)
+    model = build_classifier(meta.model_config).to(device)
     model.load_state_dict(weights)
     return model.eval(), meta
 
@@ -233,3 +284,124 @@ def extract_features(
 def vit_features(model: VisionTransformer) -> Callable[[torch.Tensor], torch.Tensor]:
     """(B, C, H, W) -> (B, D): the pooled, pre-logit features (cls token after norm, or the average)."""
     return lambda imgs: model.forward_head(model.forward_features(imgs), pre_logits=True)
+
+
+def frozen_features_fn(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """(B, C, H, W) -> (B, D): a ViT's pre-logit features, or a PixelProbe's flattened pixels."""
+    return model.features if isinstance(model, PixelProbe) else vit_features(model)
+
+
+@dataclass(frozen=True)
+class EncoderSource:
+    """Where an evaluation's architecture and weights come from (``--init``, ``--checkpoint``, ``--model``)."""
+
+    init: str
+    checkpoint: Path | None
+    config: MAEConfig | None
+    """The encoder's architecture: the checkpoint's, else the ``--model`` preset's; None for pixels."""
+    pretrained: Pretrained | None
+    """The checkpoint's weights; loaded only for ``--init pretrained``."""
+    saved_data: dict[str, Any]
+    """The checkpoint's pre-training DataConfig (JSON form); empty without a checkpoint."""
+    name: str
+    """The checkpoint's model name, the preset, or "pixels"."""
+
+    @property
+    def fixed_channels(self) -> bool:
+        """A checkpoint's architecture fixes the input channels; a bare preset (or pixels) does not."""
+        return self.checkpoint is not None and self.init != "pixels"
+
+    def provenance(self) -> dict[str, Any]:
+        """What the features came from, for metrics.json / knn.json / checkpoint metadata."""
+        return dict(init=self.init, source_checkpoint=str(self.checkpoint) if self.checkpoint is not None else None,
+                    model=self.name if self.init != "pixels" else None)
+
+
+def encoder_source(init: str, checkpoint: Path | None, model: str, command: str) -> EncoderSource:
+    """Resolve ``--init`` / ``--checkpoint`` / ``--model``.
+
+    ``pretrained`` needs a checkpoint and loads its encoder. ``none`` takes the architecture
+    (and the data defaults) from the checkpoint when one is given, else from the ``model``
+    preset, and never reads its weights. ``pixels`` has no architecture; a checkpoint only
+    supplies the data defaults.
+    """
+    assert init in INITS, init
+    if init == "pretrained":
+        if checkpoint is None:
+            others = "--init none to train from scratch" if command == "finetune" else (
+                "--init none (random encoder of --model) or --init pixels (raw pixels) for a baseline")
+            raise ValueError(f"{command} needs --checkpoint (a maelab pre-training run), or {others}")
+        pre = load_pretrained(checkpoint, command)
+        return EncoderSource(init, Path(checkpoint), pre.config, pre, pre.data, pre.name)
+    if checkpoint is None:
+        config = get_config(model) if init == "none" else None
+        return EncoderSource(init, None, config, None, {}, model if init == "none" else "pixels")
+    meta = _mae_meta(checkpoint, command)
+    config = MAEConfig.from_dict(meta.model_config) if init == "none" else None
+    name = str(meta.extra.get("model_name", "mae")) if init == "none" else "pixels"
+    return EncoderSource(init, Path(checkpoint), config, None, dict(meta.extra.get("data") or {}), name)
+
+
+def random_encoder(config: MAEConfig, seed: int) -> Pretrained:
+    """The encoder of ``MaskedAutoencoder(config)`` built right after ``torch.manual_seed(seed)``
+    (for a preset, exactly ``create_model(name)``'s), leaving the global RNG state untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        mae = MaskedAutoencoder(config)
+    return Pretrained(Path(f"<random init, seed {seed}>"), config, mae.encoder_state_dict(), {}, "random")
+
+
+@dataclass(frozen=True)
+class FrozenFeatures:
+    """A frozen feature extractor (for probing and kNN) and the data it runs on."""
+
+    model: nn.Module
+    """Frozen, in eval mode, on the device: a timm ViT or a PixelProbe; only ``model.head`` trains."""
+    model_config: dict
+    """Its architecture, for checkpoint metadata (:func:`build_classifier` rebuilds it)."""
+    encode: Callable[[torch.Tensor], torch.Tensor]
+    """(B, C, H, W) -> (B, dim)."""
+    dim: int
+    data: DataConfig
+    info: DatasetInfo
+    name: str
+    """Run-name stem: the checkpoint's model name, "<model>-random" or "pixels"."""
+    provenance: dict[str, Any]
+
+
+def frozen_features(
+    init: str, checkpoint: Path | None, model: str, opts: EvalDataOptions, pool: str, head: str, seed: int,
+    device: torch.device, command: str,
+) -> FrozenFeatures:
+    """The one path from ``--init`` to features, shared by linprobe and knn.
+
+    ``pretrained``: the checkpoint's encoder. ``none``: a random encoder of the same architecture
+    (:func:`random_encoder` with ``seed``). ``pixels``: no encoder; the eval-transformed images at
+    the data's native size (or ``--img-size``) flattened. ``head`` ("bn_linear" or "none") is
+    left as built (callers initialize it); the global RNG is seeded with ``seed`` before it is.
+    """
+    source = encoder_source(init, checkpoint, model, command)
+    data = resolve_data(opts, source.saved_data, source.config, fixed_channels=source.fixed_channels)
+    info = labeled_info(data)
+    torch.manual_seed(seed)
+    provenance = source.provenance()
+    if init == "pixels":
+        cfg = pixel_config(info, head)
+        net: nn.Module = PixelProbe(cfg)
+        name = "pixels"
+    else:
+        cfg = classifier_config(source.config, data, info.num_classes, global_pool=pool, head=head)
+        net = build_vit(cfg)
+        if init == "pretrained":
+            load_encoder(net, source.pretrained)
+            name = source.name
+        else:
+            # The random encoder takes the data's channels when no checkpoint fixes them.
+            arch = source.config if source.config.in_chans == data.channels else dataclasses.replace(
+                source.config, in_chans=data.channels)
+            load_encoder(net, random_encoder(arch, seed))
+            name, provenance["init_seed"] = f"{source.name}-random", seed
+    net.requires_grad_(False)
+    net.head.requires_grad_(True)
+    net.to(device).eval()
+    return FrozenFeatures(net, cfg, frozen_features_fn(net), int(net.num_features), data, info, name, provenance)

@@ -83,16 +83,26 @@ class FinetuneConfig:
             )
 
 
+Init = Literal["pretrained", "none", "pixels"]
+
+
 @dataclass(frozen=True)
 class LinprobeConfig:
     """Linear probing: a BatchNorm + linear head on the frozen encoder's features."""
 
-    checkpoint: Path
-    """A maelab pre-training checkpoint (.safetensors) or run directory."""
+    checkpoint: Path | None = None
+    """A maelab pre-training checkpoint (.safetensors) or run directory; optional with --init none/pixels."""
+    init: Init = "pretrained"
+    """Features from: the checkpoint's encoder; "none": a random-init encoder of the same architecture
+    (the checkpoint's, else --model's; seeded by --seed); "pixels": no encoder, the flattened
+    normalized pixels (C*H*W) at the data's native size or --img-size (the raw-pixel floor)."""
+    model: str = "mae_vit_fashion"
+    """Preset giving the architecture when --init none is used without --checkpoint."""
     pool: Literal["token", "avg"] = "token"
     """Features: the cls token after the final norm (the paper), or the mean of the patch tokens."""
     augment: bool = False
-    """Random resized crop + flip, running the frozen encoder every step (default: cached features)."""
+    """Random resized crop + flip, running the frozen encoder every step (default: cached features;
+    not with --init pixels)."""
     optimizer: Literal["lars", "sgd"] = "lars"
     momentum: float = 0.9
     data: EvalDataOptions = field(default_factory=EvalDataOptions)
@@ -104,14 +114,24 @@ class LinprobeConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.momentum < 1:
             raise ValueError(f"--momentum must be in [0, 1); got {self.momentum}")
+        if self.init == "pixels" and self.augment:
+            raise ValueError("--init pixels probes cached pixel features only; drop --augment")
 
 
 @dataclass(frozen=True)
 class KnnConfig:
     """Weighted k-nearest-neighbour classification on frozen features (Wu et al. 2018)."""
 
-    checkpoint: Path
-    """A maelab pre-training checkpoint (.safetensors) or run directory."""
+    checkpoint: Path | None = None
+    """A maelab pre-training checkpoint (.safetensors) or run directory; optional with --init none/pixels."""
+    init: Init = "pretrained"
+    """Features from: the checkpoint's encoder; "none": a random-init encoder of the same architecture
+    (the checkpoint's, else --model's; seeded by --seed); "pixels": no encoder, the flattened
+    normalized pixels (C*H*W) at the data's native size or --img-size (the raw-pixel floor)."""
+    model: str = "mae_vit_fashion"
+    """Preset giving the architecture when --init none is used without --checkpoint."""
+    seed: int = 0
+    """Seed of the random encoder (--init none)."""
     k: int = 20
     temperature: float = 0.07
     pool: Literal["token", "avg"] = "token"

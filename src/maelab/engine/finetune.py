@@ -25,8 +25,8 @@ from torchvision.transforms import v2
 
 from maelab.data import DatasetInfo, MatchChannels, build_dataset, eval_transform
 from maelab.engine.classify import (
-    FrozenInEval, build_vit, classifier_config, classifier_meta, eval_loader, init_head, labeled_info, load_encoder,
-    load_pretrained, resolve_data,
+    FrozenInEval, build_vit, classifier_config, classifier_meta, encoder_source, eval_loader, init_head, labeled_info,
+    load_encoder, resolve_data,
 )
 from maelab.engine.config import to_jsonable
 from maelab.engine.eval_config import FINETUNE_EPOCHS, FinetuneConfig
@@ -34,7 +34,6 @@ from maelab.engine.evaluate import ClassifierRun, evaluate
 from maelab.engine.loop import Progress, StepOutput, TrainLoop, setup_environment
 from maelab.engine.pretrain import make_loader_fn
 from maelab.engine.rundir import JsonlLog, new_run_dir, write_json
-from maelab.models import get_config
 
 logger = logging.getLogger(__name__)
 
@@ -87,13 +86,9 @@ def build_optimizer(model: nn.Module, cfg: FinetuneConfig) -> torch.optim.AdamW:
 
 def finetune(cfg: FinetuneConfig) -> Path:
     """Fine-tune and evaluate every epoch; returns the run directory."""
-    if cfg.init == "pretrained" and cfg.checkpoint is None:
-        raise ValueError(
-            "finetune needs --checkpoint (a maelab pre-training run), or --init none to train from scratch"
-        )
-    pre = load_pretrained(cfg.checkpoint, "finetune") if cfg.checkpoint is not None else None
-    mae_cfg = pre.config if pre is not None else get_config(cfg.model)
-    data_cfg = resolve_data(cfg.data, pre.data if pre else {}, mae_cfg, fixed_channels=pre is not None)
+    source = encoder_source(cfg.init, cfg.checkpoint, cfg.model, "finetune")
+    mae_cfg = source.config
+    data_cfg = resolve_data(cfg.data, source.saved_data, mae_cfg, fixed_channels=source.fixed_channels)
     info = labeled_info(data_cfg)
     vit_cfg = classifier_config(mae_cfg, data_cfg, info.num_classes, global_pool="avg", head="linear")
     if cfg.loop.epochs is None:
@@ -107,14 +102,14 @@ def finetune(cfg: FinetuneConfig) -> Path:
     mixing = cfg.mixup > 0 or cfg.cutmix > 0
     if mixing and batch % 2:
         raise ValueError(f"mixup/cutmix pair images within a batch: --batch-size must be even; got {batch}")
-    name = pre.name if pre is not None else cfg.model
+    name = source.name
     run_dir = new_run_dir(cfg.output_dir, f"finetune-{name}" + ("-scratch" if cfg.init == "none" else ""))
     env = setup_environment(loop_cfg)
 
     torch.manual_seed(loop_cfg.seed)
     vit = build_vit(vit_cfg, cfg.drop_path)
     if cfg.init == "pretrained":
-        load_encoder(vit, pre)
+        load_encoder(vit, source.pretrained)
     init_head(vit.head, HEAD_INIT_STD)
     frozen = freeze_for_partial_tuning(vit, cfg.tune_blocks)
     vit.to(env.device)
@@ -139,8 +134,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
 
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "config.json", to_jsonable(cfg))
-    source = str(cfg.checkpoint) if cfg.checkpoint is not None else None
-    extra = dict(command="finetune", init=cfg.init, source_checkpoint=source, tune_blocks=cfg.tune_blocks)
+    extra = dict(command="finetune", **source.provenance(), tune_blocks=cfg.tune_blocks)
     test_batches = eval_loader(test_set, batch, env.device, data_cfg.num_workers)
     run = ClassifierRun(
         run_dir, vit, lambda: evaluate(vit, test_batches, env.device),

@@ -3,6 +3,7 @@
 Each test feature votes with its k most cosine-similar train features; a neighbour of class c
 adds exp(similarity / T) to class c's score. ``maelab knn`` runs it once on a checkpoint;
 :class:`KnnMonitor` runs it on a fixed subset during pre-training (``--knn-every``).
+``--init none`` / ``--init pixels`` give the random-encoder and raw-pixel baselines.
 """
 
 from __future__ import annotations
@@ -16,10 +17,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset
 
 from maelab.data import DataConfig, DatasetInfo, build_dataset, eval_transform
-from maelab.engine.classify import (
-    build_vit, classifier_config, extract_features, labeled_info, load_encoder, load_pretrained, resolve_data,
-    vit_features,
-)
+from maelab.engine.classify import extract_features, frozen_features
 from maelab.engine.config import LoopConfig, to_jsonable
 from maelab.engine.eval_config import KnnConfig
 from maelab.engine.evaluate import EvalResult, result_from_scores, save_confusion_matrix
@@ -100,18 +98,18 @@ class KnnMonitor:
 
 
 def run_knn(cfg: KnnConfig) -> Path:
-    """Classify the test split by kNN on the train split's features; returns the run directory."""
-    pre = load_pretrained(cfg.checkpoint, "knn")
-    data_cfg = resolve_data(cfg.data, pre.data, pre.config, fixed_channels=True)
-    info = labeled_info(data_cfg)
+    """Classify the test split by kNN on the train split's features; returns the run directory.
+
+    ``--init none`` uses a random encoder of the same architecture (seeded by ``--seed``),
+    ``--init pixels`` the flattened normalized pixels: see :func:`maelab.engine.classify.frozen_features`.
+    """
+    env = setup_environment(LoopConfig(device=cfg.device))
+    frozen = frozen_features(cfg.init, cfg.checkpoint, cfg.model, cfg.data, cfg.pool, "none", cfg.seed, env.device,
+                             "knn")
+    data_cfg, info, encode = frozen.data, frozen.info, frozen.encode
     transform = eval_transform(info)
     train_set, test_set = build_dataset(data_cfg, "train", transform), build_dataset(data_cfg, "test", transform)
-    run_dir = new_run_dir(cfg.output_dir, f"knn-{pre.name}")
-    env = setup_environment(LoopConfig(device=cfg.device))
-    vit = build_vit(classifier_config(pre.config, data_cfg, info.num_classes, global_pool=cfg.pool, head="none"))
-    load_encoder(vit, pre)
-    vit.to(env.device).eval()
-    encode = vit_features(vit)
+    run_dir = new_run_dir(cfg.output_dir, f"knn-{frozen.name}")
     with torch.autocast(env.device.type, dtype=env.amp_dtype or torch.float32, enabled=env.amp_dtype is not None):
         train = extract_features(encode, train_set, cfg.batch_size, env.device, "train features", data_cfg.num_workers)
         test = extract_features(encode, test_set, cfg.batch_size, env.device, "test features", data_cfg.num_workers)
@@ -120,12 +118,13 @@ def run_knn(cfg: KnnConfig) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "config.json", to_jsonable(cfg))
     record = dict(event="knn", top1=result.top1, top5=result.top5, k=cfg.k, temperature=cfg.temperature,
-                  train_images=len(train_set), test_images=len(test_set), pool=cfg.pool)
+                  train_images=len(train_set), test_images=len(test_set), pool=cfg.pool, init=cfg.init,
+                  feature_dim=frozen.dim)
     JsonlLog(run_dir / "log.jsonl").write(record)
-    write_json(run_dir / "knn.json", dict(record, source_checkpoint=str(cfg.checkpoint),
+    write_json(run_dir / "knn.json", dict(record, **frozen.provenance,
                                           class_names=list(info.class_names),
                                           confusion_matrix=result.confusion.tolist()))
     save_confusion_matrix(result.confusion, info.class_names, run_dir / "confusion.png",
-                          f"kNN (k={cfg.k}, T={cfg.temperature}) {pre.name}: top-1 {result.top1:.2f}%")
+                          f"kNN (k={cfg.k}, T={cfg.temperature}) {frozen.name}: top-1 {result.top1:.2f}%")
     logger.info("kNN top-1 %.2f%%, top-5 %.2f%%; run directory %s", result.top1, result.top5, run_dir)
     return run_dir

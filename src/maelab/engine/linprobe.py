@@ -4,6 +4,14 @@ Recipe (paper appendix): cls-token features after the final norm, BatchNorm1d(af
 eps 1e-6) before the linear head (weights trunc-normal 0.01), LARS with momentum 0.9, blr 0.1,
 no weight decay. Without ``--augment`` the encoder's features are computed once and the loop
 trains the head on them; with it, the frozen encoder runs on every augmented batch.
+
+Baselines (``--init``, see :func:`maelab.engine.classify.frozen_features`): ``none`` probes a
+randomly initialized encoder of the same architecture (the checkpoint's, else ``--model``'s),
+seeded by ``--seed``; ``pixels`` probes the flattened normalized pixels (C*H*W features), i.e.
+logistic regression on standardized raw pixels, cached only (``--augment`` is refused). Every
+probe, pixels included, writes the same checkpoints: kind "classifier" with ``extra["init"]``;
+a pixel probe's ``model_config`` has ``features="pixels"`` and holds only the head's weights,
+and :func:`maelab.engine.classify.load_classifier` rebuilds it as a ``PixelProbe``.
 """
 
 from __future__ import annotations
@@ -20,10 +28,7 @@ from torch.utils.data import TensorDataset
 from torchvision.transforms import v2
 
 from maelab.data import DatasetInfo, MatchChannels, build_dataset, eval_transform
-from maelab.engine.classify import (
-    build_vit, classifier_config, classifier_meta, eval_loader, extract_features, init_head, labeled_info,
-    load_encoder, load_pretrained, resolve_data, vit_features,
-)
+from maelab.engine.classify import classifier_meta, eval_loader, extract_features, frozen_features, init_head
 from maelab.engine.config import to_jsonable
 from maelab.engine.eval_config import LINPROBE_EPOCHS, LinprobeConfig
 from maelab.engine.evaluate import ClassifierRun, evaluate
@@ -65,10 +70,11 @@ def build_probe_optimizer(head: nn.Module, cfg: LinprobeConfig) -> torch.optim.O
 
 def linprobe(cfg: LinprobeConfig) -> Path:
     """Train the probe and evaluate it every epoch; returns the run directory."""
-    pre = load_pretrained(cfg.checkpoint, "linprobe")
-    data_cfg = resolve_data(cfg.data, pre.data, pre.config, fixed_channels=True)
-    info = labeled_info(data_cfg)
-    vit_cfg = classifier_config(pre.config, data_cfg, info.num_classes, global_pool=cfg.pool, head="bn_linear")
+    env = setup_environment(cfg.loop)
+    frozen = frozen_features(cfg.init, cfg.checkpoint, cfg.model, cfg.data, cfg.pool, "bn_linear", cfg.loop.seed,
+                             env.device, "linprobe")
+    model, data_cfg, info = frozen.model, frozen.data, frozen.info
+    init_head(model.head, HEAD_INIT_STD)
     if cfg.loop.epochs is None:
         cfg = dataclasses.replace(cfg, loop=dataclasses.replace(cfg.loop, epochs=LINPROBE_EPOCHS))
     batch = cfg.loop.batch_size
@@ -76,19 +82,11 @@ def linprobe(cfg: LinprobeConfig) -> Path:
     test_images = build_dataset(data_cfg, "test", eval_transform(info))
     if len(train_images) < batch:
         raise ValueError(f"the training set has {len(train_images)} images, fewer than --batch-size {batch}; lower it")
-    run_dir = new_run_dir(cfg.output_dir, f"linprobe-{pre.name}")
-    env = setup_environment(cfg.loop)
-
-    torch.manual_seed(cfg.loop.seed)
-    vit = build_vit(vit_cfg)
-    load_encoder(vit, pre)
-    init_head(vit.head, HEAD_INIT_STD)
-    vit.requires_grad_(False)
-    vit.head.requires_grad_(True)
-    # The encoder stays in eval mode throughout; the loop switches only the head to train mode.
-    vit.to(env.device).eval()
-    head = vit.head
-    encode = vit_features(vit)
+    run_dir = new_run_dir(cfg.output_dir, f"linprobe-{frozen.name}")
+    # The encoder (if any) stays in eval mode throughout; the loop switches only the head to train mode.
+    head = model.head
+    encode = frozen.encode
+    logger.info("probing %d-dimensional features (--init %s)", frozen.dim, cfg.init)
     optimizer = build_probe_optimizer(head, cfg)
 
     if cfg.augment:
@@ -97,11 +95,11 @@ def linprobe(cfg: LinprobeConfig) -> Path:
         def step(net: nn.Module, batch_data, generator: torch.Generator) -> StepOutput:
             imgs = batch_data[0].to(env.device, non_blocking=True)
             with torch.no_grad():
-                feats = encode(imgs)  # (B, D)
-            return _probe_step(net, feats, batch_data[1].to(env.device))
+                features = encode(imgs)  # (B, D)
+            return _probe_step(net, features, batch_data[1].to(env.device))
 
         test_batches = eval_loader(test_images, batch, env.device, data_cfg.num_workers)
-        evaluate_fn = lambda: evaluate(vit, test_batches, env.device)  # noqa: E731
+        evaluate_fn = lambda: evaluate(model, test_batches, env.device)  # noqa: E731
     else:
         logger.info("computing frozen features of %d train and %d test images", len(train_images), len(test_images))
         with torch.autocast(env.device.type, dtype=env.amp_dtype or torch.float32, enabled=env.amp_dtype is not None):
@@ -118,11 +116,11 @@ def linprobe(cfg: LinprobeConfig) -> Path:
 
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "config.json", to_jsonable(cfg))
-    extra = dict(command="linprobe", source_checkpoint=str(cfg.checkpoint), pool=cfg.pool, augment=cfg.augment,
-                 optimizer=cfg.optimizer)
+    extra = dict(command="linprobe", **frozen.provenance, pool=cfg.pool, augment=cfg.augment,
+                 optimizer=cfg.optimizer, feature_dim=frozen.dim)
     run = ClassifierRun(
-        run_dir, vit, evaluate_fn, lambda epoch: classifier_meta(vit_cfg, info, data_cfg, epoch, extra),
-        info.class_names, f"linear probe {pre.name}", extra,
+        run_dir, model, evaluate_fn, lambda epoch: classifier_meta(frozen.model_config, info, data_cfg, epoch, extra),
+        info.class_names, f"linear probe {frozen.name}", extra,
     )
     loop = TrainLoop(
         model=head, optimizer=optimizer, step_fn=step,
