@@ -92,3 +92,11 @@ def test_bad_baseline_options_exit_2(tmp_path, capsys):
     assert main(["knn", *SYNTH, "--output-dir", str(tmp_path / "b")]) == 2
     assert "--init none" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_evaluation_commands_refuse_stop_after(tmp_path):
+    from maelab.cli import main
+
+    for command in ("finetune", "linprobe"):
+        assert main([command, "--init", "none", "--stop-after", "1", "--output-dir", str(tmp_path / command)]) == 2
+        assert not (tmp_path / command).exists()

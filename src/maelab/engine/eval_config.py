@@ -70,6 +70,7 @@ class FinetuneConfig:
     """Run directory; default runs/finetune-<model>-<time>. Never overwritten."""
 
     def __post_init__(self) -> None:
+        _no_resume(self.loop)
         if not 0 < self.layer_decay <= 1:
             raise ValueError(f"--layer-decay must be in (0, 1]; got {self.layer_decay}")
         for name in ("drop_path", "smoothing", "reprob"):
@@ -112,6 +113,7 @@ class LinprobeConfig:
     """Run directory; default runs/linprobe-<model>-<time>. Never overwritten."""
 
     def __post_init__(self) -> None:
+        _no_resume(self.loop)
         if not 0 <= self.momentum < 1:
             raise ValueError(f"--momentum must be in [0, 1); got {self.momentum}")
         if self.init == "pixels" and self.augment:
@@ -148,3 +150,9 @@ class KnnConfig:
             raise ValueError(f"--temperature must be positive; got {self.temperature}")
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be at least 1; got {self.batch_size}")
+
+
+def _no_resume(loop: LoopConfig) -> None:
+    # The evaluation commands keep no optimizer state, so a run cut short could not continue.
+    if loop.stop_after is not None:
+        raise ValueError("--stop-after needs --resume, which finetune and linprobe do not support; drop --stop-after")
