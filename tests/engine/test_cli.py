@@ -102,3 +102,19 @@ def test_divergence_stops_with_clear_message(tmp_path, caplog):
                  "--output-dir", str(run)]) == 1
     assert any("loss is" in r.message and "--blr" in r.message for r in caplog.records)
     assert not (run / "checkpoint-last.safetensors").exists()
+
+
+def test_reconstruct_image_files_and_bad_file(tmp_path):
+    from PIL import Image
+
+    run = tmp_path / "run"
+    assert main(["pretrain", *SMALL, "--epochs", "1", "--output-dir", str(run)]) == 0
+    good = tmp_path / "photo.png"
+    Image.new("RGB", (50, 37), (200, 30, 30)).save(good)
+    out = tmp_path / "mine.png"
+    assert main(["reconstruct", str(run), str(good), "-o", str(out)]) == 0
+    assert out.stat().st_size > 1000
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    assert main(["reconstruct", str(run), str(bad), "-o", str(tmp_path / "x.png")]) == 2
+    assert not (tmp_path / "x.png").exists()

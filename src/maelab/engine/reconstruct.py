@@ -10,7 +10,7 @@ from typing import Literal
 import torch
 
 from maelab.data import DataConfig, DatasetInfo, build_dataset, eval_transform
-from maelab.data.images import load_image
+from maelab.data.images import DECODE_ERRORS, load_image
 from maelab.engine.checkpoint import load_checkpoint
 from maelab.engine.visualize import Reconstruction, reconstruct, save_reconstruction_grid
 from maelab.masking import num_visible
@@ -63,7 +63,7 @@ def run_reconstruct(cfg: ReconstructConfig) -> Path:
         missing = [str(p) for p in cfg.images if not Path(p).is_file()]
         if missing:
             raise ValueError(f"image files not found: {', '.join(missing)}")
-        imgs = torch.stack([transform(load_image(Path(p), info.channels)) for p in cfg.images])
+        imgs = torch.stack([transform(_read_image(Path(p), info.channels)) for p in cfg.images])
     else:
         saved = extra.get("data", {})
         data_cfg = DataConfig(
@@ -80,6 +80,13 @@ def run_reconstruct(cfg: ReconstructConfig) -> Path:
     save_reconstruction_grid(rec, cfg.output, title)
     logger.info("wrote %s (masked-patch mse %.4f)", cfg.output, float(rec.mask_mse.mean()))
     return cfg.output
+
+
+def _read_image(path: Path, channels: int) -> torch.Tensor:
+    try:
+        return load_image(path, channels)
+    except DECODE_ERRORS as exc:
+        raise ValueError(f"{path} is not a readable image ({exc}); pass image files such as PNG or JPEG") from exc
 
 
 __all__ = ["ReconstructConfig", "load_mae", "run_reconstruct"]
