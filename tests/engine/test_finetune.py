@@ -196,3 +196,15 @@ def test_bad_options_exit_2_before_writing(pretrained_run, tmp_path, extra):
     out = tmp_path / "bad"
     assert _finetune(pretrained_run, out, *extra) == 2
     assert not out.exists()
+
+
+def test_rand_augment_at_full_magnitude_works_with_current_pillow():
+    """timm's Posterize at magnitude 10 asks for 0 bits, which Pillow >= 13 rejects; ours caps below 10."""
+    from maelab.data import DataConfig, build_dataset, dataset_info
+    from maelab.engine.finetune import finetune_transform
+
+    cfg = DataConfig(dataset="synthetic", synthetic_size=16)
+    transform = finetune_transform(dataset_info(cfg), "rand-n15-m10-mstd0-inc1", 0.0)
+    data = build_dataset(cfg, "train", transform)
+    for i in range(40):
+        assert data[i % len(data)][0].shape == (1, 32, 32)

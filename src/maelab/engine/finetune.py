@@ -4,9 +4,9 @@ Recipe (paper appendix): AdamW (0.9, 0.999), lr = blr * batch / 256 with blr 1e-
 decay 0.05, layer-wise lr decay 0.75, drop path 0.1, RandAugment (9, 0.5), mixup 0.8,
 cutmix 1.0, label smoothing 0.1, random erasing 0.25, average pooling + fc_norm.
 
-Augmentation runs through timm's ``create_transform`` (the reference code's pipeline) on PIL
-images: timm's RandAugment is PIL-only and works on mode "L", so 1-channel images need no
-special path; the uint8 tensors from the datasets are channel-matched and turned into PIL first.
+Augmentation is timm's training pipeline (the reference code's) on PIL images: timm's
+RandAugment is PIL-only and works on mode "L", so 1-channel images need no special path; the
+uint8 tensors from the datasets are channel-matched and turned into PIL first.
 """
 
 from __future__ import annotations
@@ -16,11 +16,15 @@ import logging
 from pathlib import Path
 
 import torch
-from timm.data import Mixup, create_transform
+from timm.data import Mixup
+from timm.data.auto_augment import rand_augment_transform
+from timm.data.random_erasing import RandomErasing
+from timm.data.transforms import RandomResizedCropAndInterpolation
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.models.vision_transformer import VisionTransformer
 from timm.optim import param_groups_layer_decay
 from torch import nn
+from torchvision import transforms
 from torchvision.transforms import v2
 
 from maelab.data import DatasetInfo, MatchChannels, build_dataset, eval_transform
@@ -40,17 +44,32 @@ logger = logging.getLogger(__name__)
 HEAD_INIT_STD = 2e-5
 # Never decayed: the learned tokens and position table (biases and norms are excluded as 1-D).
 NO_WEIGHT_DECAY = ("pos_embed", "cls_token")
+MAX_MAGNITUDE = 9.99
 
 
 def finetune_transform(info: DatasetInfo, rand_augment: str, reprob: float):
-    """uint8 (C_in, H, W) -> float (channels, img, img): crop, flip, RandAugment, normalize, erase."""
+    """uint8 (C_in, H, W) -> float (channels, img, img): crop, flip, RandAugment, normalize, erase.
+
+    The pipeline of timm's ``create_transform(is_training=True)`` (the reference code's), built
+    from its parts for one reason: magnitudes are capped at 9.99 instead of 10. At exactly 10,
+    timm's increasing Posterize asks for 0 bits, which Pillow >= 13 rejects with an error; the
+    cap changes no other operation measurably.
+    """
     if info.channels not in (1, 3):
         raise ValueError(f"fine-tuning augmentation needs 1- or 3-channel images; got {info.channels} (set --channels)")
-    augment = create_transform(
-        info.img_size[0], is_training=True, auto_augment=rand_augment or None, color_jitter=None,
-        interpolation="bicubic", re_prob=reprob, re_mode="pixel", re_count=1, mean=info.mean, std=info.std,
-    )
-    return v2.Compose([MatchChannels(info.channels), v2.ToPILImage(), augment])
+    size = info.img_size[0]
+    steps: list = [
+        MatchChannels(info.channels), v2.ToPILImage(),
+        RandomResizedCropAndInterpolation(size, interpolation="bicubic"), transforms.RandomHorizontalFlip(),
+    ]
+    if rand_augment:
+        fill = tuple(min(255, round(255 * m)) for m in info.mean)
+        hparams = dict(translate_const=int(size * 0.45), img_mean=fill, magnitude_max=MAX_MAGNITUDE)
+        steps.append(rand_augment_transform(rand_augment, hparams))
+    steps += [transforms.ToTensor(), transforms.Normalize(info.mean, info.std)]
+    if reprob > 0:
+        steps.append(RandomErasing(reprob, mode="pixel", max_count=1, device="cpu"))
+    return transforms.Compose(steps)
 
 
 def freeze_for_partial_tuning(model: VisionTransformer, tune_blocks: float | None) -> list[nn.Module]:
