@@ -88,8 +88,8 @@ Init = Literal["pretrained", "none", "pixels"]
 
 
 @dataclass(frozen=True)
-class LinprobeConfig:
-    """Linear probing: a BatchNorm + linear head on the frozen encoder's features."""
+class FeatureSource:
+    """Where frozen features come from (shared by linprobe and knn)."""
 
     checkpoint: Path | None = None
     """A maelab pre-training checkpoint (.safetensors) or run directory; optional with --init none/pixels."""
@@ -99,6 +99,12 @@ class LinprobeConfig:
     normalized pixels (C*H*W) at the data's native size or --img-size (the raw-pixel floor)."""
     model: str = "mae_vit_fashion"
     """Preset giving the architecture when --init none is used without --checkpoint."""
+
+
+@dataclass(frozen=True)
+class LinprobeConfig(FeatureSource):
+    """Linear probing: a BatchNorm + linear head on the frozen encoder's features."""
+
     pool: Literal["token", "avg"] = "token"
     """Features: the cls token after the final norm (the paper), or the mean of the patch tokens."""
     augment: bool = False
@@ -121,17 +127,9 @@ class LinprobeConfig:
 
 
 @dataclass(frozen=True)
-class KnnConfig:
+class KnnConfig(FeatureSource):
     """Weighted k-nearest-neighbour classification on frozen features (Wu et al. 2018)."""
 
-    checkpoint: Path | None = None
-    """A maelab pre-training checkpoint (.safetensors) or run directory; optional with --init none/pixels."""
-    init: Init = "pretrained"
-    """Features from: the checkpoint's encoder; "none": a random-init encoder of the same architecture
-    (the checkpoint's, else --model's; seeded by --seed); "pixels": no encoder, the flattened
-    normalized pixels (C*H*W) at the data's native size or --img-size (the raw-pixel floor)."""
-    model: str = "mae_vit_fashion"
-    """Preset giving the architecture when --init none is used without --checkpoint."""
     seed: int = 0
     """Seed of the random encoder (--init none)."""
     k: int = 20
