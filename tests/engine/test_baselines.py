@@ -9,7 +9,8 @@ import torch
 
 from maelab.cli import main
 from maelab.engine.checkpoint import read_meta
-from maelab.engine.classify import PixelProbe, frozen_features, load_classifier
+from maelab.engine.classify import PixelProbe, load_classifier
+from maelab.engine.features import frozen_features
 from maelab.engine.eval_config import EvalDataOptions
 from maelab.models import create_model
 

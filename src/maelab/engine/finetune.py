@@ -28,10 +28,8 @@ from torchvision import transforms
 from torchvision.transforms import v2
 
 from maelab.data import DatasetInfo, MatchChannels, build_dataset, eval_transform
-from maelab.engine.classify import (
-    FrozenInEval, build_vit, classifier_config, classifier_meta, encoder_source, eval_loader, init_head, labeled_info,
-    load_encoder, resolve_data,
-)
+from maelab.engine.classify import FrozenInEval, build_vit, classifier_config, classifier_meta, init_head, labeled_info, load_encoder, resolve_data
+from maelab.engine.features import encoder_source, eval_loader
 from maelab.engine.config import to_jsonable
 from maelab.engine.eval_config import FINETUNE_EPOCHS, FinetuneConfig
 from maelab.engine.evaluate import ClassifierRun, evaluate

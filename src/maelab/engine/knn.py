@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset
 
 from maelab.data import DataConfig, DatasetInfo, build_dataset, eval_transform
-from maelab.engine.classify import extract_features, frozen_features
+from maelab.engine.features import extract_features, frozen_features
 from maelab.engine.config import LoopConfig, to_jsonable
 from maelab.engine.eval_config import KnnConfig
 from maelab.engine.evaluate import EvalResult, result_from_scores, save_confusion_matrix
@@ -101,7 +101,7 @@ def run_knn(cfg: KnnConfig) -> Path:
     """Classify the test split by kNN on the train split's features; returns the run directory.
 
     ``--init none`` uses a random encoder of the same architecture (seeded by ``--seed``),
-    ``--init pixels`` the flattened normalized pixels: see :func:`maelab.engine.classify.frozen_features`.
+    ``--init pixels`` the flattened normalized pixels: see :func:`maelab.engine.features.frozen_features`.
     """
     env = setup_environment(LoopConfig(device=cfg.device))
     frozen = frozen_features(cfg.init, cfg.checkpoint, cfg.model, cfg.data, cfg.pool, "none", cfg.seed, env.device,

@@ -5,7 +5,7 @@ eps 1e-6) before the linear head (weights trunc-normal 0.01), LARS with momentum
 no weight decay. Without ``--augment`` the encoder's features are computed once and the loop
 trains the head on them; with it, the frozen encoder runs on every augmented batch.
 
-Baselines (``--init``, see :func:`maelab.engine.classify.frozen_features`): ``none`` probes a
+Baselines (``--init``, see :func:`maelab.engine.features.frozen_features`): ``none`` probes a
 randomly initialized encoder of the same architecture (the checkpoint's, else ``--model``'s),
 seeded by ``--seed``; ``pixels`` probes the flattened normalized pixels (C*H*W features), i.e.
 logistic regression on standardized raw pixels, cached only (``--augment`` is refused). Every
@@ -28,7 +28,8 @@ from torch.utils.data import TensorDataset
 from torchvision.transforms import v2
 
 from maelab.data import DatasetInfo, MatchChannels, build_dataset, eval_transform
-from maelab.engine.classify import classifier_meta, eval_loader, extract_features, frozen_features, init_head
+from maelab.engine.classify import classifier_meta, init_head
+from maelab.engine.features import eval_loader, extract_features, frozen_features
 from maelab.engine.config import to_jsonable
 from maelab.engine.eval_config import LINPROBE_EPOCHS, LinprobeConfig
 from maelab.engine.evaluate import ClassifierRun, evaluate
