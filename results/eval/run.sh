@@ -59,3 +59,5 @@ run_step finetune-scratch $RUNS/finetune-scratch metrics.json -- maelab finetune
 run_step partial-k1 $RUNS/partial-k1 metrics.json -- maelab finetune --checkpoint $PRE --tune-blocks 1 --epochs 1 --output-dir $RUNS/partial-k1
 run_step partial-k2 $RUNS/partial-k2 metrics.json -- maelab finetune --checkpoint $PRE --tune-blocks 2 --epochs 1 --output-dir $RUNS/partial-k2
 run_step linprobe-mae3 $RUNS/linprobe-mae3 metrics.json -- maelab linprobe --checkpoint runs/default-idle --output-dir $RUNS/linprobe-mae3
+# A lighter recipe for short schedules: the paper's, without mixup/cutmix.
+run_step finetune-mae10-nomix $RUNS/finetune-mae10-nomix metrics.json -- maelab finetune --checkpoint $PRE --epochs 2 --mixup 0 --cutmix 0 --output-dir $RUNS/finetune-mae10-nomix

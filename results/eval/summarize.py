@@ -22,6 +22,7 @@ ROWS = [
     ("partial-k2", "MAE, 10 epochs", "partial fine-tune, last 2 blocks"),
     ("finetune-mae10", "MAE, 10 epochs", "full fine-tune"),
     ("finetune-scratch", "random init (from scratch)", "full fine-tune, same recipe"),
+    ("finetune-mae10-nomix", "MAE, 10 epochs", "full fine-tune, no mixup/cutmix"),
 ]
 
 
