@@ -33,8 +33,7 @@ from maelab.engine.features import encoder_source, eval_loader
 from maelab.engine.config import to_jsonable
 from maelab.engine.eval_config import FINETUNE_EPOCHS, FinetuneConfig
 from maelab.engine.evaluate import ClassifierRun, evaluate
-from maelab.engine.loop import Progress, StepOutput, TrainLoop, setup_environment
-from maelab.engine.pretrain import make_loader_fn
+from maelab.engine.loop import Progress, StepOutput, TrainLoop, setup_environment, make_loader_fn
 from maelab.engine.rundir import JsonlLog, new_run_dir, write_json
 
 logger = logging.getLogger(__name__)

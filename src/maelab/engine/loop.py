@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, RandomSampler
 from tqdm.auto import tqdm
 
 from maelab.engine.config import LoopConfig, OptimConfig
@@ -81,6 +82,19 @@ def seed_epoch(seed: int, epoch: int) -> None:
     torch.manual_seed(value)
     np.random.seed(value % 2**32)
     random.seed(value)
+
+
+def make_loader_fn(dataset, batch_size: int, seed: int, env: Environment, num_workers: int):
+    """A function giving each epoch's DataLoader with an order fixed by (seed, epoch)."""
+
+    def make(epoch: int) -> DataLoader:
+        gen = torch.Generator().manual_seed(epoch_seed(seed, epoch, "data"))
+        return DataLoader(
+            dataset, batch_size=batch_size, sampler=RandomSampler(dataset, generator=gen), drop_last=True,
+            num_workers=num_workers, pin_memory=env.device.type == "cuda", generator=gen,
+        )
+
+    return make
 
 
 @dataclass

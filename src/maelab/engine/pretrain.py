@@ -8,13 +8,12 @@ import shutil
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, RandomSampler
 
 from maelab.data import DataConfig, DatasetInfo, build_dataset, dataset_info, eval_transform, pretrain_transform
 from maelab.engine.checkpoint import LAST, CheckpointMeta, load_checkpoint, load_train_state, save_checkpoint
 from maelab.engine.config import PretrainConfig, from_jsonable, to_jsonable
 from maelab.engine.knn import KnnMonitor
-from maelab.engine.loop import Environment, Progress, StepOutput, TrainLoop, epoch_seed, setup_environment
+from maelab.engine.loop import Progress, StepOutput, TrainLoop, setup_environment, make_loader_fn
 from maelab.engine.optim import build_adamw
 from maelab.engine.rundir import JsonlLog, new_run_dir, read_json, write_json
 from maelab.engine.visualize import reconstruct, save_loss_plot, save_reconstruction_grid
@@ -68,19 +67,6 @@ def merge_resume(saved: PretrainConfig, given: PretrainConfig) -> PretrainConfig
     if given.model != default.model and given.model != saved.model:
         raise ValueError(f"--model cannot change when resuming (the run uses {saved.model})")
     return merged
-
-
-def make_loader_fn(dataset, batch_size: int, seed: int, env: Environment, num_workers: int):
-    """A function giving each epoch's DataLoader with an order fixed by (seed, epoch)."""
-
-    def make(epoch: int) -> DataLoader:
-        gen = torch.Generator().manual_seed(epoch_seed(seed, epoch, "data"))
-        return DataLoader(
-            dataset, batch_size=batch_size, sampler=RandomSampler(dataset, generator=gen), drop_last=True,
-            num_workers=num_workers, pin_memory=env.device.type == "cuda", generator=gen,
-        )
-
-    return make
 
 
 def mae_step(device: torch.device):
