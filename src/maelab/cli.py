@@ -10,6 +10,7 @@ from typing import Annotated
 
 import tyro
 
+from maelab.engine.bench import BenchConfig
 from maelab.engine.config import PretrainConfig
 from maelab.engine.eval_config import FinetuneConfig, KnnConfig, LinprobeConfig
 from maelab.engine.loop import TrainingDiverged
@@ -103,8 +104,21 @@ class Knn:
         run_knn(self.config)
 
 
+@dataclass(frozen=True)
+class Bench:
+    """Measure pre-training throughput, FLOPs, MFU (against the same run's matmul peak), memory and
+    encoder inference speed for presets, batch sizes and variants; writes <output>.json and <output>.md."""
+
+    config: Annotated[BenchConfig, tyro.conf.arg(name="")] = field(default_factory=BenchConfig)
+
+    def run(self) -> None:
+        from maelab.engine.bench import run_bench
+
+        run_bench(self.config, sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] == "bench" else None)
+
+
 COMMANDS = {"pretrain": Pretrain, "reconstruct": Reconstruct, "models": Models, "finetune": Finetune,
-            "linprobe": Linprobe, "knn": Knn}
+            "linprobe": Linprobe, "knn": Knn, "bench": Bench}
 
 
 def main(argv: list[str] | None = None) -> int:

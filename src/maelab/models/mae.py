@@ -15,6 +15,7 @@ import torch
 from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from maelab.masking import MASK_STRATEGIES, MaskSample, mask_from_binary, num_visible, sample_mask
 from maelab.pos_embed import sincos_2d
@@ -152,7 +153,22 @@ class MaskedAutoencoder(nn.Module):
         )
         self.decoder_norm = _layer_norm(c.decoder_embed_dim)
         self.decoder_pred = nn.Linear(c.decoder_embed_dim, c.patch_dim)
+        self.grad_checkpointing = False
         self.reset_parameters()
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block's activations in the backward pass instead of storing them (timm's name).
+
+        A run-time switch, not architecture: it changes memory and speed, never the result.
+        """
+        self.grad_checkpointing = enable
+
+    def _run_blocks(self, blocks: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) -> (B, N, D) through ``blocks``, checkpointed when enabled and training."""
+        use_ckpt = self.grad_checkpointing and self.training and torch.is_grad_enabled()
+        for block in blocks:
+            x = checkpoint(block, x, use_reentrant=False) if use_ckpt else block(x)
+        return x
 
     def reset_parameters(self) -> None:
         """Initialization of the paper's reference code."""
@@ -201,8 +217,7 @@ class MaskedAutoencoder(nn.Module):
             x = torch.gather(x, 1, index)  # (B, L_keep, D)
         cls = (self.cls_token + self.pos_embed[:, :1, :]).expand(x.shape[0], -1, -1)  # (B, 1, D)
         x = torch.cat([cls, x], dim=1)  # (B, 1 + L_enc, D)
-        for block in self.blocks:
-            x = block(x)
+        x = self._run_blocks(self.blocks, x)  # (B, 1 + L_enc, D)
         return self.norm(x)
 
     # ------------------------------------------------------------------ decoder
@@ -224,8 +239,7 @@ class MaskedAutoencoder(nn.Module):
             patches = torch.gather(patches, 1, index)  # (B, L, Dd), patch order
             x = torch.cat([x[:, :1, :], patches], dim=1)  # (B, 1 + L, Dd)
         x = x + self.decoder_pos_embed  # (B, 1 + L, Dd)
-        for block in self.decoder_blocks:
-            x = block(x)
+        x = self._run_blocks(self.decoder_blocks, x)  # (B, 1 + L, Dd)
         x = self.decoder_pred(self.decoder_norm(x))  # (B, 1 + L, p*p*C)
         return x[:, 1:, :]  # (B, L, p*p*C)
 
@@ -276,7 +290,6 @@ class MaskedAutoencoder(nn.Module):
         target = make_target(imgs, c.patch_size, c.target)  # (B, L, p*p*C)
         loss = masked_mse(pred.float(), target.float(), sample.mask, c.loss_on_all)
         return MAEOutput(loss=loss, pred=pred, mask=sample.mask)
-
 
 
 def _is_decoder_key(key: str) -> bool:
