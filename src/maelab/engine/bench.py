@@ -136,16 +136,26 @@ def time_calls(fn: Callable[[], None], n: int, device: torch.device) -> list[flo
     return times
 
 
-def matmul_peak(device: torch.device, size: int, dtype: torch.dtype = torch.float32, reps: int = 5) -> dict:
-    """Best FLOP/s of a dense (size x size) @ (size x size) matmul in ``dtype`` (2 size^3 FLOPs)."""
+def matmul_operands(device: torch.device, size: int, dtype: torch.dtype = torch.float32) -> tuple:
+    """Two random (size x size) matrices; GPUs use at least 8192 to reach their peak."""
     if device.type == "cuda":
         size = max(size, 8192)
     gen = torch.Generator(device).manual_seed(0)
-    a = torch.randn(size, size, device=device, generator=gen).to(dtype)
-    b = torch.randn(size, size, device=device, generator=gen).to(dtype)
+    a = torch.randn(size, size, device=device, generator=gen).to(dtype)  # (n, n)
+    b = torch.randn(size, size, device=device, generator=gen).to(dtype)  # (n, n)
+    return a, b
+
+
+def matmul_flops_per_s(size: int, seconds: float) -> float:
+    return 2 * size**3 / seconds
+
+
+def matmul_peak(device: torch.device, size: int, dtype: torch.dtype = torch.float32, reps: int = 5) -> dict:
+    """Best FLOP/s of a dense (n x n) @ (n x n) matmul in ``dtype`` (2 n^3 FLOPs)."""
+    a, b = matmul_operands(device, size, dtype)
     times = time_calls(lambda: torch.mm(a, b), reps + 1, device)[1:]
-    best = min(times)
-    return dict(dtype=str(dtype).removeprefix("torch."), size=size, seconds=times, flops_per_s=2 * size**3 / best)
+    return {"dtype": str(dtype).removeprefix("torch."), "size": a.shape[0], "seconds": times,
+            "flops_per_s": matmul_flops_per_s(a.shape[0], min(times))}
 
 
 class MemoryMeter:
@@ -208,9 +218,19 @@ def run_case(case: Case, cfg: BenchConfig, device: torch.device, peaks: dict[str
     memory = MemoryMeter(device)
     model.train()
     warm = time_calls(step, cfg.warmup, device)
-    memory.reset()
-    times = time_calls(step, cfg.steps, device)
-    peak = memory.peak_mb()
+    # Each timed step is paired with a matmul timed just before it: on a shared machine the load changes
+    # from second to second, and the per-step ratio (``mfu_paired``) sees the same load on both sides.
+    a, b = matmul_operands(device, cfg.matmul_size, case.amp or torch.float32)
+    operands_mb = (a.nbytes + b.nbytes) / 2**20
+    times, mm_times, peaks_mb = [], [], []
+    for _ in range(cfg.steps):
+        mm_times += time_calls(lambda: torch.mm(a, b), 1, device)
+        memory.reset()  # after the matmul, whose output is freed: the peak is the step's own
+        times += time_calls(step, 1, device)
+        peaks_mb.append(memory.peak_mb() - operands_mb)
+    peak = max(peaks_mb)
+    mm_size = a.shape[0]
+    del a, b
     median = statistics.median(times)
     flops = mae_flops(c)
     dtype = "bfloat16" if case.amp is not None else "float32"
@@ -225,6 +245,9 @@ def run_case(case: Case, cfg: BenchConfig, device: torch.device, peaks: dict[str
                                                                 "decoder", "pred_head")}),
         warmup_s=warm, step_s=times, median_step_s=median, img_per_s=case.batch_size / median,
         achieved_flops_per_s=achieved, mfu=achieved / peaks[dtype] if dtype in peaks else None,
+        matmul_paired_s=mm_times,
+        mfu_paired=statistics.median(flops.train_step * case.batch_size / t / matmul_flops_per_s(mm_size, m)
+                                     for t, m in zip(times, mm_times)),
         peak_memory_mb=peak, memory_kind=memory.kind,
     )
     if case.variant in ("mae", "compile", "bf16"):
