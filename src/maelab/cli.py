@@ -123,7 +123,10 @@ COMMANDS = {"pretrain": Pretrain, "reconstruct": Reconstruct, "models": Models, 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``maelab`` console script; returns the exit status."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    from maelab.engine.distributed import env_rank, shutdown
+
+    # Under torchrun only rank 0 reports progress; the others speak up for warnings and errors.
+    logging.basicConfig(level=logging.INFO if env_rank() == 0 else logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:
         # Inside the try: a top-level config's own validation raises ValueError out of tyro.
         command = tyro.extras.subcommand_cli_from_dict(
@@ -133,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             config=(tyro.conf.OmitArgPrefixes, tyro.conf.OmitSubcommandPrefixes),
         )
         command.run()
+        shutdown()
     except TrainingDiverged as exc:
         logger.error("%s", exc)
         return 1

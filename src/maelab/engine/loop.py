@@ -19,10 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from maelab.engine.config import LoopConfig, OptimConfig
+from maelab.engine.distributed import (
+    IndexSeeded, all_reduce_mean, epoch_sampler, init_from_env, maybe_no_sync, wrap_ddp,
+)
 from maelab.engine.optim import lr_at, set_lr
 from maelab.engine.rundir import JsonlLog
 
@@ -57,7 +60,7 @@ class Environment:
 
 
 def setup_environment(cfg: LoopConfig) -> Environment:
-    """Resolve the device and autocast dtype from the loop config."""
+    """Resolve the device and autocast dtype from the loop config; join torchrun's process group if any."""
     if cfg.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
@@ -67,7 +70,8 @@ def setup_environment(cfg: LoopConfig) -> Environment:
     amp = None
     if cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda"):
         amp = torch.bfloat16
-    return Environment(device=device, amp_dtype=amp)
+    device, dist_state = init_from_env(device)
+    return Environment(device=device, amp_dtype=amp, rank=dist_state.rank, world_size=dist_state.world_size)
 
 
 def epoch_seed(seed: int, epoch: int, stream: str) -> int:
@@ -85,12 +89,17 @@ def seed_epoch(seed: int, epoch: int) -> None:
 
 
 def make_loader_fn(dataset, batch_size: int, seed: int, env: Environment, num_workers: int):
-    """A function giving each epoch's DataLoader with an order fixed by (seed, epoch)."""
+    """A function giving each epoch's DataLoader (this rank's share) with an order fixed by (seed, epoch).
+
+    The order and the augmentations depend on (seed, epoch, image index) only, not on the world size.
+    """
 
     def make(epoch: int) -> DataLoader:
-        gen = torch.Generator().manual_seed(epoch_seed(seed, epoch, "data"))
+        gen = torch.Generator().manual_seed(epoch_seed(seed, epoch, "workers"))
+        sampler = epoch_sampler(dataset, epoch_seed(seed, epoch, "data") >> 2, env.rank, env.world_size)
         return DataLoader(
-            dataset, batch_size=batch_size, sampler=RandomSampler(dataset, generator=gen), drop_last=True,
+            IndexSeeded(dataset, epoch_seed(seed, epoch, "augment")), batch_size=batch_size, sampler=sampler,
+            drop_last=True,
             num_workers=num_workers, pin_memory=env.device.type == "cuda", generator=gen,
         )
 
@@ -129,6 +138,8 @@ class TrainLoop:
         assert self.loop.epochs is not None, "resolve the command's default epochs before building the loop"
         if not self.trainable:
             self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        # The step function gets the DDP wrapper (it must run the forward); checkpoints use the plain model.
+        self.net = wrap_ddp(self.model, self.env.world_size, self.env.device)
         self.base_lr = self.optim.absolute_lr(self.effective_batch)
 
     def _lr(self, epoch: int, it: int) -> float:
@@ -141,8 +152,10 @@ class TrainLoop:
         """Train from ``progress.epoch`` to ``loop.epochs``; returns the epoch records."""
         history = []
         logger.info(
-            "training %s: %d epochs x %d steps, effective batch %d, lr %.3g, device %s%s",
-            self.desc, self.loop.epochs, self.steps_per_epoch, self.effective_batch, self.base_lr,
+            "training %s: %d epochs x %d steps, effective batch %d (%d per device x %d devices x %d accumulation), "
+            "lr %.3g, device %s%s", self.desc, self.loop.epochs, self.steps_per_epoch, self.effective_batch,
+            self.effective_batch // (self.env.world_size * self.loop.accum_iter), self.env.world_size,
+            self.loop.accum_iter, self.base_lr,
             self.env.device, f", autocast {self.env.amp_dtype}" if self.env.amp_dtype else "",
         )
         end = self.loop.epochs
@@ -151,12 +164,13 @@ class TrainLoop:
         while progress.epoch < end:
             record = self._epoch(progress)
             progress.epoch += 1
-            if self.on_epoch_end is not None:
+            if self.on_epoch_end is not None and self.env.is_main:
                 record.update(self.on_epoch_end(progress.epoch - 1, record))
-            self.log.write(record)
+            if self.env.is_main:
+                self.log.write(record)
             history.append(record)
             last = progress.epoch == end
-            if self.save is not None and (last or progress.epoch % self.loop.save_every == 0):
+            if self.save is not None and self.env.is_main and (last or progress.epoch % self.loop.save_every == 0):
                 self.save(progress)
         return history
 
@@ -178,11 +192,13 @@ class TrainLoop:
             if it % accum == 0:
                 lr = self._lr(epoch, it)
                 set_lr(self.optimizer, lr)
-            with torch.autocast(self.env.device.type, dtype=self.env.amp_dtype or torch.float32,
-                                enabled=self.env.amp_dtype is not None):
-                out = self.step_fn(self.model, batch, generator)
-            (out.loss / accum).backward()
-            if (it + 1) % accum == 0 or it + 1 == self.steps_per_epoch:
+            update = (it + 1) % accum == 0 or it + 1 == self.steps_per_epoch
+            with maybe_no_sync(self.net, sync=update):
+                with torch.autocast(self.env.device.type, dtype=self.env.amp_dtype or torch.float32,
+                                    enabled=self.env.amp_dtype is not None):
+                    out = self.step_fn(self.net, batch, generator)
+                (out.loss / accum).backward()
+            if update:
                 if self.optim.clip_grad is not None:
                     torch.nn.utils.clip_grad_norm_(self.trainable, self.optim.clip_grad)
                 self.optimizer.step()
@@ -204,12 +220,14 @@ class TrainLoop:
             window_seen += out.batch_size
             bar.update(1)
             if (it + 1) % self.loop.log_every == 0:
+                loss = all_reduce_mean(loss, self.env.world_size)
                 now = time.perf_counter()
-                rate = window_seen / max(now - window_start, 1e-9)
+                rate = window_seen * self.env.world_size / max(now - window_start, 1e-9)
                 window_start, window_seen = now, 0
                 record = dict(event="step", epoch=epoch, iter=it + 1, step=progress.step,
                               loss=float(loss), lr=lr, img_per_s=rate)
-                self.log.write(record)
+                if self.env.is_main:
+                    self.log.write(record)
                 remaining = (self.steps_per_epoch - it - 1) + (self.loop.epochs - epoch - 1) * self.steps_per_epoch
                 bar.set_postfix(loss=f"{float(loss):.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.0f}",
                                 eta=_fmt_time(remaining * out.batch_size / max(rate, 1e-9)))
@@ -218,9 +236,11 @@ class TrainLoop:
             raise ValueError("the training data is empty: no batch was produced; check the dataset and --batch-size")
         elapsed = time.perf_counter() - start
         n = it + 1
-        record = dict(event="epoch", epoch=epoch, step=progress.step, loss=float(loss_sum) / n, lr=lr,
-                      img_per_s=seen / max(elapsed, 1e-9), epoch_time_s=elapsed)
-        record.update({k: float(v) / n for k, v in metric_sums.items()})
+        world = self.env.world_size
+        record = dict(event="epoch", epoch=epoch, step=progress.step,
+                      loss=float(all_reduce_mean(loss_sum, world)) / n, lr=lr,
+                      img_per_s=seen * world / max(elapsed, 1e-9), epoch_time_s=elapsed)
+        record.update({k: float(all_reduce_mean(v, world)) / n for k, v in metric_sums.items()})
         logger.info("%s epoch %d/%d: loss %.4f, %.0f img/s, %.1fs", self.desc, epoch + 1, self.loop.epochs,
                     record["loss"], record["img_per_s"], elapsed)
         return record

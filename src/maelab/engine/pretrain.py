@@ -13,10 +13,12 @@ from maelab.data import DataConfig, DatasetInfo, build_dataset, dataset_info, ev
 from maelab.engine.checkpoint import LAST, CheckpointMeta, load_checkpoint, load_train_state, save_checkpoint
 from maelab.engine.config import PretrainConfig, from_jsonable, to_jsonable
 from maelab.engine.knn import KnnMonitor
-from maelab.engine.loop import Progress, StepOutput, TrainLoop, setup_environment, make_loader_fn
+from maelab.engine.distributed import agree, rank_rows, steps_per_epoch
+from maelab.engine.loop import Environment, Progress, StepOutput, TrainLoop, make_loader_fn, setup_environment
 from maelab.engine.optim import build_adamw
 from maelab.engine.rundir import JsonlLog, new_run_dir, read_json, write_json
 from maelab.engine.visualize import reconstruct, save_loss_plot, save_reconstruction_grid
+from maelab.masking import sample_mask
 from maelab.models import MAEConfig, MaskedAutoencoder, get_config
 
 logger = logging.getLogger(__name__)
@@ -69,10 +71,17 @@ def merge_resume(saved: PretrainConfig, given: PretrainConfig) -> PretrainConfig
     return merged
 
 
-def mae_step(device: torch.device):
+def mae_step(env: Environment, model_cfg: MAEConfig):
     def step(model: MaskedAutoencoder, batch, generator: torch.Generator) -> StepOutput:
-        imgs = batch[0].to(device, non_blocking=True)
-        out = model(imgs, generator=generator)
+        imgs = batch[0].to(env.device, non_blocking=True)
+        if env.world_size == 1:
+            out = model(imgs, generator=generator)
+        else:
+            # Draw the whole global batch's masks and keep this rank's rows: the same masks as one process.
+            world = env.world_size
+            sample = sample_mask(model_cfg.mask_strategy, imgs.shape[0] * world, model_cfg.grid_size,
+                                 model_cfg.mask_ratio, generator, env.device)
+            out = model(imgs, mask=rank_rows(sample.mask, env.rank, world))  # mask: (B, L)
         return StepOutput(loss=out.loss, batch_size=imgs.shape[0])
 
     return step
@@ -108,6 +117,7 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
             "lower --batch-size"
         )
     env = setup_environment(cfg.loop)
+    run_dir = agree(run_dir)
     knn = KnnMonitor(data_cfg, info, env.device, cfg.loop.batch_size) if cfg.knn_every else None
 
     torch.manual_seed(cfg.loop.seed)
@@ -121,10 +131,11 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
         progress = Progress(epoch=state["epoch"], step=state["step"])
         logger.info("resuming %s at epoch %d", run_dir, progress.epoch + 1)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "config.json", to_jsonable(cfg))
     log = JsonlLog(run_dir / "log.jsonl")
-    log.truncate_to_epoch(progress.epoch)
+    if env.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "config.json", to_jsonable(cfg))
+        log.truncate_to_epoch(progress.epoch)
     vis_imgs = torch.stack([vis_set[i][0] for i in range(min(NUM_VIS_IMAGES, len(vis_set)))]).to(env.device)
 
     def meta(epoch: int) -> CheckpointMeta:
@@ -144,9 +155,9 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
 
     accum = cfg.loop.accum_iter
     loop = TrainLoop(
-        model=model, optimizer=optimizer, step_fn=mae_step(env.device),
+        model=model, optimizer=optimizer, step_fn=mae_step(env, model_cfg),
         make_loader=make_loader_fn(train_set, cfg.loop.batch_size, cfg.loop.seed, env, data_cfg.num_workers),
-        steps_per_epoch=len(train_set) // cfg.loop.batch_size, loop=cfg.loop, optim=cfg.optim, env=env, log=log,
+        steps_per_epoch=steps_per_epoch(len(train_set), cfg.loop.batch_size, env.world_size), loop=cfg.loop, optim=cfg.optim, env=env, log=log,
         effective_batch=cfg.loop.batch_size * accum * env.world_size, on_epoch_end=on_epoch_end, save=save,
         desc="pretrain",
     )
