@@ -117,8 +117,23 @@ class Bench:
         run_bench(self.config, sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] == "bench" else None)
 
 
+@dataclass(frozen=True)
+class Shard:
+    """Write an image folder's train/test splits as WebDataset tar shards (original bytes, labels, shards.json)."""
+
+    image_folder: tyro.conf.Positional[Path]
+    out_dir: tyro.conf.Positional[Path]
+    max_per_shard: int = 1000
+    """Images per shard; use at least (ranks x loader workers) shards per split."""
+
+    def run(self) -> None:
+        from maelab.data.shards import write_shards
+
+        write_shards(self.image_folder, self.out_dir, self.max_per_shard)
+
+
 COMMANDS = {"pretrain": Pretrain, "reconstruct": Reconstruct, "models": Models, "finetune": Finetune,
-            "linprobe": Linprobe, "knn": Knn, "bench": Bench}
+            "linprobe": Linprobe, "knn": Knn, "bench": Bench, "shard": Shard}
 
 
 def main(argv: list[str] | None = None) -> int:
