@@ -12,6 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from maelab.cli import main
 from maelab.engine.bench import BenchConfig
+from maelab.engine.bench_loader import device_flip_normalize
 from maelab.engine.flops import block_macs, encoder_flops, mae_flops
 from maelab.models import MaskedAutoencoder, get_config
 
@@ -64,6 +65,18 @@ def test_bench_debug_writes_valid_json(tmp_path):
     names = {q["name"] for q in report["ratios"]}
     assert any(n.startswith("asymmetric speedup") for n in names)
     assert "| debug | 4 | mae |" in (tmp_path / "bench.md").read_text()
+
+
+def test_bench_loader_and_device_transform(tmp_path):
+    assert main(["bench", "--models", "debug", "--batch-sizes", "8", "--variants", "mae", "--steps", "1",
+                 "--warmup", "0", "--matmul-size", "64", "--loader", "--dataset", "synthetic",
+                 "--output", str(tmp_path / "b")]) == 0
+    loader = json.loads((tmp_path / "b.json").read_text())["loader"]
+    assert loader["train_path"]["images"] > 0 and loader["uint8_device_path"]["img_per_s"] > 0
+    imgs = torch.tensor([[[[0, 255]]], [[[10, 20]]]], dtype=torch.uint8)  # (2, 1, 1, 2)
+    flipped = {tuple(device_flip_normalize(imgs, (0.0,), (1 / 255,), torch.Generator().manual_seed(s))[0, 0, 0]
+                     .tolist()) for s in range(20)}
+    assert flipped == {(0.0, 255.0), (255.0, 0.0)}  # either order, values only rescaled
 
 
 def test_grad_checkpointing_gives_the_same_gradients():
