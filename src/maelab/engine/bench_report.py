@@ -49,9 +49,12 @@ def markdown_report(report: dict) -> str:
         lines.append(f"- measured dense matmul peak ({peak['dtype']}, {peak['size']}^2): "
                      f"{peak['flops_per_s'] / 1e9:.1f} GFLOP/s (best of {len(peak['seconds'])})")
     lines += [
-        "", "MFU = analytic model FLOP/s (matmuls only, backward = 2x forward) / the matmul peak above. "
+        "", "MFU = analytic model FLOP/s (matmuls only, backward = 2x forward) / the matmul peak above; "
+        "paired MFU = median over the timed steps of (that step's FLOP/s) / (a matmul timed just before it), "
+        "the ratio that survives a machine whose load changes during the run. "
         "Memory: " + ("CUDA max allocated." if m["device"].startswith("cuda") else
-                      "peak resident set size of the whole process during the timed steps."), "",
+                      "peak resident set size of the whole process during a timed step (it includes memory the "
+                      "allocator kept from earlier cases, so compare CPU cases with care)."), "",
         "| model | batch | variant | dtype | enc tokens | GFLOP/img (train) | img/s | TFLOP/s | MFU | paired MFU | peak MB "
         "| encoder inference img/s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
