@@ -1,9 +1,8 @@
 """The data path alone: images per second from the DataLoader to the device, no model.
 
-Two paths are timed on the same data: the training path (per-image RandomResizedCrop, flip and
-normalization in the loader, float32 batches) and a uint8 path (the loader only stacks uint8 images;
-flip and normalization run on the device, batched). The uint8 path leaves out the random crop, so
-it bounds what moving augmentation to the device can gain; it is not a drop-in replacement yet.
+Two paths are timed on the same data: the default training path (per-image RandomResizedCrop, flip and
+normalization in the loader, float32 batches) and the ``pretrain --device-augment`` path (uint8 crops
+from the loader; flip and normalization on the device, batched).
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from maelab.data import DataConfig, build_dataset, dataset_info, pretrain_transform
+from maelab.data.transforms import batch_flip_normalize, pretrain_crop_uint8
 
 MAX_BATCHES = 30
 MAX_SECONDS = 20.0
@@ -26,10 +26,7 @@ def device_flip_normalize(imgs: torch.Tensor, mean: tuple[float, ...], std: tupl
     (B, C, H, W) uint8 -> (B, C, H, W) float32.
     """
     flip = torch.rand(imgs.shape[0], device=imgs.device, generator=generator) < 0.5  # (B,)
-    imgs = torch.where(flip[:, None, None, None], imgs.flip(-1), imgs)  # (B, C, H, W)
-    m = torch.tensor(mean, device=imgs.device).view(1, -1, 1, 1) * 255  # (1, C, 1, 1)
-    s = torch.tensor(std, device=imgs.device).view(1, -1, 1, 1) * 255  # (1, C, 1, 1)
-    return (imgs.float() - m) / s
+    return batch_flip_normalize(imgs, mean, std, flip)
 
 
 def _time_loader(loader: DataLoader, device: torch.device, on_device=None) -> dict:
@@ -54,7 +51,7 @@ def loader_throughput(dataset: str, batch_size: int, num_workers: int, device: t
     common = dict(batch_size=batch_size, shuffle=True, drop_last=True, num_workers=num_workers,
                   pin_memory=device.type == "cuda", persistent_workers=num_workers > 0)
     train = DataLoader(build_dataset(cfg, "train", pretrain_transform(info)), **common)
-    raw = DataLoader(build_dataset(cfg, "train", lambda img: img), **common)  # uint8 (C, H, W) items
+    raw = DataLoader(build_dataset(cfg, "train", pretrain_crop_uint8(info)), **common)  # uint8 (C, H, W) items
     result = {"dataset": dataset, "batch_size": batch_size, "num_workers": num_workers, "device": str(device),
               "train_path": _time_loader(train, device),
               "uint8_device_path": _time_loader(raw, device, lambda x: device_flip_normalize(x, info.mean, info.std))}

@@ -76,6 +76,6 @@ def markdown_report(report: dict) -> str:
     if "loader" in report:
         ld = report["loader"]
         lines += ["", f"Loader alone ({ld['dataset']}, batch {ld['batch_size']}, {ld['num_workers']} workers, "
-                      f"to {ld['device']}): training path {ld['train_path']['img_per_s']:.0f} img/s; uint8 + "
-                      f"on-device flip/normalize (no crop) {ld['uint8_device_path']['img_per_s']:.0f} img/s"]
+                      f"to {ld['device']}): training path {ld['train_path']['img_per_s']:.0f} img/s; uint8 crops + "
+                      f"on-device flip/normalize {ld['uint8_device_path']['img_per_s']:.0f} img/s"]
     return "\n".join(lines) + "\n"

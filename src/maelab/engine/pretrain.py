@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from maelab.data import DataConfig, DatasetInfo, build_dataset, dataset_info, eval_transform, pretrain_transform
+from maelab.data.transforms import batch_flip_normalize, pretrain_crop_uint8
 from maelab.engine.checkpoint import LAST, CheckpointMeta, load_checkpoint, load_train_state, save_checkpoint
 from maelab.engine.config import PretrainConfig, from_jsonable, to_jsonable
 from maelab.engine.knn import KnnMonitor
@@ -71,9 +72,16 @@ def merge_resume(saved: PretrainConfig, given: PretrainConfig) -> PretrainConfig
     return merged
 
 
-def mae_step(env: Environment, model_cfg: MAEConfig):
+def mae_step(env: Environment, model_cfg: MAEConfig, device_augment: DatasetInfo | None = None):
+    """The pre-training step; with ``device_augment`` the batch arrives uint8 and is flipped and normalized here."""
+
     def step(model: MaskedAutoencoder, batch, generator: torch.Generator) -> StepOutput:
         imgs = batch[0].to(env.device, non_blocking=True)
+        if device_augment is not None:
+            # Flips drawn for the whole global batch, like the masks: the same for any world size.
+            coins = torch.rand(imgs.shape[0] * env.world_size, device=env.device, generator=generator)  # (N*B,)
+            flip = rank_rows(coins, env.rank, env.world_size) < 0.5  # (B,)
+            imgs = batch_flip_normalize(imgs, device_augment.mean, device_augment.std, flip)  # (B, C, H, W)
         if env.world_size == 1:
             out = model(imgs, generator=generator)
         else:
@@ -109,7 +117,8 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
     # Validate everything that can fail before any file is written.
     model_cfg, data_cfg = resolve_model_and_data(cfg)
     info = dataset_info(data_cfg)
-    train_set = build_dataset(data_cfg, "train", pretrain_transform(info))
+    train_set = build_dataset(data_cfg, "train", pretrain_crop_uint8(info) if cfg.device_augment
+                              else pretrain_transform(info))
     vis_set = build_dataset(data_cfg, "test", eval_transform(info))
     if len(train_set) < cfg.loop.batch_size:
         raise ValueError(
@@ -155,7 +164,7 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
 
     accum = cfg.loop.accum_iter
     loop = TrainLoop(
-        model=model, optimizer=optimizer, step_fn=mae_step(env, model_cfg),
+        model=model, optimizer=optimizer, step_fn=mae_step(env, model_cfg, info if cfg.device_augment else None),
         make_loader=make_loader_fn(train_set, cfg.loop.batch_size, cfg.loop.seed, env, data_cfg.num_workers),
         steps_per_epoch=steps_per_epoch(len(train_set), cfg.loop.batch_size, env.world_size), loop=cfg.loop, optim=cfg.optim, env=env, log=log,
         effective_batch=cfg.loop.batch_size * accum * env.world_size, on_epoch_end=on_epoch_end, save=save,
