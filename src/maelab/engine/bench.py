@@ -230,7 +230,6 @@ def run_case(case: Case, cfg: BenchConfig, device: torch.device, peaks: dict[str
         peaks_mb.append(memory.peak_mb() - operands_mb)
     peak = max(peaks_mb)
     mm_size = a.shape[0]
-    del a, b
     median = statistics.median(times)
     flops = mae_flops(c)
     dtype = "bfloat16" if case.amp is not None else "float32"
