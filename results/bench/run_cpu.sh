@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The CPU benchmark committed here: separate invocations, each measuring its own matmul peak in-process.
+# The CPU benchmark committed here: five invocations, each measuring its own matmul peak in-process.
 # Step counts are small to keep the whole run to minutes on a 2-core machine shared with other jobs.
 set -euo pipefail
 export PYTHONPATH=${PYTHONPATH:-$PWD/src}
