@@ -41,6 +41,10 @@ class DemoModel:
     test_set_note: str
 
 
+def gradio_available() -> bool:
+    return importlib.util.find_spec("gradio") is not None
+
+
 def newest_run(runs_dir: Path = DEFAULT_RUNS) -> Path:
     """The most recently written pre-training checkpoint under ``runs_dir``.
 
@@ -68,7 +72,8 @@ def load_demo_model(checkpoint: Path, device: str = "cpu") -> DemoModel:
     model, info, extra = load_mae(weights, device)
     model.requires_grad_(False)
     try:
-        test_set, note = checkpoint_test_set(info, extra), ""
+        # No download: the page should start at once, offline too; uploads work without the dataset.
+        test_set, note = checkpoint_test_set(info, extra, download=False), ""
     except (DatasetNotFoundError, FileNotFoundError, ValueError) as exc:
         test_set, note = None, f"The training dataset's test split is not available here ({exc}); upload an image."
     return DemoModel(weights, model, info, read_meta(weights).epoch, test_set, note)
@@ -143,7 +148,7 @@ def build_app(served: DemoModel):
 
 def serve(checkpoint: Path | None, host: str = "127.0.0.1", port: int = 7860, device: str = "cpu") -> None:
     """Load the checkpoint (default: the newest run) and serve the page until interrupted."""
-    if importlib.util.find_spec("gradio") is None:
+    if not gradio_available():
         raise ValueError(EXTRA_HINT)
     checkpoint = newest_run() if checkpoint is None else checkpoint
     served = load_demo_model(checkpoint, device)

@@ -52,13 +52,16 @@ def load_mae(path: Path, device: str | torch.device = "cpu") -> tuple[MaskedAuto
     return model.eval(), DatasetInfo(**raw), meta.extra
 
 
-def checkpoint_test_set(info: DatasetInfo, extra: dict, dataset: str | None = None, data: Path | None = None):
+def checkpoint_test_set(
+    info: DatasetInfo, extra: dict, dataset: str | None = None, data: Path | None = None, download: bool = True
+):
     """The test split of the dataset a checkpoint was trained on (or of ``dataset``/``data``), eval-transformed."""
     saved = extra.get("data", {})
     data_cfg = DataConfig(
         dataset=dataset or saved.get("dataset", info.name),
         data=data if data is not None else (Path(saved["data"]) if saved.get("data") else None),
-        img_size=info.img_size[0], channels=info.channels,
+        img_size=info.img_size[0], channels=info.channels, download=download,
+        synthetic_size=saved.get("synthetic_size", DataConfig.synthetic_size),
     )
     return build_dataset(data_cfg, "test", eval_transform(info))
 
