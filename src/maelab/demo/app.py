@@ -123,7 +123,8 @@ def build_app(served: DemoModel):
             with gr.Column():
                 index = gr.Slider(0, max(num_test - 1, 0), value=0, step=1, label=f"{info.name} test image",
                                   interactive=num_test > 0, elem_id="test-index")
-                use_test = gr.Button("show the test image instead of the upload", interactive=num_test > 0)
+                use_test = gr.Button("show the test image instead of the upload", interactive=num_test > 0,
+                                     elem_id="use-test")
                 if served.test_set_note:
                     gr.Markdown(served.test_set_note)
             with gr.Column():
