@@ -103,7 +103,9 @@ def build_app(served: DemoModel):
         summary = (
             f"**Masked-patch MSE: {result.mask_mse:.4f}** on {source}: {result.num_masked} of "
             f"{result.num_patches} patches hidden, ratio {result.mask_ratio:.2f}{grid_note}, {strategy} mask, "
-            f"seed {int(seed or 0)}.\n\n{result.explanation}"
+            f"seed {int(seed or 0)}.\n\nError map: masked patches from black (0) to yellow "
+            f"({result.max_patch_mse:.3f}, the worst patch); attention: the cls token's weight on each visible "
+            f"patch, averaged over heads, dark to yellow; light gray: not covered.\n\n{result.explanation}"
         )
         pictures = [result.original, result.masked, result.reconstruction, result.pasted, result.error_map,
                     result.attention_map]
@@ -134,10 +136,12 @@ def build_app(served: DemoModel):
                                     elem_id="strategy")
                 seed = gr.Number(value=0, precision=0, label="seed (same seed, same mask)", elem_id="seed")
         status = gr.Markdown(elem_id="status")
+        pictures = []
+        with gr.Row():  # the paper's Figures 2-4
+            pictures += [_picture(gr, label, elem) for label, elem in zip(OUTPUT_LABELS[:4], OUTPUT_IDS[:4])]
         with gr.Row():
-            pictures = [gr.Image(label=label, type="numpy", interactive=False, elem_id=elem, format="png")
-                        for label, elem in zip(OUTPUT_LABELS, OUTPUT_IDS)]
-        summary = gr.Markdown(elem_id="summary")
+            pictures += [_picture(gr, label, elem) for label, elem in zip(OUTPUT_LABELS[4:], OUTPUT_IDS[4:])]
+            summary = gr.Markdown(elem_id="summary")
         use_test.click(lambda: None, outputs=upload)
         gr.on(
             [app.load, upload.change, index.change, ratio.change, strategy.change, seed.change],
@@ -145,6 +149,11 @@ def build_app(served: DemoModel):
             trigger_mode="always_last", concurrency_limit=CONCURRENCY,
         )
     return app
+
+
+def _picture(gr, label: str, elem_id: str):
+    return gr.Image(label=label, type="numpy", interactive=False, elem_id=elem_id, format="png",
+                    buttons=["download"])
 
 
 def serve(checkpoint: Path | None, host: str = "127.0.0.1", port: int = 7860, device: str = "cpu") -> None:

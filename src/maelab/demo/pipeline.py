@@ -36,6 +36,8 @@ SHRINK_FACTOR = 4
 DISPLAY_SIZE = 224
 """Small inputs (28 x 28 Fashion-MNIST) are enlarged by an integer factor towards this, without blur."""
 GRID_RATIO = 0.75
+HIDDEN_GRAY = 0.8
+"""Heatmap colour of patches a map does not cover (visible ones in the error map, masked ones in attention)."""
 
 
 class ImageTooLarge(ValueError):
@@ -53,6 +55,8 @@ class DemoResult:
     error_map: np.ndarray
     attention_map: np.ndarray
     mask_mse: float
+    max_patch_mse: float
+    """The error of the worst masked patch: the top of the error map's colour scale."""
     mask_ratio: float
     """The ratio actually used (grid masking fixes it to 0.75)."""
     num_masked: int
@@ -150,6 +154,7 @@ def run_pipeline(
         attention_map=_heatmap(attention / attention.max().clamp_min(1e-12), 1 - mask, cfg.grid_size,
                                cfg.patch_size * factor, "viridis", original),
         mask_mse=float(rec.mask_mse[0]),
+        max_patch_mse=float(errors.max()),
         mask_ratio=ratio,
         num_masked=int(mask.sum()),
         num_patches=cfg.num_patches,
@@ -189,13 +194,13 @@ def _to_uint8(img: torch.Tensor, factor: int) -> np.ndarray:
 
 def _heatmap(values: torch.Tensor, shown: torch.Tensor, grid: tuple[int, int], cell: int, cmap: str,
              base: np.ndarray | None) -> np.ndarray:
-    """Colour each patch by ``values`` (L,) in [0, 1]; patches with ``shown`` == 0 stay dark gray.
+    """Colour each patch by ``values`` (L,) in [0, 1]; patches with ``shown`` == 0 stay light gray.
 
     With ``base`` (H', W', 3) uint8 the colours are blended over that picture.
     """
     rows, cols = grid
     colours = colormaps[cmap](values.detach().float().cpu().clamp(0, 1).numpy())[:, :3]  # (L, 3)
-    colours = np.where(shown.cpu().numpy()[:, None] > 0, colours, 0.2)  # (L, 3)
+    colours = np.where(shown.cpu().numpy()[:, None] > 0, colours, HIDDEN_GRAY)  # (L, 3)
     cells = colours.reshape(rows, cols, 3).repeat(cell, 0).repeat(cell, 1)  # (H', W', 3)
     if base is not None:
         cells = 0.6 * cells + 0.4 * base[: cells.shape[0], : cells.shape[1]] / 255.0  # (H', W', 3)
