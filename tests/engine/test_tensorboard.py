@@ -85,3 +85,15 @@ def test_grad_norm_logged_with_clipping(tmp_path):
     steps = [r for r in JsonlLog(run / "log.jsonl").records() if r["event"] == "step"]
     # The norm is measured before clipping, so it stays far above the clipping threshold.
     assert len(steps) == 4 and all(r["grad_norm"] > 1e-2 for r in steps)
+
+
+def test_resumed_run_still_matches_jsonl_log(tmp_path):
+    run = tmp_path / "run"
+    assert main([*RUN, "--stop-after", "1", "--output-dir", str(run)]) == 0
+    assert main(["pretrain", "--resume", str(run)]) == 0
+    records = JsonlLog(run / "log.jsonl").records()
+    acc = _events(run)
+    losses = [(r["step"], r["loss"]) for r in records if r["event"] == "step"]
+    logged = [(e.step, e.value) for e in acc.Scalars("step/loss")]
+    assert [s for s, _ in logged] == [s for s, _ in losses]
+    assert all(math.isclose(a, b, rel_tol=1e-6) for (_, a), (_, b) in zip(logged, losses))

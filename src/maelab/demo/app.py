@@ -27,6 +27,8 @@ OUTPUT_LABELS = ("original", "masked input", "reconstruction", "reconstruction +
                  "error per masked patch", "cls attention (last block)")
 OUTPUT_IDS = ("original", "masked", "reconstruction", "pasted", "error", "attention")
 CONCURRENCY = 4
+MAX_UPLOAD = "64mb"
+"""Gradio refuses bigger uploads before they reach the pipeline."""
 
 
 @dataclass(frozen=True)
@@ -160,9 +162,11 @@ def serve(checkpoint: Path | None, host: str = "127.0.0.1", port: int = 7860, de
     """Load the checkpoint (default: the newest run) and serve the page until interrupted."""
     if not gradio_available():
         raise ValueError(EXTRA_HINT)
+    if not 0 < port < 65536:
+        raise ValueError(f"--port must be between 1 and 65535; got {port}")
     checkpoint = newest_run() if checkpoint is None else checkpoint
     served = load_demo_model(checkpoint, device)
     logger.info("serving %s on http://%s:%d", served.checkpoint, host, port)
     build_app(served).queue(default_concurrency_limit=CONCURRENCY).launch(
-        server_name=host, server_port=port, share=False, show_error=True
+        server_name=host, server_port=port, share=False, show_error=True, max_file_size=MAX_UPLOAD
     )

@@ -124,7 +124,8 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
 
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "config.json", to_jsonable(cfg))
-    log = open_log(run_dir, cfg.loop.tensorboard, purge_step=progress.step if state is not None else None)
+    # On resume, TensorBoard drops events after the checkpoint's step, as the JSONL log drops later epochs.
+    log = open_log(run_dir, cfg.loop.tensorboard, purge_step=progress.step + 1 if state is not None else None)
     log.truncate_to_epoch(progress.epoch)
     vis_imgs = torch.stack([vis_set[i][0] for i in range(min(NUM_VIS_IMAGES, len(vis_set)))]).to(env.device)
 

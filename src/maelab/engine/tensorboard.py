@@ -49,7 +49,7 @@ class TensorBoardMirror:
     def __init__(self, run_dir: Path, purge_step: int | None = None) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        # purge_step: on resume, TensorBoard hides events at or after it, as the JSONL log drops them.
+        # purge_step: TensorBoard hides earlier files' events at or after this step (work lost on resume).
         self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
 
     @classmethod
