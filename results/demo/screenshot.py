@@ -19,9 +19,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 from skimage import data as skdata
-from PIL import Image
 
 
 def free_port() -> int:

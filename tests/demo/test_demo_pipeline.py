@@ -121,7 +121,7 @@ def test_concurrent_requests_do_not_mix(served):
 
 
 def test_cls_attention_matches_timm_block(served):
-    model, info = served
+    model, _info = served
     block = model.blocks[-1]
     x = torch.randn(2, 9, model.config.embed_dim, generator=torch.Generator().manual_seed(0))
     captured = {}
@@ -137,9 +137,21 @@ def test_cls_attention_matches_timm_block(served):
 
 
 def test_attention_map_covers_visible_patches_only(served):
-    model, info = served
+    model, _info = served
     imgs = torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(1))
     mask = torch.tensor([[1.0, 0.0] * 8])
     attn = cls_attention_map(model, imgs, mask_from_binary(mask))
     assert attn.shape == (1, 16) and torch.all(attn[mask.bool()] == 0)
     assert torch.all(attn[~mask.bool()] > 0) and torch.isclose(attn.sum(), torch.tensor(1.0))
+
+
+def test_exif_rotation_is_applied(served):
+    _, info = served
+    img = Image.new("L", (64, 32), 0)
+    img.paste(255, (0, 0, 32, 32))  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", exif=exif.tobytes(), quality=95)
+    x = load_upload(buf.getvalue(), info)  # upright: 32 wide, 64 tall, white on top
+    assert x[0, :8].mean() > x[0, -8:].mean() + 1.0

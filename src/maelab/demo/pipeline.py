@@ -20,7 +20,7 @@ from typing import BinaryIO
 import numpy as np
 import torch
 from matplotlib import colormaps
-from PIL import Image
+from PIL import Image, ImageOps
 
 from maelab.data import DatasetInfo, eval_transform
 from maelab.data.images import DECODE_ERRORS, to_mode
@@ -85,7 +85,7 @@ def load_upload(source: str | Path | bytes | BinaryIO, info: DatasetInfo, max_pi
         with Image.open(source) as img:
             width, height = img.size
             scale = target / min(width, height)
-            if scale < 1 and img.format == "JPEG":
+            if scale < 1 and img.format in ("JPEG", "MPO"):
                 img.draft(mode, (math.ceil(width * scale), math.ceil(height * scale)))
             if img.size[0] * img.size[1] > max_pixels:
                 raise ImageTooLarge(
@@ -96,7 +96,8 @@ def load_upload(source: str | Path | bytes | BinaryIO, info: DatasetInfo, max_pi
             # Pillow's resampling does not cover every mode (16-bit, float, CMYK): convert those first.
             small = img if img.mode in ("L", "RGB", "RGBA", "LA", "P", "1") else to_mode(img, mode)
             small.thumbnail(_thumbnail_box(small.size, target), Image.Resampling.BICUBIC)
-            converted = to_mode(small, mode)
+            # Phone photos store their rotation in EXIF; show them the right way up.
+            converted = to_mode(ImageOps.exif_transpose(small) if "exif" in img.info else small, mode)
     except ImageTooLarge:
         raise
     except Image.DecompressionBombError as exc:
