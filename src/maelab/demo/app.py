@@ -166,6 +166,7 @@ def serve(checkpoint: Path | None, host: str = "127.0.0.1", port: int = 7860, de
         raise ValueError(f"--port must be between 1 and 65535; got {port}")
     checkpoint = newest_run() if checkpoint is None else checkpoint
     served = load_demo_model(checkpoint, device)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests, one line each
     logger.info("serving %s on http://%s:%d", served.checkpoint, host, port)
     build_app(served).queue(default_concurrency_limit=CONCURRENCY).launch(
         server_name=host, server_port=port, share=False, show_error=True, max_file_size=MAX_UPLOAD
