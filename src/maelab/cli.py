@@ -103,8 +103,26 @@ class Knn:
         run_knn(self.config)
 
 
+@dataclass(frozen=True)
+class Demo:
+    """Reconstruct your own images in the browser: upload, move the mask-ratio slider, see what the MAE fills in.
+    Needs the demo extra: pip install 'maelab[demo]'."""
+
+    checkpoint: tyro.conf.Positional[Path | None] = None
+    """A pre-training checkpoint (.safetensors) or run directory; default: the newest run under runs/."""
+    host: str = "127.0.0.1"
+    """Address to listen on; the default serves this machine only (0.0.0.0 shares it with your network)."""
+    port: int = 7860
+    device: str = "cpu"
+
+    def run(self) -> None:
+        from maelab.demo.app import serve
+
+        serve(self.checkpoint, self.host, self.port, self.device)
+
+
 COMMANDS = {"pretrain": Pretrain, "reconstruct": Reconstruct, "models": Models, "finetune": Finetune,
-            "linprobe": Linprobe, "knn": Knn}
+            "linprobe": Linprobe, "knn": Knn, "demo": Demo}
 
 
 def main(argv: list[str] | None = None) -> int:

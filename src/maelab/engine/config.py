@@ -58,6 +58,9 @@ class LoopConfig:
     """Write the resumable checkpoint every N epochs (and always after the last)."""
     stop_after: int | None = None
     """Stop after this many epochs in this invocation (the schedule still spans --epochs); continue with --resume."""
+    tensorboard: bool = True
+    """Mirror the JSONL log (and reconstruction grids) into TensorBoard event files in the run directory,
+    when the tensorboard package is installed (pip install 'maelab[tensorboard]')."""
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "accum_iter", "log_every", "save_every", "stop_after"):

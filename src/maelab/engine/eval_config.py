@@ -140,6 +140,8 @@ class KnnConfig(FeatureSource):
     device: str = "auto"
     output_dir: Path | None = None
     """Run directory; default runs/knn-<model>-<time>. Never overwritten."""
+    tensorboard: bool = True
+    """Also write the result into TensorBoard event files in the run directory (when tensorboard is installed)."""
 
     def __post_init__(self) -> None:
         if self.k < 1:

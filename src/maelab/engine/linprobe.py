@@ -34,7 +34,7 @@ from maelab.engine.config import to_jsonable
 from maelab.engine.eval_config import LINPROBE_EPOCHS, LinprobeConfig
 from maelab.engine.evaluate import ClassifierRun, evaluate
 from maelab.engine.loop import Progress, StepOutput, TrainLoop, setup_environment, make_loader_fn
-from maelab.engine.rundir import JsonlLog, new_run_dir, write_json
+from maelab.engine.rundir import new_run_dir, open_log, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def linprobe(cfg: LinprobeConfig) -> Path:
         model=head, optimizer=optimizer, step_fn=step,
         make_loader=make_loader_fn(train_set, batch, cfg.loop.seed, env, data_cfg.num_workers if cfg.augment else 0),
         steps_per_epoch=len(train_set) // batch, loop=cfg.loop, optim=cfg.optim, env=env,
-        log=JsonlLog(run_dir / "log.jsonl"), effective_batch=batch * cfg.loop.accum_iter * env.world_size,
+        log=open_log(run_dir, cfg.loop.tensorboard), effective_batch=batch * cfg.loop.accum_iter * env.world_size,
         on_epoch_end=run.on_epoch_end, save=run.save, desc="linprobe",
     )
     loop.run(Progress())

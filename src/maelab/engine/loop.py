@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from tqdm.auto import tqdm
 
 from maelab.engine.config import LoopConfig, OptimConfig
-from maelab.engine.optim import lr_at, set_lr
+from maelab.engine.optim import lr_at, set_lr, total_grad_norm
 from maelab.engine.rundir import JsonlLog
 
 logger = logging.getLogger(__name__)
@@ -173,7 +173,7 @@ class TrainLoop:
         lr = self._lr(epoch, 0)
         bar = tqdm(total=self.steps_per_epoch, desc=f"{self.desc} {epoch + 1}/{self.loop.epochs}",
                    disable=None if self.env.is_main else True, dynamic_ncols=True, leave=False)
-        it = -1
+        it, grad_norm = -1, None
         for it, batch in enumerate(self.make_loader(epoch)):
             if it % accum == 0:
                 lr = self._lr(epoch, it)
@@ -184,7 +184,9 @@ class TrainLoop:
             (out.loss / accum).backward()
             if (it + 1) % accum == 0 or it + 1 == self.steps_per_epoch:
                 if self.optim.clip_grad is not None:
-                    torch.nn.utils.clip_grad_norm_(self.trainable, self.optim.clip_grad)
+                    grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.optim.clip_grad)
+                elif (it + 1) % self.loop.log_every == 0:
+                    grad_norm = total_grad_norm(self.trainable)  # only at log steps: it costs a pass over grads
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 progress.step += 1
@@ -209,6 +211,8 @@ class TrainLoop:
                 window_start, window_seen = now, 0
                 record = dict(event="step", epoch=epoch, iter=it + 1, step=progress.step,
                               loss=float(loss), lr=lr, img_per_s=rate)
+                if grad_norm is not None:  # None when a log step falls between accumulation steps
+                    record["grad_norm"], grad_norm = float(grad_norm), None
                 self.log.write(record)
                 remaining = (self.steps_per_epoch - it - 1) + (self.loop.epochs - epoch - 1) * self.steps_per_epoch
                 bar.set_postfix(loss=f"{float(loss):.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.0f}",

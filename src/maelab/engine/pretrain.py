@@ -15,7 +15,7 @@ from maelab.engine.config import PretrainConfig, from_jsonable, to_jsonable
 from maelab.engine.knn import KnnMonitor
 from maelab.engine.loop import Progress, StepOutput, TrainLoop, setup_environment, make_loader_fn
 from maelab.engine.optim import build_adamw
-from maelab.engine.rundir import JsonlLog, new_run_dir, read_json, write_json
+from maelab.engine.rundir import new_run_dir, open_log, read_json, write_json
 from maelab.engine.visualize import reconstruct, save_loss_plot, save_reconstruction_grid
 from maelab.models import MAEConfig, MaskedAutoencoder, get_config
 
@@ -25,7 +25,8 @@ NUM_VIS_IMAGES = 8
 DEFAULT_EPOCHS = 3
 # Options that may differ when a run is resumed; everything else comes from the run itself.
 RESUMABLE_CHANGES = {
-    ("loop", "epochs"), ("loop", "stop_after"), ("loop", "device"), ("loop", "log_every"), ("data", "num_workers"),
+    ("loop", "epochs"), ("loop", "stop_after"), ("loop", "device"), ("loop", "log_every"), ("loop", "tensorboard"),
+    ("data", "num_workers"),
 }
 
 
@@ -123,7 +124,8 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
 
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "config.json", to_jsonable(cfg))
-    log = JsonlLog(run_dir / "log.jsonl")
+    # On resume, TensorBoard drops events after the checkpoint's step, as the JSONL log drops later epochs.
+    log = open_log(run_dir, cfg.loop.tensorboard, purge_step=progress.step + 1 if state is not None else None)
     log.truncate_to_epoch(progress.epoch)
     vis_imgs = torch.stack([vis_set[i][0] for i in range(min(NUM_VIS_IMAGES, len(vis_set)))]).to(env.device)
 
@@ -133,7 +135,8 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
 
     def on_epoch_end(epoch: int, record: dict) -> dict:
         if (epoch + 1) % cfg.vis_every == 0 or epoch + 1 == cfg.loop.epochs:
-            write_pictures(model, vis_imgs, info, run_dir, epoch + 1, log.records() + [record])
+            grid = write_pictures(model, vis_imgs, info, run_dir, epoch + 1, log.records() + [record])
+            log.image("reconstruction", grid, record["step"])
         if knn is not None and ((epoch + 1) % cfg.knn_every == 0 or epoch + 1 == cfg.loop.epochs):
             return knn(model)
         return {}
@@ -157,10 +160,12 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
 
 def write_pictures(
     model: MaskedAutoencoder, imgs: torch.Tensor, info: DatasetInfo, run_dir: Path, epoch: int, records: list[dict]
-) -> None:
-    """Reconstruction grid for this epoch (recon_epochNNN.png, copied to recon.png) and loss.png."""
+) -> Path:
+    """Reconstruction grid for this epoch (recon_epochNNN.png, copied to recon.png) and loss.png;
+    returns the grid's path."""
     rec = reconstruct(model, imgs, info.mean, info.std, seed=0)
     path = run_dir / f"recon_epoch{epoch:03d}.png"
     save_reconstruction_grid(rec, path, title=f"epoch {epoch}, mask ratio {model.config.mask_ratio}")
     shutil.copyfile(path, run_dir / "recon.png")
     save_loss_plot(records, run_dir / "loss.png")
+    return path

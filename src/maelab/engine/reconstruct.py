@@ -52,6 +52,20 @@ def load_mae(path: Path, device: str | torch.device = "cpu") -> tuple[MaskedAuto
     return model.eval(), DatasetInfo(**raw), meta.extra
 
 
+def checkpoint_test_set(
+    info: DatasetInfo, extra: dict, dataset: str | None = None, data: Path | None = None, download: bool = True
+):
+    """The test split of the dataset a checkpoint was trained on (or of ``dataset``/``data``), eval-transformed."""
+    saved = extra.get("data", {})
+    data_cfg = DataConfig(
+        dataset=dataset or saved.get("dataset", info.name),
+        data=data if data is not None else (Path(saved["data"]) if saved.get("data") else None),
+        img_size=info.img_size[0], channels=info.channels, download=download,
+        synthetic_size=saved.get("synthetic_size", DataConfig.synthetic_size),
+    )
+    return build_dataset(data_cfg, "test", eval_transform(info))
+
+
 def run_reconstruct(cfg: ReconstructConfig) -> Path:
     """Write the reconstruction grid; returns the output path."""
     if cfg.num_images < 1:
@@ -65,13 +79,7 @@ def run_reconstruct(cfg: ReconstructConfig) -> Path:
             raise ValueError(f"image files not found: {', '.join(missing)}")
         imgs = torch.stack([transform(_read_image(Path(p), info.channels)) for p in cfg.images])
     else:
-        saved = extra.get("data", {})
-        data_cfg = DataConfig(
-            dataset=cfg.dataset or saved.get("dataset", info.name),
-            data=cfg.data if cfg.data is not None else (Path(saved["data"]) if saved.get("data") else None),
-            img_size=info.img_size[0], channels=info.channels,
-        )
-        dataset = build_dataset(data_cfg, "test", transform)
+        dataset = checkpoint_test_set(info, extra, cfg.dataset, cfg.data)
         imgs = torch.stack([dataset[i][0] for i in range(min(cfg.num_images, len(dataset)))])
     rec: Reconstruction = reconstruct(
         model, imgs.to(cfg.device), info.mean, info.std, cfg.mask_ratio, cfg.mask_strategy, cfg.seed
@@ -89,4 +97,4 @@ def _read_image(path: Path, channels: int) -> torch.Tensor:
         raise ValueError(f"{path} is not a readable image ({exc}); pass image files such as PNG or JPEG") from exc
 
 
-__all__ = ["ReconstructConfig", "load_mae", "run_reconstruct"]
+__all__ = ["ReconstructConfig", "checkpoint_test_set", "load_mae", "run_reconstruct"]

@@ -18,7 +18,11 @@ ROW_TITLES = ("original", "masked input", "reconstruction", "reconstruction +\nv
 
 @dataclass(frozen=True)
 class Reconstruction:
-    """Viewable images, each (B, C, H, W) in [0, 1], plus the masked-patch MSE per image."""
+    """Viewable images, each (B, C, H, W) in [0, 1], plus the masked-patch MSE per image.
+
+    ``mask`` (B, L) is the mask used (1 = masked) and ``patch_mse`` (B, L) each patch's squared
+    error in normalized pixels, the units of ``mask_mse``.
+    """
 
     original: torch.Tensor
     masked: torch.Tensor
@@ -26,6 +30,8 @@ class Reconstruction:
     pasted: torch.Tensor
     mask_mse: torch.Tensor
     note: str
+    mask: torch.Tensor
+    patch_mse: torch.Tensor
 
 
 @torch.no_grad()
@@ -53,7 +59,8 @@ def reconstruct(
     pred = prediction_to_pixels(out.pred.float(), imgs, cfg.patch_size, cfg.target)  # (B, L, P)
     target = patchify(imgs, cfg.patch_size)  # (B, L, P)
     w = out.mask.unsqueeze(-1)  # (B, L, 1)
-    mask_mse = (((pred - target) ** 2).mean(-1) * out.mask).sum(1) / out.mask.sum(1)  # (B,)
+    patch_mse = ((pred - target) ** 2).mean(-1)  # (B, L)
+    mask_mse = (patch_mse * out.mask).sum(1) / out.mask.sum(1)  # (B,)
 
     def view(patches: torch.Tensor) -> torch.Tensor:
         x = unpatchify(patches, cfg.patch_size, cfg.grid_size, cfg.in_chans)  # (B, C, H, W)
@@ -74,6 +81,8 @@ def reconstruct(
         pasted=view(target * (1 - w) + pred * w),
         mask_mse=mask_mse,
         note=note,
+        mask=out.mask,
+        patch_mse=patch_mse,
     )
 
 

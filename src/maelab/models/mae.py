@@ -191,6 +191,20 @@ class MaskedAutoencoder(nn.Module):
             (B, 1 + L_enc, D) with L_enc = L_keep, or L when mask tokens go through the
             encoder or no mask is given.
         """
+        x = self.embed_tokens(imgs, sample)  # (B, 1 + L_enc, D)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+    def embed_tokens(self, imgs: torch.Tensor, sample: MaskSample | None = None) -> torch.Tensor:
+        """The encoder's input tokens: patch embeddings (visible ones, or all), position embedding, cls first.
+
+        Args:
+            imgs: (B, C, H, W).
+            sample: which patches are visible; None keeps every patch.
+        Returns:
+            (B, 1 + L_enc, D), what the first encoder block receives.
+        """
         x = self.patch_embed(imgs)  # (B, L, D)
         if sample is not None and self.config.encoder_mask_tokens:
             w = sample.mask.unsqueeze(-1).to(x.dtype)  # (B, L, 1)
@@ -200,10 +214,7 @@ class MaskedAutoencoder(nn.Module):
             index = sample.ids_keep.unsqueeze(-1).expand(-1, -1, x.shape[-1])  # (B, L_keep, D)
             x = torch.gather(x, 1, index)  # (B, L_keep, D)
         cls = (self.cls_token + self.pos_embed[:, :1, :]).expand(x.shape[0], -1, -1)  # (B, 1, D)
-        x = torch.cat([cls, x], dim=1)  # (B, 1 + L_enc, D)
-        for block in self.blocks:
-            x = block(x)
-        return self.norm(x)
+        return torch.cat([cls, x], dim=1)  # (B, 1 + L_enc, D)
 
     # ------------------------------------------------------------------ decoder
     def forward_decoder(self, latent: torch.Tensor, sample: MaskSample) -> torch.Tensor:
