@@ -100,7 +100,7 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
     # Validate everything that can fail before any file is written.
     model_cfg, data_cfg = resolve_model_and_data(cfg)
     info = dataset_info(data_cfg)
-    train_set = build_dataset(data_cfg, "train", pretrain_transform(info))
+    train_set = build_dataset(data_cfg, "train", pretrain_transform(info, data_cfg.augment))
     vis_set = build_dataset(data_cfg, "test", eval_transform(info))
     if len(train_set) < cfg.loop.batch_size:
         raise ValueError(
