@@ -127,7 +127,9 @@ def test_fixed_crop_is_a_translated_window_of_the_resized_image() -> None:
 
     big = v2.Resize(32, interpolation=v2.InterpolationMode.BICUBIC, antialias=True)(image)
     windows = [big[:, y:y + 28, x:x + 28] for y in range(5) for x in range(5)]
-    normalize = lambda w: (w.float() / 255 - 0.5) / 0.25  # noqa: E731
+    def normalize(w: torch.Tensor) -> torch.Tensor:
+        return (w.float() / 255 - 0.5) / 0.25
+
     candidates = [normalize(w) for w in windows] + [normalize(w.flip(-1)) for w in windows]
     outs = [transform(image) for _ in range(12)]
     for out in outs:

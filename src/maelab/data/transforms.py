@@ -26,7 +26,7 @@ PRETRAIN_SCALE: tuple[float, float] = (0.2, 1.0)
 _BICUBIC = v2.InterpolationMode.BICUBIC
 # Fixed-size crops come from an image resized by 1/0.875 (the classic 256 -> 224 ImageNet crop).
 FIXED_CROP_RATIO = 0.875
-JITTER = dict(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)
+JITTER = {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.1}
 AUGMENTS: tuple[str, ...] = get_args(Augment)
 
 
