@@ -134,7 +134,8 @@ def test_default_pca_components():
 
 # ---------------------------------------------------------------------------- HOG target
 def test_hog_matches_scikit_image():
-    skimage_feature = pytest.importorskip("skimage.feature")
+    from skimage import feature as skimage_feature  # a test dependency (the [test] extra)
+
     gen = torch.Generator().manual_seed(0)
     img = torch.zeros(24, 16)
     # A constant 2-pixel border: scikit-image zeroes edge gradients, we replicate edge pixels;
