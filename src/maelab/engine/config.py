@@ -75,11 +75,15 @@ class ModelOptions:
 
     mask_ratio: float | None = None
     mask_strategy: Literal["random", "block", "grid"] | None = None
-    target: Literal["pixel", "norm_pixel"] | None = None
+    target: Literal["pixel", "norm_pixel", "pca", "hog"] | None = None
+    pca_components: int | None = None
+    """Components kept by --target pca (default: 1/8 of the patch dimension, at least 4)."""
     decoder_depth: int | None = None
     decoder_embed_dim: int | None = None
     encoder_mask_tokens: bool | None = None
     loss_on_all: bool | None = None
+    mask_patch_size: int | None = None
+    """SimMIM presets only: side of the square mask unit, in patches."""
 
     def overrides(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
