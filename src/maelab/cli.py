@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ import tyro
 
 from maelab.engine.config import PretrainConfig
 from maelab.engine.eval_config import FinetuneConfig, KnnConfig, LinprobeConfig
-from maelab.engine.loop import TrainingDiverged
+from maelab.engine.loop import TrainingDiverged, TrainingInterrupted
 
 logger = logging.getLogger("maelab")
 
@@ -122,9 +123,17 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as exc:
         logger.error("%s", exc)
         return 1
+    except TrainingInterrupted as exc:
+        logger.warning("%s", exc)
+        return exc.exit_status
     except (ValueError, FileNotFoundError) as exc:
         print(f"maelab: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        print(f"maelab: error: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     return 0
 
 

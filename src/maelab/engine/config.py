@@ -56,14 +56,27 @@ class LoopConfig:
     log_every: int = 20
     save_every: int = 1
     """Write the resumable checkpoint every N epochs (and always after the last)."""
+    save_every_steps: int | None = None
+    """Also write the resumable checkpoint every N optimizer steps inside an epoch (crash insurance)."""
+    keep_last: int = 1
+    """Keep this many of the newest resumable checkpoints (checkpoint-stepNNNNNNN.*) besides checkpoint-last."""
     stop_after: int | None = None
     """Stop after this many epochs in this invocation (the schedule still spans --epochs); continue with --resume."""
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+    """A NaN/inf loss stops the run ("stop"), or its optimizer step is skipped ("skip", up to --max-nonfinite)."""
+    max_nonfinite: int = 20
+    """With --on-nonfinite skip: stop once more than this many steps were skipped."""
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "accum_iter", "log_every", "save_every", "stop_after"):
+        for name in ("epochs", "batch_size", "accum_iter", "log_every", "save_every", "save_every_steps",
+                     "keep_last", "stop_after"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1; got {getattr(self, name)}")
+        if self.max_nonfinite < 0:
+            raise ValueError(f"--max-nonfinite must be >= 0; got {self.max_nonfinite}")
+        if self.on_nonfinite not in ("stop", "skip"):
+            raise ValueError(f"--on-nonfinite must be 'stop' or 'skip'; got {self.on_nonfinite!r}")
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,12 @@ from pathlib import Path
 import torch
 
 from maelab.data import DataConfig, DatasetInfo, build_dataset, dataset_info, eval_transform, pretrain_transform
-from maelab.engine.checkpoint import LAST, CheckpointMeta, load_checkpoint, load_train_state, save_checkpoint
+from maelab.engine.checkpoint import CheckpointMeta, load_checkpoint
+from maelab.engine.checkpoint_store import find_resumable, remove_stale_temporaries, save_resumable
 from maelab.engine.config import PretrainConfig, from_jsonable, to_jsonable
 from maelab.engine.knn import KnnMonitor
-from maelab.engine.loop import Progress, StepOutput, TrainLoop, setup_environment, make_loader_fn
+from maelab.engine.loop import LoopState, Progress, StepOutput, TrainLoop, make_loader_fn, setup_environment
+from maelab.engine.signals import TrainingInterrupted, graceful_stop
 from maelab.engine.optim import build_adamw
 from maelab.engine.rundir import JsonlLog, new_run_dir, read_json, write_json
 from maelab.engine.visualize import reconstruct, save_loss_plot, save_reconstruction_grid
@@ -26,7 +28,10 @@ DEFAULT_EPOCHS = 3
 # Options that may differ when a run is resumed; everything else comes from the run itself.
 RESUMABLE_CHANGES = {
     ("loop", "epochs"), ("loop", "stop_after"), ("loop", "device"), ("loop", "log_every"), ("data", "num_workers"),
+    ("loop", "save_every_steps"), ("loop", "keep_last"), ("loop", "on_nonfinite"), ("loop", "max_nonfinite"),
+    ("data", "max_bad_fraction"),
 }
+RESUMABLE_NAMES = ", ".join(f"--{name.replace('_', '-')}" for _, name in sorted(RESUMABLE_CHANGES))
 
 
 def resolve_model_and_data(cfg: PretrainConfig) -> tuple[MAEConfig, DataConfig]:
@@ -57,7 +62,7 @@ def merge_resume(saved: PretrainConfig, given: PretrainConfig) -> PretrainConfig
             if (section, f.name) not in RESUMABLE_CHANGES:
                 raise ValueError(
                     f"--{f.name.replace('_', '-')} cannot change when resuming: the run keeps its own "
-                    "configuration (only --epochs, --stop-after, --device, --num-workers and --log-every may change)"
+                    f"configuration (only {RESUMABLE_NAMES} may change)"
                 )
             merged = dataclasses.replace(
                 merged, **{section: dataclasses.replace(getattr(merged, section), **{f.name: value})}
@@ -86,7 +91,7 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
             raise ValueError(f"--resume {run_dir}: no config.json there; pass a maelab pretrain run directory")
         saved = from_jsonable(PretrainConfig, read_json(run_dir / "config.json"))
         cfg = merge_resume(saved, cfg)
-        state = load_train_state(run_dir / LAST)
+        weights_path, state = find_resumable(run_dir)
         if state["epoch"] >= cfg.loop.epochs:
             raise ValueError(
                 f"run {run_dir} already finished {state['epoch']} epochs; pass --epochs N with N > {state['epoch']}"
@@ -113,23 +118,33 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
     torch.manual_seed(cfg.loop.seed)
     model = MaskedAutoencoder(model_cfg).to(env.device)
     optimizer = build_adamw(model, cfg.optim)
-    progress = Progress()
+    progress, loop_state = Progress(), None
     if state is not None:
-        weights, _ = load_checkpoint(run_dir / LAST, env.device)
+        weights, _ = load_checkpoint(weights_path, env.device)
         model.load_state_dict(weights)
         optimizer.load_state_dict(state["optimizer"])
-        progress = Progress(epoch=state["epoch"], step=state["step"])
-        logger.info("resuming %s at epoch %d", run_dir, progress.epoch + 1)
+        progress = Progress(epoch=state["epoch"], step=state["step"], iter=state.get("iter", 0))
+        loop_state = LoopState.from_state(state.get("loop") or {}, env.device)
+        if loop_state.dataset_size and loop_state.dataset_size != len(train_set):
+            raise ValueError(
+                f"the training set has {len(train_set)} images, but the run was trained on "
+                f"{loop_state.dataset_size}; the data changed since the checkpoint, so the run cannot continue "
+                "exactly. Restore the data, or start a new run"
+            )
+        logger.info("resuming %s from %s: epoch %d, %d batches into it, optimizer step %d",
+                    run_dir, weights_path.name, progress.epoch + 1, progress.iter, progress.step)
 
     run_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(run_dir)
     write_json(run_dir / "config.json", to_jsonable(cfg))
     log = JsonlLog(run_dir / "log.jsonl")
-    log.truncate_to_epoch(progress.epoch)
+    log.truncate_to(progress.epoch, progress.iter)
     vis_imgs = torch.stack([vis_set[i][0] for i in range(min(NUM_VIS_IMAGES, len(vis_set)))]).to(env.device)
 
-    def meta(epoch: int) -> CheckpointMeta:
+    def meta(p: Progress) -> CheckpointMeta:
         return CheckpointMeta(kind="mae", model_config=model_cfg.to_dict(), data_info=to_jsonable(info),
-                              epoch=epoch, extra={"model_name": cfg.model, "data": to_jsonable(data_cfg)})
+                              epoch=p.epoch, extra={"model_name": cfg.model, "data": to_jsonable(data_cfg),
+                                                    "step": p.step, "iter": p.iter})
 
     def on_epoch_end(epoch: int, record: dict) -> dict:
         if (epoch + 1) % cfg.vis_every == 0 or epoch + 1 == cfg.loop.epochs:
@@ -138,9 +153,10 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
             return knn(model)
         return {}
 
-    def save(p: Progress) -> None:
-        train_state = {"optimizer": optimizer.state_dict(), "epoch": p.epoch, "step": p.step}
-        save_checkpoint(run_dir / LAST, model.state_dict(), meta(p.epoch), train_state)
+    def save(p: Progress, state: LoopState) -> None:
+        train_state = {"optimizer": optimizer.state_dict(), "epoch": p.epoch, "step": p.step, "iter": p.iter,
+                       "loop": state.state_dict()}
+        save_resumable(run_dir, p.step, model.state_dict(), meta(p), train_state, cfg.loop.keep_last)
 
     accum = cfg.loop.accum_iter
     loop = TrainLoop(
@@ -148,9 +164,13 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
         make_loader=make_loader_fn(train_set, cfg.loop.batch_size, cfg.loop.seed, env, data_cfg.num_workers),
         steps_per_epoch=len(train_set) // cfg.loop.batch_size, loop=cfg.loop, optim=cfg.optim, env=env, log=log,
         effective_batch=cfg.loop.batch_size * accum * env.world_size, on_epoch_end=on_epoch_end, save=save,
-        desc="pretrain",
+        desc="pretrain", dataset_size=len(train_set),
     )
-    loop.run(progress)
+    with graceful_stop() as loop.stop:
+        try:
+            loop.run(progress, loop_state)
+        except TrainingInterrupted as exc:
+            raise TrainingInterrupted(exc.signum, f"{exc}; continue with: maelab pretrain --resume {run_dir}") from None
     logger.info("run directory: %s", run_dir)
     return run_dir
 
