@@ -34,6 +34,9 @@ class DataConfig:
             (1 Fashion-MNIST and synthetic, 3 CIFAR-10 and folder).
         synthetic_size: number of synthetic train images (test: a quarter).
         num_workers: DataLoader worker processes.
+        max_bad_fraction: image folders only: stop with an error once more than
+            this fraction of the files turned out unreadable (they are skipped
+            until then).
     """
 
     dataset: DatasetName = "fashion_mnist"
@@ -43,6 +46,7 @@ class DataConfig:
     channels: int | None = None
     synthetic_size: int = 512
     num_workers: int = 0
+    max_bad_fraction: float = 0.05
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASET_NAMES:
@@ -67,6 +71,11 @@ class DataConfig:
             raise ValueError(
                 f"synthetic_size must be a positive integer, got {self.synthetic_size!r}; "
                 "pass e.g. --synthetic-size 512"
+            )
+        if not 0.0 <= self.max_bad_fraction <= 1.0:
+            raise ValueError(
+                f"--max-bad-fraction must be in [0, 1] (0 stops at the first unreadable image, 1 never stops); "
+                f"got {self.max_bad_fraction}"
             )
         if not _is_int(self.num_workers) or self.num_workers < 0:
             raise ValueError(

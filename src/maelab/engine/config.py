@@ -88,8 +88,19 @@ class ModelOptions:
     target: Literal["pixel", "norm_pixel"] | None = None
     decoder_depth: int | None = None
     decoder_embed_dim: int | None = None
+    decoder_num_heads: int | None = None
     encoder_mask_tokens: bool | None = None
     loss_on_all: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.mask_ratio is not None and not 0.0 < self.mask_ratio < 1.0:
+            raise ValueError(
+                f"--mask-ratio must be in the open interval (0, 1), e.g. 0.75 (the paper's); got {self.mask_ratio}"
+            )
+        for name in ("decoder_depth", "decoder_embed_dim", "decoder_num_heads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer; got {value}")
 
     def overrides(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}

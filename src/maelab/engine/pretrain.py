@@ -42,11 +42,41 @@ def resolve_model_and_data(cfg: PretrainConfig) -> tuple[MAEConfig, DataConfig]:
         overrides["img_size"] = cfg.data.img_size
     if cfg.data.channels is not None:
         overrides["in_chans"] = cfg.data.channels
+    check_geometry(cfg, overrides)
+    if cfg.data.data is not None and not cfg.data.data.exists():
+        # Without this a typo would silently fall back to another copy of the dataset (or a download).
+        raise ValueError(f"--data {cfg.data.data} does not exist; pass the directory that holds the {cfg.data.dataset} "
+                         "data, or leave --data out to use the default locations")
     model_cfg = get_config(cfg.model, **overrides)
     height, width = model_cfg.img_size
     if height != width:
         raise ValueError(f"the CLI trains square images only; the model expects {height}x{width}")
     return model_cfg, dataclasses.replace(cfg.data, img_size=height, channels=model_cfg.in_chans)
+
+
+def check_geometry(cfg: PretrainConfig, overrides: dict) -> None:
+    """Reject option combinations the model cannot be built with, naming the options and the allowed values."""
+    preset = get_config(cfg.model)  # raises for an unknown --model, listing the presets
+    patch = preset.patch_size
+    size = overrides.get("img_size", preset.img_size[0])
+    if size % patch:
+        raise ValueError(
+            f"--img-size {size} is not a multiple of {cfg.model}'s patch size {patch}; allowed: multiples of "
+            f"{patch}, e.g. {max(patch, size // patch * patch)} or {(size // patch + 1) * patch}"
+        )
+    width = overrides.get("decoder_embed_dim", preset.decoder_embed_dim)
+    heads = overrides.get("decoder_num_heads", preset.decoder_num_heads)
+    if width % heads:
+        allowed = [h for h in range(1, width + 1) if width % h == 0]
+        raise ValueError(
+            f"--decoder-num-heads {heads} does not divide the decoder width --decoder-embed-dim {width}; "
+            f"allowed head counts for width {width}: {allowed}"
+        )
+    if width % 4:
+        raise ValueError(
+            f"--decoder-embed-dim {width} must be a multiple of 4 (the 2-D sin-cos position embedding); "
+            f"e.g. {width // 4 * 4 or 4} or {(width // 4 + 1) * 4}"
+        )
 
 
 def merge_resume(saved: PretrainConfig, given: PretrainConfig) -> PretrainConfig:
@@ -147,11 +177,12 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
                                                     "step": p.step, "iter": p.iter})
 
     def on_epoch_end(epoch: int, record: dict) -> dict:
+        report = skipped_files_report(train_set)
         if (epoch + 1) % cfg.vis_every == 0 or epoch + 1 == cfg.loop.epochs:
             write_pictures(model, vis_imgs, info, run_dir, epoch + 1, log.records() + [record])
         if knn is not None and ((epoch + 1) % cfg.knn_every == 0 or epoch + 1 == cfg.loop.epochs):
-            return knn(model)
-        return {}
+            report.update(knn(model))
+        return report
 
     def save(p: Progress, state: LoopState) -> None:
         train_state = {"optimizer": optimizer.state_dict(), "epoch": p.epoch, "step": p.step, "iter": p.iter,
@@ -173,6 +204,16 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
             raise TrainingInterrupted(exc.signum, f"{exc}; continue with: maelab pretrain --resume {run_dir}") from None
     logger.info("run directory: %s", run_dir)
     return run_dir
+
+
+def skipped_files_report(dataset) -> dict:
+    """``{"skipped_files": n}`` (and a warning naming the first few) when a folder dataset skipped files."""
+    bad = getattr(dataset, "bad_files", ())
+    if not bad:
+        return {}
+    logger.warning("%d unreadable image files skipped so far (first: %s)", len(bad),
+                   ", ".join(str(p) for p in bad[:5]))
+    return {"skipped_files": len(bad)}
 
 
 def write_pictures(
