@@ -15,9 +15,9 @@ from maelab.engine.checkpoint_store import find_resumable, remove_stale_temporar
 from maelab.engine.config import PretrainConfig, from_jsonable, to_jsonable
 from maelab.engine.knn import KnnMonitor
 from maelab.engine.loop import LoopState, Progress, StepOutput, TrainLoop, make_loader_fn, setup_environment
-from maelab.engine.signals import TrainingInterrupted, graceful_stop
 from maelab.engine.optim import build_adamw
 from maelab.engine.rundir import JsonlLog, new_run_dir, read_json, write_json
+from maelab.engine.signals import TrainingInterrupted, graceful_stop
 from maelab.engine.visualize import reconstruct, save_loss_plot, save_reconstruction_grid
 from maelab.models import MAEConfig, MaskedAutoencoder, get_config
 
