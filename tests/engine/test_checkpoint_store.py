@@ -18,7 +18,7 @@ from maelab.cli import main
 from maelab.engine import checkpoint
 from maelab.engine.checkpoint import CheckpointMeta, load_checkpoint
 from maelab.engine.checkpoint_store import (
-    find_resumable, numbered_checkpoints, remove_stale_temporaries, save_resumable,
+    discard_after, find_resumable, numbered_checkpoints, remove_stale_temporaries, save_resumable,
 )
 from maelab.engine.rundir import JsonlLog
 
@@ -59,6 +59,15 @@ def test_torn_pair_falls_back_to_the_newest_complete_checkpoint(tmp_path, caplog
         path.write_bytes(b"garbage")
     with pytest.raises(ValueError, match="no usable checkpoint"):
         find_resumable(tmp_path)
+
+
+def test_resume_point_discards_newer_and_orphaned_files(tmp_path):
+    for step in (3, 6, 9):
+        save_resumable(tmp_path, step, weights_of(step), META, {"step": step}, keep_last=3)
+    (tmp_path / "checkpoint-step0000009.safetensors").unlink()  # a kill left step 9's state alone
+    discard_after(tmp_path, 3)  # resuming from step 3: steps 6 and 9 are an abandoned future
+    assert [s for s, _ in numbered_checkpoints(tmp_path)] == [3]
+    assert not (tmp_path / "checkpoint-step0000009.state.pt").exists()
 
 
 CHILD = textwrap.dedent("""

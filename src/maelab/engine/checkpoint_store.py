@@ -54,7 +54,26 @@ def save_resumable(
         if old != weights:
             state_path_of(old).unlink(missing_ok=True)
             old.unlink(missing_ok=True)
+    _remove_orphan_states(Path(run_dir), step)
     return weights
+
+
+def discard_after(run_dir: Path, step: int) -> None:
+    """Delete numbered checkpoints past ``step``: on a resume from an older one they belong to an abandoned future."""
+    for later, weights in numbered_checkpoints(run_dir):
+        if later > step:
+            logger.info("removing %s, newer than the checkpoint the run resumes from", weights.name)
+            state_path_of(weights).unlink(missing_ok=True)
+            weights.unlink(missing_ok=True)
+    _remove_orphan_states(Path(run_dir), step)
+
+
+def _remove_orphan_states(run_dir: Path, keep_step: int) -> None:
+    # A kill between a numbered checkpoint's two files leaves its state without weights.
+    for state in run_dir.glob("checkpoint-step*.state.pt"):
+        weights = state.with_name(state.name.removesuffix(".state.pt") + ".safetensors")
+        if not weights.exists() and state.name != f"checkpoint-step{keep_step:07d}.state.pt":
+            state.unlink(missing_ok=True)
 
 
 def _replace_with_link(src: Path, dst: Path) -> None:

@@ -206,7 +206,7 @@ class TrainLoop:
                 bar.set_postfix(loss=f"{float(loss):.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.0f}",
                                 eta=_fmt_time(remaining * out.batch_size / max(rate, 1e-9)))
             if stepped and not last:
-                self._maybe_save_mid_epoch(progress, it + 1, generator, sums, bar)
+                self._maybe_save_mid_epoch(progress, it + 1, generator, sums, nonfinite, bar)
         bar.close()
         nonfinite.raise_if_found(bar)
         if it < start_iter:
@@ -245,11 +245,14 @@ class TrainLoop:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
-    def _maybe_save_mid_epoch(self, progress: Progress, done: int, generator, sums: EpochSums, bar) -> None:
+    def _maybe_save_mid_epoch(
+        self, progress: Progress, done: int, generator, sums: EpochSums, nonfinite: NonfiniteGuard, bar,
+    ) -> None:
         stopping = self.stop is not None and self.stop.requested
         every = self.loop.save_every_steps
         here = Progress(progress.epoch, progress.step, done)
         if self.save is not None and (stopping or (every is not None and progress.step % every == 0)):
+            nonfinite.raise_if_found(bar)  # never save weights a deferred check would reject
             self.save(here, self._state(generator, sums))
         if stopping:
             bar.close()

@@ -11,7 +11,7 @@ import torch
 
 from maelab.data import DataConfig, DatasetInfo, build_dataset, dataset_info, eval_transform, pretrain_transform
 from maelab.engine.checkpoint import CheckpointMeta, load_checkpoint
-from maelab.engine.checkpoint_store import find_resumable, remove_stale_temporaries, save_resumable
+from maelab.engine.checkpoint_store import discard_after, find_resumable, remove_stale_temporaries, save_resumable
 from maelab.engine.config import PretrainConfig, from_jsonable, to_jsonable
 from maelab.engine.knn import KnnMonitor
 from maelab.engine.loop import LoopState, Progress, StepOutput, TrainLoop, make_loader_fn, setup_environment
@@ -166,6 +166,8 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
 
     run_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(run_dir)
+    if state is not None:
+        discard_after(run_dir, progress.step)
     write_json(run_dir / "config.json", to_jsonable(cfg))
     log = JsonlLog(run_dir / "log.jsonl")
     log.truncate_to(progress.epoch, progress.iter)
