@@ -113,12 +113,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:
         # Inside the try: a top-level config's own validation raises ValueError out of tyro.
-        command = tyro.extras.subcommand_cli_from_dict(
-            {name: cls for name, cls in COMMANDS.items()},
-            args=argv,
-            prog="maelab",
-            config=(tyro.conf.OmitArgPrefixes, tyro.conf.OmitSubcommandPrefixes),
-        )
+        try:
+            command = tyro.extras.subcommand_cli_from_dict(
+                {name: cls for name, cls in COMMANDS.items()},
+                args=argv,
+                prog="maelab",
+                config=(tyro.conf.OmitArgPrefixes, tyro.conf.OmitSubcommandPrefixes),
+            )
+        except SystemExit as exc:
+            # tyro has printed the problem (or the help); its status is ours: 2 for a bad option.
+            return exc.code if isinstance(exc.code, int) else 2 if exc.code else 0
         command.run()
     except TrainingDiverged as exc:
         logger.error("%s", exc)
