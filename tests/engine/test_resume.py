@@ -128,10 +128,12 @@ def test_stop_at_chosen_step_with_accumulation(tmp_path, monkeypatch):
     assert_same_run(reference, run)
 
 
-def test_resume_refuses_changed_training_set(tmp_path, monkeypatch):
+def test_resume_refuses_changed_training_set(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["pretrain", *RUN, "--epochs", "2", "--stop-after", "1", "--output-dir", str(run)]) == 0
     config = json.loads((run / "config.json").read_text())
     config["data"]["synthetic_size"] = 88
     (run / "config.json").write_text(json.dumps(config))
+    capsys.readouterr()
     assert main(["pretrain", "--resume", str(run)]) == 2
+    assert "has 88 images, but the run was trained on 96" in capsys.readouterr().err
