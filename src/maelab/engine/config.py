@@ -59,7 +59,7 @@ class LoopConfig:
     save_every_steps: int | None = None
     """Also write the resumable checkpoint every N optimizer steps inside an epoch (crash insurance)."""
     keep_last: int = 1
-    """Keep this many of the newest resumable checkpoints (checkpoint-stepNNNNNNN.*) besides checkpoint-last."""
+    """Keep the newest N resumable checkpoints (checkpoint-stepNNNNNNN.*; checkpoint-last.* are links to the newest)."""
     stop_after: int | None = None
     """Stop after this many epochs in this invocation (the schedule still spans --epochs); continue with --resume."""
     on_nonfinite: Literal["stop", "skip"] = "stop"
