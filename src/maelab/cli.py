@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ import tyro
 
 from maelab.engine.config import PretrainConfig
 from maelab.engine.eval_config import FinetuneConfig, KnnConfig, LinprobeConfig
-from maelab.engine.loop import TrainingDiverged
+from maelab.engine.loop import TrainingDiverged, TrainingInterrupted
 
 logger = logging.getLogger("maelab")
 
@@ -130,19 +131,31 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:
         # Inside the try: a top-level config's own validation raises ValueError out of tyro.
-        command = tyro.extras.subcommand_cli_from_dict(
-            {name: cls for name, cls in COMMANDS.items()},
-            args=argv,
-            prog="maelab",
-            config=(tyro.conf.OmitArgPrefixes, tyro.conf.OmitSubcommandPrefixes),
-        )
+        try:
+            command = tyro.extras.subcommand_cli_from_dict(
+                {name: cls for name, cls in COMMANDS.items()},
+                args=argv,
+                prog="maelab",
+                config=(tyro.conf.OmitArgPrefixes, tyro.conf.OmitSubcommandPrefixes),
+            )
+        except SystemExit as exc:
+            # tyro has printed the problem (or the help); its status is ours: 2 for a bad option.
+            return exc.code if isinstance(exc.code, int) else 2 if exc.code else 0
         command.run()
     except TrainingDiverged as exc:
         logger.error("%s", exc)
         return 1
+    except TrainingInterrupted as exc:
+        logger.warning("%s", exc)
+        return exc.exit_status
     except (ValueError, FileNotFoundError) as exc:
         print(f"maelab: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        print(f"maelab: error: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -55,9 +55,10 @@ def test_checkpoint_round_trip_with_metadata(tmp_path):
     path = save_checkpoint(tmp_path / "ckpt", model.state_dict(), meta, {"epoch": 3, "step": 7})
     assert path.name == "ckpt.safetensors"
     weights, got = load_checkpoint(path)
+    save_id = got.extra.pop("save_id")
     assert got == meta
     assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
-    assert load_train_state(path) == {"epoch": 3, "step": 7}
+    assert load_train_state(path) == {"epoch": 3, "step": 7, "save_id": save_id}
     assert read_meta(tmp_path / "ckpt").epoch == 3
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 

@@ -73,6 +73,31 @@ class JsonlLog:
 
     def truncate_to_epoch(self, epoch: int) -> None:
         """Drop records of epochs >= ``epoch`` (work lost after the last checkpoint)."""
-        kept = [r for r in self.records() if r.get("epoch", 0) < epoch]
+        self.truncate_to(epoch, 0)
+
+    def truncate_to(self, epoch: int, iteration: int) -> None:
+        """Keep only what happened before a checkpoint taken ``iteration`` batches into ``epoch``.
+
+        Records of earlier epochs stay; of ``epoch`` itself only per-step records (steps,
+        skipped non-finite steps) up to ``iteration``. A resumed run then appends exactly
+        the records an uninterrupted run would have written after that point. A last line
+        cut short by a kill is dropped as well.
+        """
+        kept = []
+        for record in self._readable_records():
+            at = record.get("epoch", 0)
+            if at < epoch or (at == epoch and record.get("event") != "epoch" and record.get("iter", 0) <= iteration):
+                kept.append(record)
         text = "".join(json.dumps(r) + "\n" for r in kept)
         atomic_write(self.path, lambda f: f.write(text.encode()))
+
+    def _readable_records(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        out = []
+        for line in self.path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a record half-written when the process was killed
+        return out
