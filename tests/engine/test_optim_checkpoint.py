@@ -104,3 +104,18 @@ def test_atomic_write_keeps_previous_file_when_writer_fails(tmp_path):
         atomic_write(target, broken)
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["file.bin"]
+
+
+
+def test_warmup_covering_the_whole_run_is_warned_about(tmp_path, caplog):
+    from maelab.cli import main
+
+    args = ["pretrain", "--model", "debug", "--dataset", "synthetic", "--synthetic-size", "64",
+            "--batch-size", "32", "--epochs", "1"]
+    with caplog.at_level("WARNING"):
+        assert main([*args, "--warmup-epochs", "1", "--output-dir", str(tmp_path / "a")]) == 0
+    assert "never decays" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert main([*args, "--warmup-epochs", "0.5", "--output-dir", str(tmp_path / "b")]) == 0
+    assert "never decays" not in caplog.text

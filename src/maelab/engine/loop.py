@@ -121,6 +121,12 @@ class TrainLoop:
             self.desc, self.loop.epochs, self.steps_per_epoch, self.effective_batch, self.base_lr,
             self.env.device, f", autocast {self.env.amp_dtype}" if self.env.amp_dtype else "",
         )
+        if self.optim.warmup_epochs >= self.loop.epochs:
+            logger.warning(
+                "--warmup-epochs %g covers the whole %d-epoch schedule: the lr only rises and never decays; "
+                "use a shorter warmup (e.g. --warmup-epochs %g) for short runs",
+                self.optim.warmup_epochs, self.loop.epochs, round(0.1 * self.loop.epochs, 2),
+            )
         if resume is not None:
             self.nonfinite_skipped = resume.nonfinite_skipped
         end = self.loop.epochs
