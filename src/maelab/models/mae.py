@@ -179,7 +179,7 @@ class MaskedAutoencoder(nn.Module):
     # ------------------------------------------------------------------ encoder
     def encoder_state_dict(self) -> dict[str, torch.Tensor]:
         """The encoder's weights under timm ``VisionTransformer`` keys (decoder dropped)."""
-        return {k: v for k, v in self.state_dict().items() if not _is_decoder_key(k)}
+        return {k: v for k, v in self.state_dict().items() if not is_decoder_key(k)}
 
     def forward_encoder(self, imgs: torch.Tensor, sample: MaskSample | None = None) -> torch.Tensor:
         """Encode visible patches.
@@ -279,5 +279,6 @@ class MaskedAutoencoder(nn.Module):
 
 
 
-def _is_decoder_key(key: str) -> bool:
+def is_decoder_key(key: str) -> bool:
+    """True for the decoder's tensors and mask tokens: what a timm encoder does not have."""
     return key.startswith("decoder_") or key in ("mask_token", "encoder_mask_token")
