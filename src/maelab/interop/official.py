@@ -38,15 +38,27 @@ def read_pth(path: Path) -> dict:
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "Unsupported global" not in text:
+            raise ValueError(f"{path} is not a readable PyTorch file ({_unpickler_reason(text)})") from exc
         raise ValueError(
-            f"{path} needs more than tensors and plain containers to load; maelab reads .pth files with "
-            f"torch.load(weights_only=True) only and never runs pickled code ({str(exc).splitlines()[0]})"
+            f"{path} needs more than tensors and plain containers to load ({_unpickler_reason(text)}); maelab "
+            "reads .pth files with torch.load(weights_only=True) only and never runs pickled code"
         ) from exc
     except (RuntimeError, EOFError, OSError) as exc:
         raise ValueError(f"{path} is not a readable PyTorch file ({exc})") from exc
     if not isinstance(obj, dict):
         raise ValueError(f"{path} holds a {type(obj).__name__}, not a state dict")
     return obj
+
+
+def _unpickler_reason(text: str) -> str:
+    """The line of torch's long weights-only message that names the problem."""
+    for line in text.splitlines():
+        if "WeightsUnpickler error:" in line and line.split("WeightsUnpickler error:")[1].strip():
+            return line.split("WeightsUnpickler error:")[1].strip().split(". ")[0]
+    lines = [line.strip() for line in text.splitlines() if line.strip().startswith("Unsupported")]
+    return lines[0] if lines else text.splitlines()[0]
 
 
 def read_official(
