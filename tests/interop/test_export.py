@@ -96,6 +96,7 @@ def test_onnx_encoder_matches_maelab(maelab_checkpoint, official_files, tmp_path
     path = maelab_checkpoint if source == "maelab" else official_files["encoder"]
     out = tmp_path / "enc.onnx"
     assert main(["export", str(path), "--to", "onnx", "-o", str(out)]) == 0
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("enc.onnx")] == ["enc.onnx"]  # self-contained
     imported = load_source(path)
     session = onnx_session(out)
     with torch.no_grad():

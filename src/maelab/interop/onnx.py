@@ -54,10 +54,22 @@ def export_onnx(imported: ImportedModel, output: Path, seed: int = 0) -> float:
     g = torch.Generator().manual_seed(seed)
     example = torch.randn(2, c.in_chans, *c.img_size, generator=g)  # (B, C, H, W)
     output.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(
-        encoder, (example,), str(output), input_names=["pixel_values"], output_names=["tokens"],
-        dynamic_shapes={"imgs": {0: torch.export.Dim("batch")}}, dynamo=True, verbose=False,
-    )
+    # One self-contained file unless the weights pass protobuf's 2 GB limit (ViT-H): then beside it, .data.
+    external = sum(v.numel() * v.element_size() for v in imported.weights.values()) > 1.5 * 2**30
+    # The exporter's graph passes log every folded node and initializer at INFO.
+    chatty = [logging.getLogger(name) for name in ("onnx_ir", "onnxscript")]
+    levels = [log.level for log in chatty]
+    for log in chatty:
+        log.setLevel(logging.WARNING)
+    try:
+        torch.onnx.export(
+            encoder, (example,), str(output), input_names=["pixel_values"], output_names=["tokens"],
+            dynamic_shapes={"imgs": {0: torch.export.Dim("batch")}}, dynamo=True, verbose=False,
+            external_data=external,
+        )
+    finally:
+        for log, level in zip(chatty, levels):
+            log.setLevel(level)
     check = torch.randn(3, c.in_chans, *c.img_size, generator=g)  # another batch size than the example
     got = torch.from_numpy(onnx_session(output).run(None, {"pixel_values": check.numpy()})[0])
     diff = float((got - encoder(check)).abs().max())
