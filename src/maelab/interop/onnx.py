@@ -68,7 +68,7 @@ def export_onnx(imported: ImportedModel, output: Path, seed: int = 0) -> float:
             external_data=external,
         )
     finally:
-        for log, level in zip(chatty, levels):
+        for log, level in zip(chatty, levels, strict=True):
             log.setLevel(level)
     check = torch.randn(3, c.in_chans, *c.img_size, generator=g)  # another batch size than the example
     got = torch.from_numpy(onnx_session(output).run(None, {"pixel_values": check.numpy()})[0])
