@@ -7,7 +7,7 @@ import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import tyro
 
@@ -37,7 +37,7 @@ class Reconstruct:
     """Draw original / masked / reconstructed images from a checkpoint (the paper's Figs. 2-4)."""
 
     checkpoint: tyro.conf.Positional[Path]
-    """A pre-training checkpoint (.safetensors) or run directory."""
+    """A pre-training checkpoint (.safetensors) or run directory, an official MAE .pth, or a Hugging Face directory."""
     images: tyro.conf.Positional[tuple[Path, ...]] = ()
     """Image files (default: the first test images of the checkpoint's dataset)."""
     dataset: str | None = None
@@ -49,6 +49,8 @@ class Reconstruct:
     seed: int = 0
     output: Annotated[Path, tyro.conf.arg(aliases=("-o",))] = Path("reconstruction.png")
     device: str = "cpu"
+    target: Literal["pixel", "norm_pixel"] | None = None
+    """What an official .pth predicts, when its name (mae_visualize_* / *_full) does not say."""
 
     def run(self) -> None:
         from maelab.engine.reconstruct import ReconstructConfig, run_reconstruct
@@ -122,8 +124,31 @@ class Demo:
         serve(self.checkpoint, self.host, self.port, self.device)
 
 
+@dataclass(frozen=True)
+class Export:
+    """Export a checkpoint (maelab, official MAE .pth or Hugging Face directory) to timm, Hugging Face,
+    ONNX (the encoder, checked through onnxruntime) or plain safetensors."""
+
+    checkpoint: tyro.conf.Positional[Path]
+    """A maelab checkpoint or run directory, an official MAE .pth, or a Hugging Face directory."""
+    to: Literal["timm", "hf", "onnx", "safetensors"]
+    output: Annotated[Path | None, tyro.conf.arg(aliases=("-o",))] = None
+    """Output file (a directory for hf); default: beside the checkpoint."""
+    encoder_only: bool = False
+    """hf / safetensors: the encoder alone (timm and onnx always export the encoder)."""
+    target: Literal["pixel", "norm_pixel"] | None = None
+    """What an official .pth predicts, when its name (mae_visualize_* / *_full) does not say."""
+    img_size: int | None = None
+    """Export for this input size (position embeddings resampled to the new patch grid)."""
+
+    def run(self) -> None:
+        from maelab.interop.export import ExportConfig, run_export
+
+        run_export(ExportConfig(**{k: getattr(self, k) for k in self.__dataclass_fields__}))
+
+
 COMMANDS = {"pretrain": Pretrain, "reconstruct": Reconstruct, "models": Models, "finetune": Finetune,
-            "linprobe": Linprobe, "knn": Knn, "demo": Demo}
+            "linprobe": Linprobe, "knn": Knn, "demo": Demo, "export": Export}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -389,5 +389,6 @@ def init_linear_and_norm(root: nn.Module) -> None:
 
 
 def is_decoder_key(key: str) -> bool:
+    """True for the decoder's tensors, mask tokens and target buffers: what a timm encoder does not have."""
     # target_* buffers (the PCA basis) belong to the objective, not the encoder.
     return key.startswith(("decoder_", "target_")) or key in ("mask_token", "encoder_mask_token")
