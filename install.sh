@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install maelab and what it needs into a virtual environment (.venv, or $MAELAB_VENV).
 #   ./install.sh          the package, PyTorch and the real Fashion-MNIST (Debian package, when apt is usable)
-#   ./install.sh --test   the same plus the test extras (pytest, transformers)
+#   ./install.sh --test   the same plus the test extras (pytest, transformers, scikit-image, onnx,
+#                         onnxruntime, onnxscript, gradio, tensorboard, playwright)
+#                         and Debian's chromium for the browser tests (when apt is usable as root)
 # A venv keeps clear of system Pythons that refuse pip installs (PEP 668, Debian 12 and later).
 # PyTorch goes first: left to pip's resolver, a range like torch>=2.2 pulls the newest CUDA build
 # (several GB). MAELAB_TORCH overrides the tested pair below, e.g. MAELAB_TORCH="torch torchvision".
@@ -15,6 +17,12 @@ as_root=$([[ $(id -u) == 0 ]] && echo yes || echo no)
 if command -v apt-get >/dev/null 2>&1 && [[ $as_root == yes ]] && [[ ! -d /usr/share/datasets/fashion-mnist ]]; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) \
     || echo "install.sh: could not install dataset-fashion-mnist; maelab will download Fashion-MNIST instead" >&2
+fi
+
+if [[ -n $extras ]] && command -v apt-get >/dev/null 2>&1 && [[ $as_root == yes ]] \
+  && ! command -v chromium >/dev/null 2>&1; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+    || echo "install.sh: could not install chromium; the browser tests of maelab demo will be skipped" >&2
 fi
 
 if [[ ! -x $VENV/bin/python ]]; then

@@ -29,7 +29,7 @@ step() {
   local dest=$OUT/$name
   if [[ -f $dest/$result ]]; then echo "skip $name (done)"; return 0; fi
   mkdir -p "$dest"
-  echo "$*" > "$dest/command.txt"
+  printf "%q " "$@" | sed "s/ $//" > "$dest/command.txt"
   machine > "$dest/machine.txt"
   if [[ -f $run/$result ]]; then
     echo "collect $name (finished earlier)"
@@ -61,3 +61,6 @@ run_step partial-k2 $RUNS/partial-k2 metrics.json -- maelab finetune --checkpoin
 run_step linprobe-mae3 $RUNS/linprobe-mae3 metrics.json -- maelab linprobe --checkpoint runs/default-idle --output-dir $RUNS/linprobe-mae3
 # A lighter recipe for short schedules: the paper's, without mixup/cutmix.
 run_step finetune-mae10-nomix $RUNS/finetune-mae10-nomix metrics.json -- maelab finetune --checkpoint $PRE --epochs 2 --mixup 0 --cutmix 0 --output-dir $RUNS/finetune-mae10-nomix
+# Light recipe (no mixup/cutmix/RandAugment/erasing/smoothing): does fine-tuning itself work, or is the
+# short schedule just drowned by the paper's regularization?
+run_step finetune-mae10-light $RUNS/finetune-mae10-light metrics.json -- maelab finetune --checkpoint $PRE --epochs 1 --mixup 0 --cutmix 0 --rand-augment "" --reprob 0 --smoothing 0 --output-dir $RUNS/finetune-mae10-light

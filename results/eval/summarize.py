@@ -7,6 +7,7 @@ Top-1 is the LAST epoch's test accuracy (no selection on the test set); "best" i
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -23,7 +24,11 @@ ROWS = [
     ("finetune-mae10", "MAE, 10 epochs", "full fine-tune"),
     ("finetune-scratch", "random init (from scratch)", "full fine-tune, same recipe"),
     ("finetune-mae10-nomix", "MAE, 10 epochs", "full fine-tune, no mixup/cutmix"),
+    ("finetune-mae10-light", "MAE, 10 epochs", "full fine-tune, light recipe (crop + flip only)"),
 ]
+LINPROBE_TARGET = 88.0
+# Independent pre-training runs (each with its own full cosine schedule) that were linearly probed.
+PROBED_RUNS = [(3, "linprobe-mae3"), (10, "linprobe-mae10")]
 
 
 def wall(folder: Path) -> str:
@@ -61,6 +66,45 @@ def main() -> None:
         knn = [(r["epoch"] + 1, r["knn_top1"]) for r in records if r.get("event") == "epoch" and "knn_top1" in r]
         print("\nkNN top-1 during the 10-epoch pre-training (5,000 train / 2,000 test images):",
               ", ".join(f"ep {e}: {a:.1f}" for e, a in knn))
+    trend()
+
+
+def last_top1(name: str) -> float:
+    return json.loads((HERE / name / "metrics.json").read_text())["last"]["top1"]
+
+
+def trend() -> None:
+    """Linear-probe accuracy vs pre-training epochs, a log-linear extrapolation, and trend.png."""
+    points = [(e, last_top1(n)) for e, n in PROBED_RUNS if (HERE / n / "metrics.json").exists()]
+    if len(points) < 2:
+        return
+    (e0, a0), (e1, a1) = points[0], points[-1]
+    per_doubling = (a1 - a0) / math.log2(e1 / e0)
+    needed = e1 * 2 ** ((LINPROBE_TARGET - a1) / per_doubling)
+    print(f"\nLinear probe vs pre-training epochs: {', '.join(f'{e} ep: {a:.2f}' for e, a in points)}; "
+          f"+{per_doubling:.2f} points per doubling of the schedule. Extrapolated log-linearly (two points, "
+          f"an estimate, not a measurement), {LINPROBE_TARGET:.0f}% needs about {needed:.0f} pre-training epochs.")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    pre = HERE / "pretrain-10ep" / "log.jsonl"
+    if pre.exists():
+        records = [json.loads(x) for x in pre.read_text().splitlines()]
+        knn = [(r["epoch"] + 1, r["knn_top1"]) for r in records if r.get("event") == "epoch" and "knn_top1" in r]
+        ax.plot(*zip(*knn), "o-", ms=3, label="kNN during the 10-epoch run (subset)")
+    ax.plot(*zip(*points), "s", ms=7, label="linear probe (separate runs)")
+    xs = [e1, needed]
+    ax.plot(xs, [a1, LINPROBE_TARGET], "--", color="gray", label="log-linear extrapolation")
+    ax.axhline(last_top1("linprobe-pixels"), color="tab:red", lw=0.8, label="raw-pixel linear probe")
+    ax.axhline(LINPROBE_TARGET, color="black", lw=0.8, ls=":", label="target 88%")
+    ax.set_xscale("log")
+    ax.set_xlabel("pre-training epochs (log scale)")
+    ax.set_ylabel("Fashion-MNIST test top-1 (%)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(HERE / "trend.png", dpi=120)
 
 
 if __name__ == "__main__":

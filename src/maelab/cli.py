@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import tyro
 
 from maelab.engine.bench import BenchConfig
 from maelab.engine.config import PretrainConfig
 from maelab.engine.eval_config import FinetuneConfig, KnnConfig, LinprobeConfig
-from maelab.engine.loop import TrainingDiverged
+from maelab.engine.loop import TrainingDiverged, TrainingInterrupted
 
 logger = logging.getLogger("maelab")
 
@@ -37,7 +38,7 @@ class Reconstruct:
     """Draw original / masked / reconstructed images from a checkpoint (the paper's Figs. 2-4)."""
 
     checkpoint: tyro.conf.Positional[Path]
-    """A pre-training checkpoint (.safetensors) or run directory."""
+    """A pre-training checkpoint (.safetensors) or run directory, an official MAE .pth, or a Hugging Face directory."""
     images: tyro.conf.Positional[tuple[Path, ...]] = ()
     """Image files (default: the first test images of the checkpoint's dataset)."""
     dataset: str | None = None
@@ -49,6 +50,8 @@ class Reconstruct:
     seed: int = 0
     output: Annotated[Path, tyro.conf.arg(aliases=("-o",))] = Path("reconstruction.png")
     device: str = "cpu"
+    target: Literal["pixel", "norm_pixel"] | None = None
+    """What an official .pth predicts, when its name (mae_visualize_* / *_full) does not say."""
 
     def run(self) -> None:
         from maelab.engine.reconstruct import ReconstructConfig, run_reconstruct
@@ -132,8 +135,49 @@ class Shard:
         write_shards(self.image_folder, self.out_dir, self.max_per_shard)
 
 
+@dataclass(frozen=True)
+class Demo:
+    """Reconstruct your own images in the browser: upload, move the mask-ratio slider, see what the MAE fills in.
+    Needs the demo extra: pip install 'maelab[demo]'."""
+
+    checkpoint: tyro.conf.Positional[Path | None] = None
+    """A pre-training checkpoint (.safetensors) or run directory; default: the newest run under runs/."""
+    host: str = "127.0.0.1"
+    """Address to listen on; the default serves this machine only (0.0.0.0 shares it with your network)."""
+    port: int = 7860
+    device: str = "cpu"
+
+    def run(self) -> None:
+        from maelab.demo.app import serve
+
+        serve(self.checkpoint, self.host, self.port, self.device)
+
+
+@dataclass(frozen=True)
+class Export:
+    """Export a checkpoint (maelab, official MAE .pth or Hugging Face directory) to timm, Hugging Face,
+    ONNX (the encoder, checked through onnxruntime) or plain safetensors."""
+
+    checkpoint: tyro.conf.Positional[Path]
+    """A maelab checkpoint or run directory, an official MAE .pth, or a Hugging Face directory."""
+    to: Literal["timm", "hf", "onnx", "safetensors"]
+    output: Annotated[Path | None, tyro.conf.arg(aliases=("-o",))] = None
+    """Output file (a directory for hf); default: beside the checkpoint."""
+    encoder_only: bool = False
+    """hf / safetensors: the encoder alone (timm and onnx always export the encoder)."""
+    target: Literal["pixel", "norm_pixel"] | None = None
+    """What an official .pth predicts, when its name (mae_visualize_* / *_full) does not say."""
+    img_size: int | None = None
+    """Export for this input size (position embeddings resampled to the new patch grid)."""
+
+    def run(self) -> None:
+        from maelab.interop.export import ExportConfig, run_export
+
+        run_export(ExportConfig(**{k: getattr(self, k) for k in self.__dataclass_fields__}))
+
+
 COMMANDS = {"pretrain": Pretrain, "reconstruct": Reconstruct, "models": Models, "finetune": Finetune,
-            "linprobe": Linprobe, "knn": Knn, "bench": Bench, "shard": Shard}
+            "linprobe": Linprobe, "knn": Knn, "bench": Bench, "shard": Shard, "demo": Demo, "export": Export}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,20 +188,32 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if env_rank() == 0 else logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:
         # Inside the try: a top-level config's own validation raises ValueError out of tyro.
-        command = tyro.extras.subcommand_cli_from_dict(
-            {name: cls for name, cls in COMMANDS.items()},
-            args=argv,
-            prog="maelab",
-            config=(tyro.conf.OmitArgPrefixes, tyro.conf.OmitSubcommandPrefixes),
-        )
+        try:
+            command = tyro.extras.subcommand_cli_from_dict(
+                {name: cls for name, cls in COMMANDS.items()},
+                args=argv,
+                prog="maelab",
+                config=(tyro.conf.OmitArgPrefixes, tyro.conf.OmitSubcommandPrefixes),
+            )
+        except SystemExit as exc:
+            # tyro has printed the problem (or the help); its status is ours: 2 for a bad option.
+            return exc.code if isinstance(exc.code, int) else 2 if exc.code else 0
         command.run()
         shutdown()
     except TrainingDiverged as exc:
         logger.error("%s", exc)
         return 1
+    except TrainingInterrupted as exc:
+        logger.warning("%s", exc)
+        return exc.exit_status
     except (ValueError, FileNotFoundError) as exc:
         print(f"maelab: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        print(f"maelab: error: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -148,7 +148,7 @@ def test_bad_files_are_skipped_and_counted(tmp_path: Path, caplog: pytest.LogCap
     make_tree(tmp_path / "train", classes=("a", "b"), n=30)
     make_tree(tmp_path / "test", classes=("a", "b"), n=4)
     bad = add_bad_files(tmp_path / "train")  # 3 of 33 files: under 10%
-    ds = build_dataset(DataConfig(dataset="folder", data=tmp_path, img_size=8), "train", None)
+    ds = build_dataset(DataConfig(dataset="folder", data=tmp_path, img_size=8, max_bad_fraction=0.1), "train", None)
     assert len(ds) == 33
     with caplog.at_level(logging.WARNING, logger="maelab.data.folder"):
         items = [ds[i] for i in range(len(ds))]
@@ -166,8 +166,8 @@ def test_too_many_bad_files_raise(tmp_path: Path) -> None:
     make_tree(tmp_path / "train", classes=("a", "b"), n=10)
     make_tree(tmp_path / "test", classes=("a", "b"), n=2)
     add_bad_files(tmp_path / "train")  # 3 of 13 files: over 10%
-    ds = build_dataset(DataConfig(dataset="folder", data=tmp_path, img_size=8), "train", None)
-    with pytest.raises(ValueError, match="could not be decoded.*repair or delete"):
+    ds = build_dataset(DataConfig(dataset="folder", data=tmp_path, img_size=8, max_bad_fraction=0.1), "train", None)
+    with pytest.raises(ValueError, match="could not be decoded.*--max-bad-fraction 0.1.*repair or delete"):
         for i in range(len(ds)):
             ds[i]
 
@@ -191,3 +191,69 @@ def test_test_image_outside_train_classes(tmp_path: Path) -> None:
     make_tree(tmp_path / "test", classes=("zebra",), n=2)
     with pytest.raises(ValueError, match="train class folders"):
         build_dataset(DataConfig(dataset="folder", data=tmp_path), "test", None)
+
+
+def _odd_images(root: Path) -> dict[str, Path]:
+    """Modes and sizes beyond the basic set: gray+alpha, 1-bit, palette with transparency, 1 pixel, large."""
+    rng = np.random.default_rng(5)
+    root.mkdir(parents=True, exist_ok=True)
+    rgb = Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8))
+    images = {
+        "LA": rgb.convert("LA"), "1": rgb.convert("1"), "RGBA": rgb.convert("RGBA"),
+        "P": rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=8),
+        "one_pixel": Image.new("RGB", (1, 1), (10, 200, 30)),
+        "large": Image.fromarray(rng.integers(0, 256, (1500, 2000, 3), dtype=np.uint8)),
+    }
+    images["P"].info["transparency"] = 0
+    paths = {}
+    for name, img in images.items():
+        paths[name] = root / f"{name}.png"
+        img.save(paths[name], **({"transparency": 0} if name == "P" else {}))
+    return paths
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_odd_modes_and_sizes_train(tmp_path: Path, channels: int) -> None:
+    paths = _odd_images(tmp_path / "train" / "x")
+    _odd_images(tmp_path / "test" / "x")
+    with Image.open(paths["P"]) as img:
+        assert img.mode == "P" and "transparency" in img.info
+    cfg = DataConfig(dataset="folder", data=tmp_path, img_size=16, channels=channels, max_bad_fraction=0.0)
+    from maelab.data import pretrain_transform
+
+    ds = build_dataset(cfg, "train", pretrain_transform(dataset_info(cfg)))
+    for i in range(len(ds)):
+        image, _ = ds[i]
+        assert image.shape == (channels, 16, 16) and torch.isfinite(image).all()
+    assert ds.bad_files == ()
+    assert load_image(paths["one_pixel"], 3).flatten().tolist() == [10, 200, 30]
+
+
+def test_decompression_bomb_is_refused_with_a_clear_message(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "bomb.png"
+    Image.new("L", (100, 100)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 10,000 pixels is over twice the limit
+    from maelab.data.images import ImageTooLarge
+
+    with pytest.raises(ImageTooLarge, match="decompression bomb.*downscale"):
+        load_image(path, 1)
+
+
+def test_file_damaged_after_the_scan_is_skipped_at_read_time(tmp_path: Path) -> None:
+    make_tree(tmp_path / "train", classes=("a", "b"), n=20)
+    make_tree(tmp_path / "test", classes=("a", "b"), n=2)
+    ds = build_dataset(DataConfig(dataset="folder", data=tmp_path, img_size=8), "train", None)
+    victim = Path(ds._paths[3])
+    victim.write_bytes(victim.read_bytes()[:40])  # truncated after indexing
+    items = [ds[i] for i in range(len(ds))]
+    assert ds.bad_files == (victim,) and len(items) == 20
+
+
+def test_bad_files_found_by_workers_are_counted_in_the_main_process(tmp_path: Path) -> None:
+    make_tree(tmp_path / "train", classes=("a", "b"), n=40)
+    make_tree(tmp_path / "test", classes=("a", "b"), n=2)
+    bad = add_bad_files(tmp_path / "train")
+    ds = build_dataset(DataConfig(dataset="folder", data=tmp_path, img_size=8, max_bad_fraction=0.1), "train", None)
+    loader = torch.utils.data.DataLoader(ds, batch_size=5, num_workers=2)
+    assert sum(len(batch[0]) for batch in loader) == 43
+    assert set(ds.bad_files) == set(bad)

@@ -93,3 +93,78 @@ def test_real_fashion_eval_batch_is_normalized() -> None:
     assert abs(batch.mean().item()) < 0.05 and abs(batch.std().item() - 1) < 0.05
     pre = build_dataset(cfg, "test", pretrain_transform(info))[0][0]
     assert pre.shape == (1, 28, 28) and pre.dtype == torch.float32
+
+
+# ---------------------------------------------------------------- augmentation ablation (paper Table 1e)
+def _pattern(size: int = 28) -> torch.Tensor:
+    # Distinct pixel values so any crop, flip or resize is visible in the output.
+    return torch.arange(size * size, dtype=torch.float32).view(1, size, size).mul(255 / (size * size)).to(torch.uint8)
+
+
+@pytest.mark.parametrize("augment", ["none", "fixed_crop", "random_resized_crop", "crop_jitter"])
+@pytest.mark.parametrize(("c_in", "channels", "size"), [(1, 1, 28), (3, 3, 32), (3, 1, 16)])
+def test_every_augment_gives_model_shaped_floats(augment: str, c_in: int, channels: int, size: int) -> None:
+    torch.manual_seed(0)
+    image = torch.randint(0, 256, (c_in, 30, 40), dtype=torch.uint8)
+    out = pretrain_transform(_info(channels, size), augment)(image)
+    assert out.shape == (channels, size, size) and out.dtype == torch.float32
+
+
+def test_augment_none_is_the_eval_transform() -> None:
+    image = torch.randint(0, 256, (1, 30, 40), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    transform = pretrain_transform(_info(), "none")
+    outs = [transform(image) for _ in range(3)]
+    assert all(torch.equal(o, eval_transform(_info())(image)) for o in outs)
+
+
+def test_fixed_crop_is_a_translated_window_of_the_resized_image() -> None:
+    torch.manual_seed(0)
+    image = _pattern(28)
+    info = _info(size=28)
+    transform = pretrain_transform(info, "fixed_crop")
+    # The same resize the transform applies (28 / 0.875 = 32), then every 28x28 window and its mirror.
+    from torchvision.transforms import v2
+
+    big = v2.Resize(32, interpolation=v2.InterpolationMode.BICUBIC, antialias=True)(image)
+    windows = [big[:, y:y + 28, x:x + 28] for y in range(5) for x in range(5)]
+    def normalize(w: torch.Tensor) -> torch.Tensor:
+        return (w.float() / 255 - 0.5) / 0.25
+
+    candidates = [normalize(w) for w in windows] + [normalize(w.flip(-1)) for w in windows]
+    outs = [transform(image) for _ in range(12)]
+    for out in outs:
+        assert any(torch.allclose(out, c, atol=1e-6) for c in candidates)
+    assert len({tuple(o.flatten()[:40].tolist()) for o in outs}) > 1  # random position / flip
+
+
+def test_random_resized_crop_changes_scale_but_fixed_crop_does_not() -> None:
+    # A centred bright square: random-size crops zoom, so its area in the output varies a lot;
+    # fixed-size crops only shift it (and flip), so its area stays the same up to edge blur.
+    image = torch.zeros(1, 28, 28, dtype=torch.uint8)
+    image[:, 10:18, 10:18] = 255
+    torch.manual_seed(1)
+
+    def areas(augment: str) -> list[float]:
+        transform = pretrain_transform(_info(), augment)
+        return [float((transform(image) > 0).float().sum()) for _ in range(20)]
+
+    fixed, rrc = areas("fixed_crop"), areas("random_resized_crop")
+    assert max(fixed) - min(fixed) <= 8
+    assert max(rrc) - min(rrc) > 40
+
+
+def test_crop_jitter_changes_intensities_beyond_geometry() -> None:
+    # A constant image is unchanged by any crop or flip; only the jitter can move its value.
+    image = torch.full((1, 28, 28), 128, dtype=torch.uint8)
+    torch.manual_seed(0)
+    plain = [pretrain_transform(_info(), "random_resized_crop")(image) for _ in range(5)]
+    jittered = [pretrain_transform(_info(), "crop_jitter")(image) for _ in range(10)]
+    assert all(torch.equal(p, plain[0]) for p in plain)
+    assert len({round(float(j.mean()), 4) for j in jittered}) > 3
+
+
+def test_unknown_augment_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="unknown augment"):
+        DataConfig(augment="mixup")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        pretrain_transform(_info(), "mixup")

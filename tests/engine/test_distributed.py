@@ -11,7 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from maelab.engine.distributed import IndexSeeded, epoch_sampler, rank_rows, steps_per_epoch
+from maelab.engine.distributed import rank_rows, steps_per_epoch
+from maelab.engine.loop import Environment, make_loader_fn
 from maelab.models import MaskedAutoencoder, get_config
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
@@ -23,7 +24,7 @@ def _run(args: list[str], nproc: int = 1) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
     cmd = [*launcher, "-m", "maelab", *args] if nproc > 1 else [sys.executable, "-m", "maelab", *args]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -56,33 +57,35 @@ def test_two_gloo_ranks_match_one_process_and_resume_on_one(tmp_path):
     assert '"epoch": 1' in (two / "log.jsonl").read_text().splitlines()[-1]
 
 
-def test_rank_shares_partition_the_global_batch():
-    dataset = list(range(20))
-    seed = 1234
-    shares = [list(epoch_sampler(dataset, seed, r, 2)) for r in range(2)]
-    whole = list(epoch_sampler(dataset, seed, 0, 1))
-    assert sorted(shares[0] + shares[1]) == sorted(whole)
-    # Global batch k of one process (size 4) == the union of the ranks' batch k (size 2 each).
-    for k in range(5):
-        assert set(whole[4 * k:4 * k + 4]) == set(shares[0][2 * k:2 * k + 2] + shares[1][2 * k:2 * k + 2])
-    rows = torch.arange(8)
-    assert rank_rows(rows, 1, 2).tolist() == [1, 3, 5, 7]
+class _NoisyItems:
+    """Item i is (i, a random draw): shows which image a batch holds and the RNG its augmentation saw."""
+
+    def __len__(self):
+        return 20
+
+    def __getitem__(self, i):
+        return i, torch.rand(())
+
+
+def _epoch(world: int, rank: int, batch: int, start: int = 0) -> list[tuple[list[int], list[float]]]:
+    env = Environment(device=torch.device("cpu"), rank=rank, world_size=world)
+    loader = make_loader_fn(_NoisyItems(), batch, 1234, env, num_workers=0)(3, start)
+    return [(ids.tolist(), noise.tolist()) for ids, noise in loader]
+
+
+def test_rank_shares_partition_the_global_batch_with_rank_independent_augmentation():
+    whole = _epoch(1, 0, 4)  # one process, batch 4: 5 batches
+    shares = [_epoch(2, r, 2) for r in range(2)]  # two ranks, batch 2 each
+    assert len(whole) == len(shares[0]) == len(shares[1]) == 5
+    for k, (ids, noise) in enumerate(whole):
+        # Rank r's j-th sample is the global batch's row r + 2j (what rank_rows keeps of the masks).
+        assert rank_rows(torch.tensor(ids), 0, 2).tolist() == shares[0][k][0]
+        assert rank_rows(torch.tensor(ids), 1, 2).tolist() == shares[1][k][0]
+        # Every image gets the same augmentation randomness whichever rank loads it.
+        seen = dict(zip(shares[0][k][0] + shares[1][k][0], shares[0][k][1] + shares[1][k][1]))
+        assert [seen[i] for i in ids] == noise
+    assert len({i for ids, _ in whole for i in ids}) == 20
+    # A mid-epoch start counts global batches on every rank.
+    assert _epoch(2, 1, 2, start=3) == shares[1][3:]
+    assert rank_rows(torch.arange(8), 1, 2).tolist() == [1, 3, 5, 7]
     assert steps_per_epoch(64, 8, 2) == 4
-
-
-def test_index_seeded_items_do_not_depend_on_call_order_or_leak_rng():
-    class Noisy:
-        def __len__(self):
-            return 4
-
-        def __getitem__(self, i):
-            return torch.rand(3)
-
-    data = IndexSeeded(Noisy(), seed=7)
-    forward = [data[i] for i in range(4)]
-    state = torch.get_rng_state()
-    backward = [data[i] for i in reversed(range(4))][::-1]
-    assert torch.equal(torch.get_rng_state(), state)
-    for x, y in zip(forward, backward):
-        assert torch.equal(x, y)
-    assert not torch.equal(forward[0], forward[1])

@@ -55,9 +55,10 @@ def test_checkpoint_round_trip_with_metadata(tmp_path):
     path = save_checkpoint(tmp_path / "ckpt", model.state_dict(), meta, {"epoch": 3, "step": 7})
     assert path.name == "ckpt.safetensors"
     weights, got = load_checkpoint(path)
+    save_id = got.extra.pop("save_id")
     assert got == meta
     assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
-    assert load_train_state(path) == {"epoch": 3, "step": 7}
+    assert load_train_state(path) == {"epoch": 3, "step": 7, "save_id": save_id}
     assert read_meta(tmp_path / "ckpt").epoch == 3
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
@@ -103,3 +104,18 @@ def test_atomic_write_keeps_previous_file_when_writer_fails(tmp_path):
         atomic_write(target, broken)
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["file.bin"]
+
+
+
+def test_warmup_covering_the_whole_run_is_warned_about(tmp_path, caplog):
+    from maelab.cli import main
+
+    args = ["pretrain", "--model", "debug", "--dataset", "synthetic", "--synthetic-size", "64",
+            "--batch-size", "32", "--epochs", "1"]
+    with caplog.at_level("WARNING"):
+        assert main([*args, "--warmup-epochs", "1", "--output-dir", str(tmp_path / "a")]) == 0
+    assert "never decays" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert main([*args, "--warmup-epochs", "0.5", "--output-dir", str(tmp_path / "b")]) == 0
+    assert "never decays" not in caplog.text

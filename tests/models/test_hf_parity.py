@@ -1,7 +1,8 @@
 """Numerical parity with ``transformers.ViTMAEForPreTraining`` (an independent MAE implementation).
 
-Our weights are copied into the HF model (every tensor, position embeddings included:
-transformers 5.24 builds ``ViTMAEForPreTraining(config)`` with all-zero frozen position
+Our weights are copied into the HF model by ``maelab.interop.hf`` (the mapping that
+``maelab export --to hf`` uses), every tensor, position embeddings included (transformers
+5.24 builds ``ViTMAEForPreTraining(config)`` with all-zero frozen position
 embeddings and zero cls / mask tokens, so its own init is never used here). Both models then
 see the same images and the same masking noise, and must give the same mask, predictions
 and loss.
@@ -22,6 +23,7 @@ transformers = pytest.importorskip("transformers")
 from transformers import ViTMAEConfig, ViTMAEForPreTraining  # noqa: E402
 from transformers.models.vit_mae import modeling_vit_mae  # noqa: E402
 
+from maelab.interop.hf import hf_config, to_hf_state_dict  # noqa: E402
 from maelab.masking import random_masking  # noqa: E402
 from maelab.models.mae import MAEConfig, MaskedAutoencoder  # noqa: E402
 from maelab.models.registry import get_config  # noqa: E402
@@ -30,83 +32,8 @@ from maelab.pos_embed import sincos_2d  # noqa: E402
 ATOL = 1e-5
 
 
-# --------------------------------------------------------------------------- conversion
-def _block_to_hf(src: str, dst: str, sd: dict[str, torch.Tensor], out: dict[str, torch.Tensor]) -> None:
-    """One timm ``Block`` (prefix ``src``) to one HF ``ViTMAELayer`` (prefix ``dst``)."""
-    for kind in ("weight", "bias"):
-        qkv = sd[f"{src}.attn.qkv.{kind}"]  # (3D, D) or (3D,), rows ordered q | k | v
-        q, k, v = qkv.chunk(3, dim=0)
-        out[f"{dst}.attention.q_proj.{kind}"] = q
-        out[f"{dst}.attention.k_proj.{kind}"] = k
-        out[f"{dst}.attention.v_proj.{kind}"] = v
-        out[f"{dst}.attention.o_proj.{kind}"] = sd[f"{src}.attn.proj.{kind}"]
-        out[f"{dst}.layernorm_before.{kind}"] = sd[f"{src}.norm1.{kind}"]
-        out[f"{dst}.layernorm_after.{kind}"] = sd[f"{src}.norm2.{kind}"]
-        out[f"{dst}.mlp.fc1.{kind}"] = sd[f"{src}.mlp.fc1.{kind}"]
-        out[f"{dst}.mlp.fc2.{kind}"] = sd[f"{src}.mlp.fc2.{kind}"]
-
-
 def _to_hf_state_dict(model: MaskedAutoencoder) -> dict[str, torch.Tensor]:
-    """Our flat (reference-code / timm) names -> transformers 5.x ``ViTMAEForPreTraining`` names.
-
-    transformers 5.24 lays a layer out as ``vit.layers.N.attention.{q,k,v,o}_proj`` and
-    ``mlp.fc1/fc2`` (older releases used ``vit.encoder.layer.N.attention.attention.query`` etc.);
-    the strict-load assertions below fail loudly, listing keys, if the layout changes again.
-    Every source key must be consumed exactly once.
-    """
-    if model.config.encoder_mask_tokens:
-        raise ValueError("HF ViTMAE has no encoder-mask-token variant")
-    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    out: dict[str, torch.Tensor] = {
-        "vit.embeddings.cls_token": sd["cls_token"],
-        "vit.embeddings.position_embeddings": sd["pos_embed"],
-        "vit.embeddings.patch_embeddings.projection.weight": sd["patch_embed.proj.weight"],
-        "vit.embeddings.patch_embeddings.projection.bias": sd["patch_embed.proj.bias"],
-        "vit.layernorm.weight": sd["norm.weight"],
-        "vit.layernorm.bias": sd["norm.bias"],
-        "decoder.decoder_embed.weight": sd["decoder_embed.weight"],
-        "decoder.decoder_embed.bias": sd["decoder_embed.bias"],
-        "decoder.mask_token": sd["mask_token"],
-        "decoder.decoder_pos_embed": sd["decoder_pos_embed"],
-        "decoder.decoder_norm.weight": sd["decoder_norm.weight"],
-        "decoder.decoder_norm.bias": sd["decoder_norm.bias"],
-        "decoder.decoder_pred.weight": sd["decoder_pred.weight"],
-        "decoder.decoder_pred.bias": sd["decoder_pred.bias"],
-    }
-    for i in range(model.config.depth):
-        _block_to_hf(f"blocks.{i}", f"vit.layers.{i}", sd, out)
-    for i in range(model.config.decoder_depth):
-        _block_to_hf(f"decoder_blocks.{i}", f"decoder.decoder_layers.{i}", sd, out)
-    # Every source tensor must have been consumed: 14 direct keys plus 12 per block.
-    per_block = 12  # norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2 (weight + bias each)
-    expected_src = 14 + per_block * (model.config.depth + model.config.decoder_depth)
-    assert len(sd) == expected_src, f"unmapped source keys in our state dict: {sorted(sd)}"
-    return out
-
-
-def _hf_config(c: MAEConfig) -> ViTMAEConfig:
-    rows, cols = c.grid_size
-    assert rows == cols, "HF ViTMAE supports square patch grids only"
-    return ViTMAEConfig(
-        hidden_size=c.embed_dim,
-        num_hidden_layers=c.depth,
-        num_attention_heads=c.num_heads,
-        intermediate_size=int(c.embed_dim * c.mlp_ratio),
-        decoder_hidden_size=c.decoder_embed_dim,
-        decoder_num_hidden_layers=c.decoder_depth,
-        decoder_num_attention_heads=c.decoder_num_heads,
-        decoder_intermediate_size=int(c.decoder_embed_dim * c.mlp_ratio),
-        image_size=c.img_size[0],
-        patch_size=c.patch_size,
-        num_channels=c.in_chans,
-        mask_ratio=c.mask_ratio,
-        norm_pix_loss=c.target == "norm_pixel",
-        layer_norm_eps=1e-6,
-        hidden_act="gelu",
-        qkv_bias=True,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
+    return to_hf_state_dict({k: v.detach().clone() for k, v in model.state_dict().items()})
 
 
 def _perturb(model: torch.nn.Module, seed: int) -> None:
@@ -123,7 +50,7 @@ def _pair(c: MAEConfig, seed: int = 0) -> tuple[MaskedAutoencoder, ViTMAEForPreT
     torch.manual_seed(seed)
     ours = MaskedAutoencoder(c).eval()
     _perturb(ours, seed + 1)
-    hf = ViTMAEForPreTraining(_hf_config(c)).eval()
+    hf = ViTMAEForPreTraining(hf_config(c)).eval()
     hf_sd = _to_hf_state_dict(ours)
     assert sorted(hf_sd) == sorted(hf.state_dict()), "key sets differ"
     result = hf.load_state_dict(hf_sd, strict=True)

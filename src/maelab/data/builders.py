@@ -79,7 +79,7 @@ def build_dataset(
         root = folder.check_root(cfg.data)
         index = folder.index_split(root, split)
         logger.info("folder %s split: %d images, %d classes", split, len(index.files), len(index.class_names))
-        return folder.ImageFolderDataset(index, info.channels, transform)
+        return folder.ImageFolderDataset(index, info.channels, transform, cfg.max_bad_fraction)
 
     if cfg.dataset == "fashion_mnist":
         images, labels = fashion_mnist.load_split(*fashion_mnist.locate(cfg, split))

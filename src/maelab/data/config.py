@@ -13,6 +13,7 @@ from typing import Literal, get_args
 
 DatasetName = Literal["fashion_mnist", "folder", "cifar10", "synthetic"]
 Split = Literal["train", "test"]
+Augment = Literal["none", "fixed_crop", "random_resized_crop", "crop_jitter"]
 
 DATASET_NAMES: tuple[str, ...] = get_args(DatasetName)
 SPLITS: tuple[str, ...] = get_args(Split)
@@ -34,6 +35,12 @@ class DataConfig:
             (1 Fashion-MNIST and synthetic, 3 CIFAR-10 and folder).
         synthetic_size: number of synthetic train images (test: a quarter).
         num_workers: DataLoader worker processes.
+        augment: pre-training augmentation (paper Table 1e): "none" (center crop only),
+            "fixed_crop" (fixed-size random crop + flip), "random_resized_crop" (the paper's
+            default) or "crop_jitter" (random-size crop + flip + color jitter).
+        max_bad_fraction: image folders only: stop with an error once more than
+            this fraction of the files turned out unreadable (they are skipped
+            until then).
     """
 
     dataset: DatasetName = "fashion_mnist"
@@ -43,6 +50,8 @@ class DataConfig:
     channels: int | None = None
     synthetic_size: int = 512
     num_workers: int = 0
+    augment: Augment = "random_resized_crop"
+    max_bad_fraction: float = 0.05
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASET_NAMES:
@@ -67,6 +76,15 @@ class DataConfig:
             raise ValueError(
                 f"synthetic_size must be a positive integer, got {self.synthetic_size!r}; "
                 "pass e.g. --synthetic-size 512"
+            )
+        if self.augment not in get_args(Augment):
+            raise ValueError(
+                f"unknown augment {self.augment!r}; choose one of {', '.join(get_args(Augment))}"
+            )
+        if not 0.0 <= self.max_bad_fraction <= 1.0:
+            raise ValueError(
+                f"--max-bad-fraction must be in [0, 1] (0 stops at the first unreadable image, 1 never stops); "
+                f"got {self.max_bad_fraction}"
             )
         if not _is_int(self.num_workers) or self.num_workers < 0:
             raise ValueError(

@@ -38,7 +38,6 @@ GRAY_MEAN: tuple[float, ...] = (0.5,)
 GRAY_STD: tuple[float, ...] = (0.5,)
 STATS_FILE = "maelab_stats.json"
 TEST_PERCENT = 10
-MAX_BAD_FRACTION = 0.10
 WARN_LIMIT = 5  # bad files named individually in the log before going quiet
 
 
@@ -159,10 +158,12 @@ def folder_stats(root: Path, channels: int) -> tuple[tuple[float, ...], tuple[fl
 class ImageFolderDataset(Dataset):
     """Decodes image files on access; undecodable files are skipped, not fatal.
 
-    A bad file is replaced by the next decodable index (deterministic), remembered
-    so it is not retried, and logged (the first ``WARN_LIMIT`` by name). Once more
-    than ``MAX_BAD_FRACTION`` of the files are bad a ``ValueError`` stops the run.
-    With DataLoader workers each worker keeps its own count.
+    A file that cannot be decoded when it is read (broken from the start, or damaged
+    after the scan) is replaced by the next decodable index (deterministic: the same
+    substitute in every process), marked bad so it is not retried, and logged (the first
+    ``WARN_LIMIT`` by name). The marks live in shared memory, so :attr:`bad_files` counts
+    what every DataLoader worker found. Once more than ``max_bad_fraction`` of the files
+    are bad, a ``ValueError`` stops the run.
 
     Items: (transform(uint8 (channels, H, W)), label int).
     """
@@ -172,6 +173,7 @@ class ImageFolderDataset(Dataset):
         index: FolderIndex,
         channels: int,
         transform: Callable[[torch.Tensor], torch.Tensor],
+        max_bad_fraction: float = 0.05,
     ) -> None:
         assert len(index.files) == len(index.labels) > 0
         # One numpy string array instead of a list of Path objects: touching Python
@@ -181,7 +183,8 @@ class ImageFolderDataset(Dataset):
         self.class_names = index.class_names
         self.channels = channels
         self.transform = transform
-        self._bad: dict[int, str] = {}
+        self.max_bad_fraction = max_bad_fraction
+        self._bad = torch.zeros(len(self._paths), dtype=torch.bool).share_memory_()  # (N,) seen by all workers
 
     def __len__(self) -> int:
         return len(self._paths)
@@ -190,7 +193,7 @@ class ImageFolderDataset(Dataset):
         n = len(self)
         for step in range(n):
             i = (index + step) % n
-            if i in self._bad:
+            if self._bad[i]:
                 continue
             try:
                 image = load_image(Path(self._paths[i]), self.channels)
@@ -206,23 +209,23 @@ class ImageFolderDataset(Dataset):
 
     @property
     def bad_files(self) -> tuple[Path, ...]:
-        """Files found undecodable so far (in this process)."""
-        return tuple(Path(self._paths[i]) for i in sorted(self._bad))
+        """Files found undecodable so far, by any process reading this dataset."""
+        return tuple(Path(self._paths[i]) for i in self._bad.nonzero().flatten().tolist())
 
     def _record_bad(self, i: int, exc: BaseException) -> None:
-        self._bad[i] = f"{type(exc).__name__}: {exc}"
-        count = len(self._bad)
+        self._bad[i] = True
+        count = int(self._bad.sum())
         if count <= WARN_LIMIT:
             suffix = "; further bad files are logged at debug level" if count == WARN_LIMIT else ""
             logger.warning("skipping undecodable image %s (%s); %d bad so far%s", self._paths[i], exc, count, suffix)
         else:
             logger.debug("skipping undecodable image %s (%s)", self._paths[i], exc)
-        if count > MAX_BAD_FRACTION * len(self):
+        if count > self.max_bad_fraction * len(self):
             first = ", ".join(str(p) for p in self.bad_files[:WARN_LIMIT])
             raise ValueError(
-                f"{count} of {len(self)} image files could not be decoded, more than "
-                f"{MAX_BAD_FRACTION:.0%} (first: {first}); repair or delete the broken files, "
-                "or check that --data points at the right directory"
+                f"{count} of {len(self)} image files could not be decoded, more than --max-bad-fraction "
+                f"{self.max_bad_fraction:g} (first: {first}); repair or delete the broken files, check that "
+                "--data points at the right directory, or raise --max-bad-fraction"
             )
 
 

@@ -11,6 +11,9 @@ Mode handling (the choices a user may care about):
 * float (``F``): assumed to be in 0..255 and clipped.
 * CMYK, YCbCr, LAB, HSV, 1-bit: PIL's standard conversion to RGB.
 * 3 -> 1 channel uses PIL's ITU-R 601-2 luma (``convert("L")``).
+
+Files over Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``, doubled) are
+refused with :class:`ImageTooLarge` before any pixel is decoded.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.io import ImageReadMode, decode_jpeg, read_file
 from PIL import Image
+from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +45,10 @@ DECODE_ERRORS: tuple[type[BaseException], ...] = (
 _WHITE = (255, 255, 255, 255)
 
 
+class ImageTooLarge(ValueError):
+    """The file declares more pixels than Pillow's decompression-bomb guard allows."""
+
+
 def is_image_file(path: Path) -> bool:
     """True when the suffix is a supported image extension (case-insensitive)."""
     return path.suffix.lower() in IMAGE_EXTENSIONS
@@ -54,13 +61,21 @@ def load_image(path: Path, channels: int) -> torch.Tensor:
         one of ``DECODE_ERRORS`` when the file is not a decodable image.
     """
     assert channels in (1, 3), channels
-    if channels == 3 and Path(path).suffix.lower() in (".jpg", ".jpeg"):
-        fast = _decode_jpeg_rgb(path)
-        if fast is not None:
-            return fast
-    with Image.open(path) as img:
-        img.load()  # decode now so truncation surfaces here, inside the caller's try
-        converted = to_mode(img, "L" if channels == 1 else "RGB")
+    try:
+        # Opening reads the header only: Pillow's decompression-bomb guard applies to the fast JPEG path too.
+        with Image.open(path) as img:
+            if channels == 3 and img.format == "JPEG" and img.mode in ("RGB", "L"):
+                fast = _decode_jpeg_rgb(path)
+                if fast is not None:
+                    return fast
+            img.load()  # decode now so truncation surfaces here, inside the caller's try
+            converted = to_mode(img, "L" if channels == 1 else "RGB")
+    except Image.DecompressionBombError as exc:
+        limit = Image.MAX_IMAGE_PIXELS * 2 if Image.MAX_IMAGE_PIXELS else 0
+        raise ImageTooLarge(
+            f"{path} declares more than {limit} pixels, Pillow's guard against decompression bombs ({exc}); "
+            "downscale the image, or raise PIL.Image.MAX_IMAGE_PIXELS if the file is trusted"
+        ) from exc
     array = np.array(converted, dtype=np.uint8)  # copy: writable, independent of PIL
     if array.ndim == 2:
         array = array[:, :, None]

@@ -11,18 +11,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import get_args
 
 import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from maelab.data.config import DatasetInfo
+from maelab.data.config import Augment, DatasetInfo
 
 logger = logging.getLogger(__name__)
 
 # MAE (He et al. 2021) pre-training augmentation: crops keep 20%..100% of the area.
 PRETRAIN_SCALE: tuple[float, float] = (0.2, 1.0)
 _BICUBIC = v2.InterpolationMode.BICUBIC
+# Fixed-size crops come from an image resized by 1/0.875 (the classic 256 -> 224 ImageNet crop).
+FIXED_CROP_RATIO = 0.875
+JITTER = {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.1}
+AUGMENTS: tuple[str, ...] = get_args(Augment)
 
 
 class MatchChannels(torch.nn.Module):
@@ -52,20 +57,33 @@ class MatchChannels(torch.nn.Module):
         return f"channels={self.channels}"
 
 
-def pretrain_transform(info: DatasetInfo) -> Callable[[torch.Tensor], torch.Tensor]:
-    """MAE pre-training augmentation.
+def pretrain_transform(info: DatasetInfo, augment: str = "random_resized_crop") -> Callable[[torch.Tensor], torch.Tensor]:
+    """Pre-training augmentation (the paper's Table 1e ablation picks ``augment``).
 
-    RandomResizedCrop(img_size, scale=(0.2, 1.0), bicubic) + RandomHorizontalFlip,
-    then channel matching, float conversion and Normalize(mean, std).
+    - ``"none"``: no augmentation: the evaluation transform (resize shorter side, center crop).
+    - ``"fixed_crop"``: resize the shorter side to img_size / 0.875 (224 -> 256), random crop of
+      img_size, horizontal flip.
+    - ``"random_resized_crop"`` (the paper's default): RandomResizedCrop(scale=(0.2, 1.0),
+      bicubic) + horizontal flip.
+    - ``"crop_jitter"``: the default plus color jitter (brightness/contrast/saturation 0.4, hue 0.1;
+      saturation and hue leave 1-channel images unchanged).
+
+    Then channel matching, float conversion and Normalize(mean, std).
     uint8 (C_in, H_in, W_in) -> float32 (channels, H, W).
     """
-    return v2.Compose(
-        [
-            v2.RandomResizedCrop(info.img_size, scale=PRETRAIN_SCALE, interpolation=_BICUBIC, antialias=True),
-            v2.RandomHorizontalFlip(),
-            *_finish(info),
-        ]
-    )
+    if augment not in AUGMENTS:
+        raise ValueError(f"unknown augmentation {augment!r}; choose one of {', '.join(AUGMENTS)}")
+    if augment == "none":
+        return eval_transform(info)
+    if augment == "fixed_crop":
+        resize = round(max(info.img_size) / FIXED_CROP_RATIO)
+        geometric = [v2.Resize(resize, interpolation=_BICUBIC, antialias=True), v2.RandomCrop(info.img_size)]
+    else:
+        geometric = [v2.RandomResizedCrop(info.img_size, scale=PRETRAIN_SCALE, interpolation=_BICUBIC, antialias=True)]
+    # Jitter runs on uint8 after channel matching, so a grayscale model sees grayscale jitter.
+    jitter = [v2.ColorJitter(**JITTER)] if augment == "crop_jitter" else []
+    finish = _finish(info)
+    return v2.Compose([*geometric, v2.RandomHorizontalFlip(), finish[0], *jitter, *finish[1:]])
 
 
 def pretrain_crop_uint8(info: DatasetInfo) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -8,15 +8,20 @@ A checkpoint is a pair of files sharing a stem:
 * ``<stem>.state.pt`` (optional) holds optimizer and loop state for ``--resume``. It is
   read with ``torch.load(weights_only=True)``, which never runs pickled code.
 
-Every file is written to a temporary name, fsynced and renamed, so a kill during a write
-leaves the previous checkpoint intact.
+Every file is written to a temporary name, fsynced and renamed (and the directory fsynced),
+so a kill during a write leaves the previous checkpoint intact. The two files of a resumable
+checkpoint share a random ``save_id``, so a pair torn by a kill between the two renames is
+recognised instead of resuming wrong weights with another step's optimizer state.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import pickle
 import tempfile
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +29,8 @@ from typing import IO, Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open
+from safetensors.torch import save as safetensors_bytes
 
 FORMAT_KEY = "maelab"
 LAST = "checkpoint-last"
@@ -66,10 +72,19 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.errno == 28:
-            raise OSError(exc.errno, f"disk full while writing {path}; the previous file is untouched") from exc
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            raise OSError(
+                exc.errno, f"disk full while writing {path}; the previous version of the file is untouched and "
+                f"the partial write was removed. Free space on {path.parent} (or lower --keep-last) and "
+                "continue with --resume"
+            ) from exc
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make renames inside ``path`` durable (a crash right after could otherwise undo them)."""
+    dir_fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
@@ -83,15 +98,20 @@ def save_checkpoint(
     stem = Path(stem)
     weights = stem.with_name(stem.name + ".safetensors")
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
-    # The training state goes first: a weights file newer than its state would resume wrongly.
     if train_state is not None:
-        atomic_write(stem.with_name(stem.name + ".state.pt"), lambda f: torch.save(train_state, f))
-    with tempfile.TemporaryDirectory(dir=weights.parent if weights.parent.exists() else None) as tmpdir:
-        staging = Path(tmpdir) / "weights.safetensors"
-        save_file(tensors, str(staging), metadata={FORMAT_KEY: meta.to_json()})
-        data = staging.read_bytes()
+        save_id = uuid.uuid4().hex
+        train_state = dict(train_state, save_id=save_id)
+        meta = CheckpointMeta(meta.kind, meta.model_config, meta.data_info, meta.epoch,
+                              dict(meta.extra, save_id=save_id))
+        atomic_write(state_path_of(weights), lambda f: torch.save(train_state, f))
+    data = safetensors_bytes(tensors, metadata={FORMAT_KEY: meta.to_json()})
     atomic_write(weights, lambda f: f.write(data))
     return weights
+
+
+def state_path_of(weights: Path) -> Path:
+    """The ``.state.pt`` beside a ``.safetensors`` weights file."""
+    return weights.with_name(weights.name.removesuffix(".safetensors") + ".state.pt")
 
 
 def resolve_checkpoint(path: Path) -> Path:
@@ -136,7 +156,23 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> tuple[dic
 def load_train_state(weights_path: Path) -> dict:
     """Load the ``.state.pt`` beside a weights file, refusing anything but plain tensors and containers."""
     weights_path = resolve_checkpoint(weights_path)
-    state_path = weights_path.with_name(weights_path.name.removesuffix(".safetensors") + ".state.pt")
+    state_path = state_path_of(weights_path)
     if not state_path.exists():
         raise FileNotFoundError(f"no training state {state_path} beside {weights_path}; cannot resume from it")
-    return torch.load(state_path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError) as exc:
+        raise ValueError(
+            f"{state_path} is not a training state maelab can load safely: it holds something other than plain "
+            f"tensors and containers, or it is damaged (refused by torch.load(weights_only=True): "
+            f"{str(exc).splitlines()[0]}); nothing in it was executed"
+        ) from exc
+    if not isinstance(state, dict):
+        raise ValueError(f"{state_path} does not hold a maelab training state (a dict); got {type(state).__name__}")
+    saved_id = read_meta(weights_path).extra.get("save_id")
+    if state.get("save_id") != saved_id:
+        raise ValueError(
+            f"{state_path} and {weights_path} come from different saves (a write was interrupted between "
+            "them); an older checkpoint must be used"
+        )
+    return state

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -24,8 +23,8 @@ from maelab.data import DataConfig, DatasetInfo, dataset_info
 from maelab.engine.checkpoint import CheckpointMeta, load_checkpoint, read_meta
 from maelab.engine.config import to_jsonable
 from maelab.engine.eval_config import EvalDataOptions
-from maelab.models import MAEConfig, MaskedAutoencoder
-from maelab.pos_embed import sincos_2d
+from maelab.models import MAEConfig, MaskedAutoencoder, build_model
+from maelab.pos_embed import adapt_pos_embed
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +63,7 @@ def load_pretrained(path: Path, command: str) -> Pretrained:
     weights, _ = load_checkpoint(path)
     # Built on the meta device: only names and shapes are needed, no memory or init time.
     with torch.device("meta"):
-        reference = MaskedAutoencoder(config)
+        reference = build_model(config)
     expected = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in weights.items()}
     if expected != got:
@@ -185,20 +184,6 @@ def init_head(head: nn.Module, std: float) -> None:
     fc = head[-1] if isinstance(head, nn.Sequential) else head
     nn.init.trunc_normal_(fc.weight, std=std)
     nn.init.zeros_(fc.bias)
-
-
-def adapt_pos_embed(pos_embed: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]) -> torch.Tensor:
-    """(1, 1 + L_old, D) -> (1, 1 + L_new, D) for a new patch grid.
-
-    maelab's fixed sin-cos table is recomputed exactly for the new grid; any other (e.g. a
-    learned) table is interpolated with timm's ``resample_abs_pos_embed``.
-    """
-    if tuple(old_grid) == tuple(new_grid):
-        return pos_embed
-    dim = pos_embed.shape[-1]
-    if dim % 4 == 0 and torch.allclose(pos_embed[0].float(), sincos_2d(dim, old_grid), atol=1e-6):
-        return sincos_2d(dim, new_grid).unsqueeze(0).to(pos_embed.dtype)  # (1, 1 + L_new, D)
-    return resample_abs_pos_embed(pos_embed, new_size=list(new_grid), old_size=list(old_grid), num_prefix_tokens=1)
 
 
 def load_encoder(model: VisionTransformer, pretrained: Pretrained) -> None:

@@ -56,14 +56,30 @@ class LoopConfig:
     log_every: int = 20
     save_every: int = 1
     """Write the resumable checkpoint every N epochs (and always after the last)."""
+    save_every_steps: int | None = None
+    """Also write the resumable checkpoint every N optimizer steps inside an epoch (crash insurance)."""
+    keep_last: int = 1
+    """Keep the newest N resumable checkpoints (checkpoint-stepNNNNNNN.*; checkpoint-last.* are links to the newest)."""
     stop_after: int | None = None
     """Stop after this many epochs in this invocation (the schedule still spans --epochs); continue with --resume."""
+    tensorboard: bool = True
+    """Mirror the JSONL log (and reconstruction grids) into TensorBoard event files in the run directory,
+    when the tensorboard package is installed (pip install 'maelab[tensorboard]')."""
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+    """A NaN/inf loss stops the run ("stop"), or its optimizer step is skipped ("skip", up to --max-nonfinite)."""
+    max_nonfinite: int = 20
+    """With --on-nonfinite skip: stop once more than this many steps were skipped."""
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "accum_iter", "log_every", "save_every", "stop_after"):
+        for name in ("epochs", "batch_size", "accum_iter", "log_every", "save_every", "save_every_steps",
+                     "keep_last", "stop_after"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1; got {getattr(self, name)}")
+        if self.max_nonfinite < 0:
+            raise ValueError(f"--max-nonfinite must be >= 0; got {self.max_nonfinite}")
+        if self.on_nonfinite not in ("stop", "skip"):
+            raise ValueError(f"--on-nonfinite must be 'stop' or 'skip'; got {self.on_nonfinite!r}")
 
 
 @dataclass(frozen=True)
@@ -72,11 +88,26 @@ class ModelOptions:
 
     mask_ratio: float | None = None
     mask_strategy: Literal["random", "block", "grid"] | None = None
-    target: Literal["pixel", "norm_pixel"] | None = None
+    target: Literal["pixel", "norm_pixel", "pca", "hog"] | None = None
+    pca_components: int | None = None
+    """Components kept by --target pca (default: 1/8 of the patch dimension, at least 4)."""
     decoder_depth: int | None = None
     decoder_embed_dim: int | None = None
+    decoder_num_heads: int | None = None
     encoder_mask_tokens: bool | None = None
     loss_on_all: bool | None = None
+    mask_patch_size: int | None = None
+    """SimMIM presets only: side of the square mask unit, in patches."""
+
+    def __post_init__(self) -> None:
+        if self.mask_ratio is not None and not 0.0 < self.mask_ratio < 1.0:
+            raise ValueError(
+                f"--mask-ratio must be in the open interval (0, 1), e.g. 0.75 (the paper's); got {self.mask_ratio}"
+            )
+        for name in ("decoder_depth", "decoder_embed_dim", "decoder_num_heads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer; got {value}")
 
     def overrides(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}

@@ -7,7 +7,8 @@ Launch any training command with torchrun and it runs data-parallel (Gloo on CPU
 Nothing happens at import time; :func:`init_from_env` reads torchrun's variables (``RANK``,
 ``WORLD_SIZE``, ``LOCAL_RANK``) when a command starts and returns the result as values.
 Results do not depend on the world size: every rank draws the masks of the whole global batch
-and keeps its own rows, and augmentations are seeded per (epoch, image index), so N ranks with
+and keeps its own rows (:func:`rank_rows`), and each rank loads its share of the epoch's order
+with per-image augmentation seeds (:func:`maelab.engine.seeding.make_loader_fn`), so N ranks with
 per-device batch B follow the same trajectory as one process with batch N x B (up to float
 summation order).
 """
@@ -22,7 +23,6 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import Dataset, DistributedSampler
 
 logger = logging.getLogger(__name__)
 
@@ -108,32 +108,13 @@ def all_reduce_mean(value: torch.Tensor, world_size: int) -> torch.Tensor:
     return out / world_size
 
 
-def epoch_sampler(dataset: Dataset, seed: int, rank: int, world_size: int) -> DistributedSampler:
-    """This rank's share of one epoch's shuffled order (the order is fixed by ``seed`` alone).
-
-    Rank r gets positions r, r + N, r + 2N, ... of the permutation, so the union of the ranks'
-    k-th batches is the k-th batch of a one-process run with N times the batch size.
-    """
-    return DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True)
-
-
-class IndexSeeded(Dataset):
-    """Items whose random augmentation depends only on (seed, index), not on rank, worker or call order.
-
-    The global RNG is forked around each item, so nothing outside sees the reseeding.
-    """
-
-    def __init__(self, dataset: Dataset, seed: int) -> None:
-        self.dataset = dataset
-        self.seed = seed
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed + 1_000_003 * int(index)) % 2**63)
-            return self.dataset[index]
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is true on any (a collective call; ``flag`` itself on one rank)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return flag
+    value = torch.tensor(float(flag), device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value)
 
 
 def rank_rows(rows: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:

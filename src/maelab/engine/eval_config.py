@@ -140,6 +140,8 @@ class KnnConfig(FeatureSource):
     device: str = "auto"
     output_dir: Path | None = None
     """Run directory; default runs/knn-<model>-<time>. Never overwritten."""
+    tensorboard: bool = True
+    """Also write the result into TensorBoard event files in the run directory (when tensorboard is installed)."""
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -152,5 +154,7 @@ class KnnConfig(FeatureSource):
 
 def _no_resume(loop: LoopConfig) -> None:
     # The evaluation commands keep no optimizer state, so a run cut short could not continue.
-    if loop.stop_after is not None:
-        raise ValueError("--stop-after needs --resume, which finetune and linprobe do not support; drop --stop-after")
+    for name in ("stop_after", "save_every_steps"):
+        if getattr(loop, name) is not None:
+            option = "--" + name.replace("_", "-")
+            raise ValueError(f"{option} is for --resume, which finetune and linprobe do not support; drop {option}")

@@ -133,7 +133,9 @@ class ClassifierRun:
                     epoch + 1, row["top1"], row["top5"], self.best["top1"])
         return self.result.summary()
 
-    def save(self, progress: Progress) -> None:
+    def save(self, progress: Progress, loop_state: object = None) -> None:
+        if progress.iter:
+            return  # these commands cannot resume, so only whole epochs are worth a checkpoint
         save_checkpoint(self.run_dir / LAST, self.model.state_dict(), self.meta(progress.epoch))
 
     def finish(self) -> dict[str, Any]:

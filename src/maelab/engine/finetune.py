@@ -28,14 +28,29 @@ from torchvision import transforms
 from torchvision.transforms import v2
 
 from maelab.data import DatasetInfo, MatchChannels, build_dataset, eval_transform
-from maelab.engine.classify import FrozenInEval, build_vit, classifier_config, classifier_meta, init_head, labeled_info, load_encoder, resolve_data
-from maelab.engine.features import encoder_source, eval_loader
+from maelab.engine.classify import (
+    FrozenInEval,
+    build_vit,
+    classifier_config,
+    classifier_meta,
+    init_head,
+    labeled_info,
+    load_encoder,
+    resolve_data,
+)
 from maelab.engine.config import to_jsonable
+from maelab.engine.distributed import agree, steps_per_epoch
 from maelab.engine.eval_config import FINETUNE_EPOCHS, FinetuneConfig
 from maelab.engine.evaluate import ClassifierRun, evaluate
-from maelab.engine.distributed import agree, steps_per_epoch
-from maelab.engine.loop import Progress, StepOutput, TrainLoop, setup_environment, make_loader_fn
-from maelab.engine.rundir import JsonlLog, new_run_dir, write_json
+from maelab.engine.features import encoder_source, eval_loader
+from maelab.engine.loop import (
+    Progress,
+    StepOutput,
+    TrainLoop,
+    make_loader_fn,
+    setup_environment,
+)
+from maelab.engine.rundir import new_run_dir, open_log, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +181,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
         model=model, optimizer=optimizer, step_fn=step,
         make_loader=make_loader_fn(train_set, batch, loop_cfg.seed, env, data_cfg.num_workers),
         steps_per_epoch=steps_per_epoch(len(train_set), batch, env.world_size), loop=loop_cfg, optim=cfg.optim, env=env,
-        log=JsonlLog(run_dir / "log.jsonl"), effective_batch=batch * loop_cfg.accum_iter * env.world_size,
+        log=open_log(run_dir, loop_cfg.tensorboard and env.is_main), effective_batch=batch * loop_cfg.accum_iter * env.world_size,
         on_epoch_end=run.on_epoch_end, save=run.save, desc="finetune",
     )
     loop.run(Progress())

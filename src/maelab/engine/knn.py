@@ -22,7 +22,7 @@ from maelab.engine.config import LoopConfig, to_jsonable
 from maelab.engine.eval_config import KnnConfig
 from maelab.engine.evaluate import EvalResult, result_from_scores, save_confusion_matrix
 from maelab.engine.loop import setup_environment
-from maelab.engine.rundir import JsonlLog, new_run_dir, write_json
+from maelab.engine.rundir import new_run_dir, open_log, write_json
 from maelab.models import MaskedAutoencoder
 
 logger = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ def run_knn(cfg: KnnConfig) -> Path:
     record = dict(event="knn", top1=result.top1, top5=result.top5, k=cfg.k, temperature=cfg.temperature,
                   train_images=len(train_set), test_images=len(test_set), pool=cfg.pool, init=cfg.init,
                   feature_dim=frozen.dim)
-    JsonlLog(run_dir / "log.jsonl").write(record)
+    open_log(run_dir, cfg.tensorboard).write(record)
     write_json(run_dir / "knn.json", dict(record, **frozen.provenance,
                                           class_names=list(info.class_names),
                                           confusion_matrix=result.confusion.tolist()))

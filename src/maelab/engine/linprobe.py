@@ -29,13 +29,19 @@ from torchvision.transforms import v2
 
 from maelab.data import DatasetInfo, MatchChannels, build_dataset, eval_transform
 from maelab.engine.classify import classifier_meta, init_head
-from maelab.engine.features import eval_loader, extract_features, frozen_features
 from maelab.engine.config import to_jsonable
+from maelab.engine.distributed import agree, steps_per_epoch
 from maelab.engine.eval_config import LINPROBE_EPOCHS, LinprobeConfig
 from maelab.engine.evaluate import ClassifierRun, evaluate
-from maelab.engine.distributed import agree, steps_per_epoch
-from maelab.engine.loop import Progress, StepOutput, TrainLoop, setup_environment, make_loader_fn
-from maelab.engine.rundir import JsonlLog, new_run_dir, write_json
+from maelab.engine.features import eval_loader, extract_features, frozen_features
+from maelab.engine.loop import (
+    Progress,
+    StepOutput,
+    TrainLoop,
+    make_loader_fn,
+    setup_environment,
+)
+from maelab.engine.rundir import new_run_dir, open_log, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +134,7 @@ def linprobe(cfg: LinprobeConfig) -> Path:
         model=head, optimizer=optimizer, step_fn=step,
         make_loader=make_loader_fn(train_set, batch, cfg.loop.seed, env, data_cfg.num_workers if cfg.augment else 0),
         steps_per_epoch=steps_per_epoch(len(train_set), batch, env.world_size), loop=cfg.loop, optim=cfg.optim, env=env,
-        log=JsonlLog(run_dir / "log.jsonl"), effective_batch=batch * cfg.loop.accum_iter * env.world_size,
+        log=open_log(run_dir, cfg.loop.tensorboard and env.is_main), effective_batch=batch * cfg.loop.accum_iter * env.world_size,
         on_epoch_end=run.on_epoch_end, save=run.save, desc="linprobe",
     )
     loop.run(Progress())

@@ -2,32 +2,49 @@
 
 A command supplies a ``step_fn`` that turns a batch into a :class:`StepOutput`; the loop
 owns everything else: lr schedule, gradient accumulation, autocast, clipping, the
-non-finite check, progress bar, JSONL log, epoch callbacks and checkpoints.
+non-finite check, progress bar, JSONL log, epoch callbacks and checkpoints. It can stop
+between optimizer steps (a signal, see :mod:`maelab.engine.signals`) and continue there
+exactly (:mod:`maelab.engine.resume`, :mod:`maelab.engine.seeding`). Under torchrun it runs
+data-parallel (:mod:`maelab.engine.distributed`): the step function gets the DDP wrapper,
+metrics are averaged over ranks, and only rank 0 logs and saves.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
-import random
+import signal
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from maelab.engine.config import LoopConfig, OptimConfig
 from maelab.engine.distributed import (
-    IndexSeeded, all_reduce_mean, epoch_sampler, init_from_env, maybe_no_sync, wrap_ddp,
+    all_reduce_mean,
+    any_rank,
+    init_from_env,
+    maybe_no_sync,
+    wrap_ddp,
 )
-from maelab.engine.optim import lr_at, set_lr
+from maelab.engine.optim import lr_at, set_lr, total_grad_norm
+from maelab.engine.resume import (
+    EpochSums,
+    LoopState,
+    Progress,
+    capture_rng,
+    restore_rng,
+)
 from maelab.engine.rundir import JsonlLog
+from maelab.engine.seeding import epoch_seed, make_loader_fn, seed_epoch
+from maelab.engine.signals import StopRequest, TrainingInterrupted
+
+__all__ = ["Environment", "LoopState", "Progress", "StepOutput", "TrainLoop", "TrainingDiverged",
+           "TrainingInterrupted", "make_loader_fn", "setup_environment"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +77,7 @@ class Environment:
 
 
 def setup_environment(cfg: LoopConfig) -> Environment:
-    """Resolve the device and autocast dtype from the loop config; join torchrun's process group if any."""
+    """Resolve the device and autocast dtype from the loop config."""
     if cfg.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
@@ -74,46 +91,6 @@ def setup_environment(cfg: LoopConfig) -> Environment:
     return Environment(device=device, amp_dtype=amp, rank=dist_state.rank, world_size=dist_state.world_size)
 
 
-def epoch_seed(seed: int, epoch: int, stream: str) -> int:
-    """A reproducible 63-bit seed per (run seed, epoch, stream), independent of call order."""
-    digest = hashlib.sha256(f"{seed}:{epoch}:{stream}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
-def seed_epoch(seed: int, epoch: int) -> None:
-    """Reseed the global RNGs at each epoch start, so resuming at an epoch boundary replays exactly."""
-    value = epoch_seed(seed, epoch, "global")
-    torch.manual_seed(value)
-    np.random.seed(value % 2**32)
-    random.seed(value)
-
-
-def make_loader_fn(dataset, batch_size: int, seed: int, env: Environment, num_workers: int):
-    """A function giving each epoch's DataLoader (this rank's share) with an order fixed by (seed, epoch).
-
-    The order and the augmentations depend on (seed, epoch, image index) only, not on the world size.
-    """
-
-    def make(epoch: int) -> DataLoader:
-        gen = torch.Generator().manual_seed(epoch_seed(seed, epoch, "workers"))
-        sampler = epoch_sampler(dataset, epoch_seed(seed, epoch, "data") >> 2, env.rank, env.world_size)
-        return DataLoader(
-            IndexSeeded(dataset, epoch_seed(seed, epoch, "augment")), batch_size=batch_size, sampler=sampler,
-            drop_last=True,
-            num_workers=num_workers, pin_memory=env.device.type == "cuda", generator=gen,
-        )
-
-    return make
-
-
-@dataclass
-class Progress:
-    """Counters the loop advances and checkpoints: the next epoch and optimizer steps so far."""
-
-    epoch: int = 0
-    step: int = 0
-
-
 @dataclass
 class TrainLoop:
     """One run of the shared loop; build it, then call :meth:`run`."""
@@ -121,8 +98,9 @@ class TrainLoop:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     step_fn: Callable[[nn.Module, Any, torch.Generator], StepOutput]
-    make_loader: Callable[[int], Iterable]
-    """Returns the batches of one epoch; called with the epoch index."""
+    """Gets ``model``, or its DDP wrapper on several ranks (the wrapper must run the forward)."""
+    make_loader: Callable[[int, int], Iterable]
+    """``make_loader(epoch, start)``: the batches of one epoch from batch ``start`` on."""
     steps_per_epoch: int
     loop: LoopConfig
     optim: OptimConfig
@@ -130,17 +108,37 @@ class TrainLoop:
     log: JsonlLog
     effective_batch: int
     on_epoch_end: Callable[[int, dict[str, float]], dict[str, float]] | None = None
-    save: Callable[[Progress], None] | None = None
+    save: Callable[[Progress, LoopState], None] | None = None
+    """Writes a checkpoint (on rank 0 only); called at epoch ends and, when ``progress.iter > 0``, inside an epoch."""
     desc: str = "train"
     trainable: list[nn.Parameter] = field(default_factory=list)
+    stop: StopRequest | None = None
+    """Polled after every optimizer step: when set, the loop saves and raises TrainingInterrupted."""
+    dataset_size: int = 0
+    """Recorded in checkpoints: a resume onto a different training set could not be exact."""
 
     def __post_init__(self) -> None:
         assert self.loop.epochs is not None, "resolve the command's default epochs before building the loop"
         if not self.trainable:
             self.trainable = [p for p in self.model.parameters() if p.requires_grad]
-        # The step function gets the DDP wrapper (it must run the forward); checkpoints use the plain model.
+        if self.env.world_size > 1 and self.loop.on_nonfinite == "skip":
+            # A rank that skips its backward would leave the others waiting in DDP's gradient all-reduce.
+            raise ValueError("--on-nonfinite skip works in one process only; under torchrun use --on-nonfinite stop")
+        # Checkpoints use the plain model; the step function gets the DDP wrapper.
         self.net = wrap_ddp(self.model, self.env.world_size, self.env.device)
         self.base_lr = self.optim.absolute_lr(self.effective_batch)
+        self.nonfinite_skipped = 0
+
+    def _write(self, record: dict[str, Any]) -> None:
+        if self.env.is_main:
+            self.log.write(record)
+
+    def _stopping(self, agree_now: bool) -> bool:
+        """Whether to stop; on several ranks they agree (a collective) only where ``agree_now`` is true on all."""
+        requested = self.stop is not None and self.stop.requested
+        if self.env.world_size == 1:
+            return requested
+        return agree_now and any_rank(requested, self.env.device)
 
     def _lr(self, epoch: int, it: int) -> float:
         return lr_at(
@@ -148,102 +146,231 @@ class TrainLoop:
             self.optim.warmup_epochs, self.loop.epochs,
         )
 
-    def run(self, progress: Progress) -> list[dict[str, float]]:
-        """Train from ``progress.epoch`` to ``loop.epochs``; returns the epoch records."""
+    def run(self, progress: Progress, resume: LoopState | None = None) -> list[dict[str, float]]:
+        """Train from ``progress`` to ``loop.epochs``; ``resume`` is the checkpointed loop state when
+        ``progress.iter > 0``. Returns the epoch records."""
         history = []
         logger.info(
             "training %s: %d epochs x %d steps, effective batch %d (%d per device x %d devices x %d accumulation), "
             "lr %.3g, device %s%s", self.desc, self.loop.epochs, self.steps_per_epoch, self.effective_batch,
             self.effective_batch // (self.env.world_size * self.loop.accum_iter), self.env.world_size,
-            self.loop.accum_iter, self.base_lr,
-            self.env.device, f", autocast {self.env.amp_dtype}" if self.env.amp_dtype else "",
+            self.loop.accum_iter, self.base_lr, self.env.device, f", autocast {self.env.amp_dtype}" if self.env.amp_dtype else "",
         )
+        if self.optim.warmup_epochs >= self.loop.epochs:
+            logger.warning(
+                "--warmup-epochs %g covers the whole %d-epoch schedule: the lr only rises and never decays; "
+                "use a shorter warmup (e.g. --warmup-epochs %g) for short runs",
+                self.optim.warmup_epochs, self.loop.epochs, round(0.1 * self.loop.epochs, 2),
+            )
+        if resume is not None:
+            self.nonfinite_skipped = resume.nonfinite_skipped
         end = self.loop.epochs
         if self.loop.stop_after is not None:
             end = min(end, progress.epoch + self.loop.stop_after)
         while progress.epoch < end:
-            record = self._epoch(progress)
-            progress.epoch += 1
+            record = self._epoch(progress, resume if progress.iter else None)
+            progress.epoch, progress.iter = progress.epoch + 1, 0
             if self.on_epoch_end is not None and self.env.is_main:
                 record.update(self.on_epoch_end(progress.epoch - 1, record))
-            if self.env.is_main:
-                self.log.write(record)
+            self._write(record)
             history.append(record)
-            last = progress.epoch == end
-            if self.save is not None and self.env.is_main and (last or progress.epoch % self.loop.save_every == 0):
-                self.save(progress)
+            stopping = self._stopping(True)
+            if self.save is not None and self.env.is_main and (stopping or progress.epoch == end or progress.epoch % self.loop.save_every == 0):
+                self.save(progress, self._state(None, None))
+            if stopping and progress.epoch < end:
+                raise self._interrupted(progress)
         return history
 
-    def _epoch(self, progress: Progress) -> dict[str, float]:
-        epoch, accum = progress.epoch, self.loop.accum_iter
-        seed_epoch(self.loop.seed, epoch)
+    def _state(self, generator: torch.Generator | None, sums: EpochSums | None) -> LoopState:
+        rng = capture_rng(generator) if generator is not None else None
+        return LoopState(rng=rng, sums=sums, nonfinite_skipped=self.nonfinite_skipped, dataset_size=self.dataset_size,
+                         world_size=self.env.world_size)
+
+    def _interrupted(self, progress: Progress) -> TrainingInterrupted:
+        assert self.stop is not None
+        # On several ranks, one that got no signal itself stops because another did; it reports SIGTERM.
+        signum = self.stop.signum if self.stop.signum is not None else signal.SIGTERM
+        saved = "a checkpoint was saved" if self.save is not None else "nothing was saved (this command keeps no checkpoint)"
+        return TrainingInterrupted(
+            signum, f"stopped by signal {signum} after optimizer step {progress.step} "
+            f"(epoch {progress.epoch + 1}, {progress.iter} batches into it); {saved}",
+        )
+
+    def _epoch(self, progress: Progress, resume: LoopState | None) -> dict[str, float]:
+        epoch, accum, start_iter = progress.epoch, self.loop.accum_iter, progress.iter
         generator = torch.Generator(self.env.device).manual_seed(epoch_seed(self.loop.seed, epoch, "mask"))
+        if resume is None:
+            assert start_iter == 0, "a mid-epoch start needs the checkpointed loop state"
+            seed_epoch(self.loop.seed, epoch)
+            sums = EpochSums.zeros(self.env.device)
+        else:
+            assert resume.rng is not None and resume.sums is not None, "a mid-epoch checkpoint holds rng and sums"
+            restore_rng(resume.rng, generator)
+            sums = resume.sums
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        loss_sum = torch.zeros((), device=self.env.device)
-        metric_sums: dict[str, torch.Tensor] = {}
-        seen = window_seen = 0
+        nonfinite = NonfiniteGuard(self.loop.on_nonfinite, self.env.device)
+        window_seen = seen_here = 0
         start = window_start = time.perf_counter()
-        lr = self._lr(epoch, 0)
-        bar = tqdm(total=self.steps_per_epoch, desc=f"{self.desc} {epoch + 1}/{self.loop.epochs}",
+        lr = self._lr(epoch, start_iter)
+        bar = tqdm(total=self.steps_per_epoch, initial=start_iter, desc=f"{self.desc} {epoch + 1}/{self.loop.epochs}",
                    disable=None if self.env.is_main else True, dynamic_ncols=True, leave=False)
-        it = -1
-        for it, batch in enumerate(self.make_loader(epoch)):
+        it, grad_norm = start_iter - 1, None
+        for it, batch in enumerate(self.make_loader(epoch, start_iter), start=start_iter):
             if it % accum == 0:
                 lr = self._lr(epoch, it)
                 set_lr(self.optimizer, lr)
-            update = (it + 1) % accum == 0 or it + 1 == self.steps_per_epoch
-            with maybe_no_sync(self.net, sync=update):
+            last = it + 1 == self.steps_per_epoch
+            stepped = (it + 1) % accum == 0 or last
+            # DDP all-reduces the gradients on the cycle's last micro-batch only.
+            with maybe_no_sync(self.net, sync=stepped):
                 with torch.autocast(self.env.device.type, dtype=self.env.amp_dtype or torch.float32,
                                     enabled=self.env.amp_dtype is not None):
                     out = self.step_fn(self.net, batch, generator)
-                (out.loss / accum).backward()
-            if update:
-                if self.optim.clip_grad is not None:
-                    torch.nn.utils.clip_grad_norm_(self.trainable, self.optim.clip_grad)
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
+                loss = out.loss.detach().float()
+                if nonfinite.check(loss, progress.step + 1):
+                    (out.loss / accum).backward()
+                    sums.loss += loss
+                    sums.batches += 1
+                    for key, value in out.metrics.items():
+                        sums.metrics[key] = sums.metrics.get(key, 0) + value.detach().float()
+            if stepped:
+                # The norm is measured at log steps only (a pass over the grads) unless clipping computes it anyway.
+                norm = self._optimizer_step(nonfinite, progress.step + 1, epoch, it, bar,
+                                            want_norm=(it + 1) % self.loop.log_every == 0)
+                grad_norm = norm if norm is not None else grad_norm
                 progress.step += 1
-            loss = out.loss.detach().float()
-            # On a CPU the check is free; on a GPU it is deferred to log steps to avoid a sync per step.
-            if self.env.device.type == "cpu" or (it + 1) % self.loop.log_every == 0:
-                if not math.isfinite(float(loss)):
-                    bar.close()
-                    raise TrainingDiverged(
-                        f"loss is {float(loss)} at epoch {epoch + 1}, iteration {it + 1}; lower the "
-                        "learning rate (--blr), enable --clip-grad, or check the input data"
-                    )
-            loss_sum += loss
-            for key, value in out.metrics.items():
-                metric_sums[key] = metric_sums.get(key, 0) + value.detach().float()
-            seen += out.batch_size
+            sums.seen += out.batch_size
             window_seen += out.batch_size
+            seen_here += out.batch_size
             bar.update(1)
             if (it + 1) % self.loop.log_every == 0:
+                nonfinite.raise_if_found(bar)
                 loss = all_reduce_mean(loss, self.env.world_size)
                 now = time.perf_counter()
                 rate = window_seen * self.env.world_size / max(now - window_start, 1e-9)
                 window_start, window_seen = now, 0
                 record = dict(event="step", epoch=epoch, iter=it + 1, step=progress.step,
                               loss=float(loss), lr=lr, img_per_s=rate)
-                if self.env.is_main:
-                    self.log.write(record)
+                if grad_norm is not None:  # None when a log step falls between accumulation steps
+                    record["grad_norm"], grad_norm = float(grad_norm), None
+                self._write(record)
                 remaining = (self.steps_per_epoch - it - 1) + (self.loop.epochs - epoch - 1) * self.steps_per_epoch
                 bar.set_postfix(loss=f"{float(loss):.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.0f}",
                                 eta=_fmt_time(remaining * out.batch_size / max(rate, 1e-9)))
+            if stepped and not last:
+                self._maybe_save_mid_epoch(progress, it + 1, generator, sums, nonfinite, bar,
+                                           agree_now=(it + 1) % self.loop.log_every == 0)
         bar.close()
-        if it < 0:
+        nonfinite.raise_if_found(bar)
+        if it < start_iter:
             raise ValueError("the training data is empty: no batch was produced; check the dataset and --batch-size")
         elapsed = time.perf_counter() - start
-        n = it + 1
-        world = self.env.world_size
-        record = dict(event="epoch", epoch=epoch, step=progress.step,
-                      loss=float(all_reduce_mean(loss_sum, world)) / n, lr=lr,
-                      img_per_s=seen * world / max(elapsed, 1e-9), epoch_time_s=elapsed)
-        record.update({k: float(all_reduce_mean(v, world)) / n for k, v in metric_sums.items()})
+        n, mean = max(sums.batches, 1), self._rank_mean(sums)
+        record = dict(event="epoch", epoch=epoch, step=progress.step, loss=float(mean.loss) / n, lr=lr,
+                      img_per_s=seen_here * self.env.world_size / max(elapsed, 1e-9),
+                      epoch_time_s=elapsed)
+        record.update({k: float(v) / n for k, v in mean.metrics.items()})
         logger.info("%s epoch %d/%d: loss %.4f, %.0f img/s, %.1fs", self.desc, epoch + 1, self.loop.epochs,
                     record["loss"], record["img_per_s"], elapsed)
         return record
+
+    def _optimizer_step(
+        self, nonfinite: NonfiniteGuard, step: int, epoch: int, it: int, bar, want_norm: bool,
+    ) -> torch.Tensor | None:
+        """Apply (or skip) one optimizer step; returns the gradient norm when clipping or ``want_norm``."""
+        if nonfinite.cycle_bad:
+            # The bad micro-batch never reached backward; drop the rest of the cycle's gradients too.
+            self.optimizer.zero_grad(set_to_none=True)
+            self.nonfinite_skipped += 1
+            logger.warning("skipping optimizer step %d (epoch %d, iteration %d): loss is %s; %d skipped so far "
+                           "(limit --max-nonfinite %d)", step, epoch + 1, it + 1, nonfinite.bad_loss,
+                           self.nonfinite_skipped, self.loop.max_nonfinite)
+            self._write(dict(event="nonfinite", epoch=epoch, iter=it + 1, step=step, loss=nonfinite.bad_loss,
+                                skipped=self.nonfinite_skipped))
+            nonfinite.cycle_bad = False
+            if self.nonfinite_skipped > self.loop.max_nonfinite:
+                bar.close()
+                raise TrainingDiverged(
+                    f"{self.nonfinite_skipped} optimizer steps had a non-finite loss (the last at step {step}), "
+                    f"more than --max-nonfinite {self.loop.max_nonfinite}; lower the learning rate (--blr), "
+                    "enable --clip-grad, or check the input data"
+                )
+            return None
+        norm = None
+        if self.optim.clip_grad is not None:
+            norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.optim.clip_grad)
+        elif want_norm:
+            norm = total_grad_norm(self.trainable)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return norm
+
+    def _rank_mean(self, sums: EpochSums) -> EpochSums:
+        """``sums`` with loss and metrics averaged over ranks (a collective; itself on one rank)."""
+        world = self.env.world_size
+        if world == 1:
+            return sums
+        return EpochSums(loss=all_reduce_mean(sums.loss, world), batches=sums.batches, seen=sums.seen,
+                         metrics={k: all_reduce_mean(v, world) for k, v in sums.metrics.items()})
+
+    def _maybe_save_mid_epoch(
+        self, progress: Progress, done: int, generator, sums: EpochSums, nonfinite: NonfiniteGuard, bar,
+        agree_now: bool,
+    ) -> None:
+        stopping = self._stopping(agree_now)
+        every = self.loop.save_every_steps
+        here = Progress(progress.epoch, progress.step, done)
+        if self.save is not None and (stopping or (every is not None and progress.step % every == 0)):
+            nonfinite.raise_if_found(bar)  # never save weights a deferred check would reject
+            # Every rank resumes from these sums: the rank mean so far, so the epoch's mean stays exact.
+            state = self._state(generator, self._rank_mean(sums))
+            if self.env.is_main:
+                self.save(here, state)
+        if stopping:
+            bar.close()
+            raise self._interrupted(here)
+
+
+class NonfiniteGuard:
+    """Finds a NaN/inf loss at the step it happens.
+
+    "skip" (and any CPU run) checks every micro-batch before its backward pass; "stop" on
+    an accelerator records the first bad step on the device and raises at the next log step,
+    avoiding a host sync per step.
+    """
+
+    def __init__(self, mode: str, device: torch.device) -> None:
+        self.mode, self.sync = mode, mode == "skip" or device.type == "cpu"
+        self.cycle_bad = False
+        self.bad_loss = math.nan
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)  # step index, -1 = none
+        self.first_loss = torch.zeros((), device=device)
+
+    def check(self, loss: torch.Tensor, step: int) -> bool:
+        """True when ``loss`` may be back-propagated."""
+        if not self.sync:
+            bad = ~torch.isfinite(loss) & (self.first_bad < 0)
+            self.first_bad = torch.where(bad, step, self.first_bad)
+            self.first_loss = torch.where(bad, loss, self.first_loss)
+            return True
+        value = float(loss)
+        if math.isfinite(value):
+            return True
+        if self.mode == "stop":
+            raise TrainingDiverged(_diverged_message(step, value))
+        self.cycle_bad, self.bad_loss = True, value
+        return False
+
+    def raise_if_found(self, bar) -> None:
+        if not self.sync and int(self.first_bad) >= 0:
+            bar.close()
+            raise TrainingDiverged(_diverged_message(int(self.first_bad), float(self.first_loss)))
+
+
+def _diverged_message(step: int, loss: float) -> str:
+    return (f"loss is {loss} at optimizer step {step}; stopping (the last checkpoint is intact). Lower the "
+            "learning rate (--blr), enable --clip-grad, check the input data, or pass --on-nonfinite skip")
 
 
 def _fmt_time(seconds: float) -> str:

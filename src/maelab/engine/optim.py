@@ -36,3 +36,11 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     """Set every group's lr, honouring a per-group ``lr_scale`` (layer-wise decay)."""
     for group in optimizer.param_groups:
         group["lr"] = lr * group.get("lr_scale", 1.0)
+
+
+def total_grad_norm(params: list[nn.Parameter]) -> torch.Tensor:
+    """The global L2 norm of the gradients (what ``clip_grad_norm_`` reports), without changing them."""
+    norms = [torch.linalg.vector_norm(p.grad.detach().float()) for p in params if p.grad is not None]
+    if not norms:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack(norms))

@@ -11,10 +11,14 @@ import torch
 
 from maelab.data import DataConfig, DatasetInfo, build_dataset, eval_transform
 from maelab.data.images import DECODE_ERRORS, load_image
-from maelab.engine.checkpoint import load_checkpoint
-from maelab.engine.visualize import Reconstruction, reconstruct, save_reconstruction_grid
+from maelab.engine.visualize import (
+    Reconstruction,
+    reconstruct,
+    save_reconstruction_grid,
+)
+from maelab.interop.load import load_source
 from maelab.masking import num_visible
-from maelab.models import MAEConfig, MaskedAutoencoder
+from maelab.models import MaskedAutoencoder
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +28,7 @@ class ReconstructConfig:
     """Show original, masked input and reconstruction for a few images."""
 
     checkpoint: Path
-    """A maelab pre-training checkpoint (.safetensors) or its run directory."""
+    """A maelab pre-training checkpoint (.safetensors) or run directory, an official MAE .pth, or an HF directory."""
     images: tuple[Path, ...] = ()
     """Image files to reconstruct; default: the first test images of the checkpoint's dataset."""
     dataset: Literal["fashion_mnist", "folder", "cifar10", "synthetic"] | None = None
@@ -36,27 +40,45 @@ class ReconstructConfig:
     seed: int = 0
     output: Path = Path("reconstruction.png")
     device: str = "cpu"
+    target: Literal["pixel", "norm_pixel"] | None = None
+    """What an official .pth predicts, when its name (mae_visualize_* / *_full) does not say."""
 
 
-def load_mae(path: Path, device: str | torch.device = "cpu") -> tuple[MaskedAutoencoder, DatasetInfo, dict]:
-    """Rebuild a pre-trained MAE and its data statistics from a checkpoint."""
-    weights, meta = load_checkpoint(path, device)
-    if meta.kind != "mae":
-        raise ValueError(f"{path} is a {meta.kind!r} checkpoint; reconstruction needs a pre-training ('mae') checkpoint")
-    model = MaskedAutoencoder(MAEConfig.from_dict(meta.model_config)).to(device)
-    model.load_state_dict(weights)
-    raw = dict(meta.data_info or {})
-    if not raw:
+def load_mae(
+    path: Path, device: str | torch.device = "cpu", target: str | None = None
+) -> tuple[MaskedAutoencoder, DatasetInfo, dict]:
+    """Rebuild a pre-trained MAE and its data statistics from a maelab checkpoint, an official MAE
+    release (.pth) or a Hugging Face directory; the third value holds the training data config
+    under ``"data"`` (empty for imported files)."""
+    imported = load_source(path, target)
+    model = imported.build().to(device)  # ValueError naming the fix for an encoder-only file
+    if imported.data_info is None:
         raise ValueError(f"{path} records no data statistics; it cannot be shown in viewable pixels")
-    raw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
-    return model.eval(), DatasetInfo(**raw), meta.extra
+    if imported.origin != "maelab":
+        logger.info("%s: %s model, predicts %s (%s)", path, imported.origin, imported.config.target,
+                    imported.target_source)
+    return model, imported.data_info, {"data": imported.data}
+
+
+def checkpoint_test_set(
+    info: DatasetInfo, extra: dict, dataset: str | None = None, data: Path | None = None, download: bool = True
+):
+    """The test split of the dataset a checkpoint was trained on (or of ``dataset``/``data``), eval-transformed."""
+    saved = extra.get("data", {})
+    data_cfg = DataConfig(
+        dataset=dataset or saved.get("dataset", info.name),
+        data=data if data is not None else (Path(saved["data"]) if saved.get("data") else None),
+        img_size=info.img_size[0], channels=info.channels, download=download,
+        synthetic_size=saved.get("synthetic_size", DataConfig.synthetic_size),
+    )
+    return build_dataset(data_cfg, "test", eval_transform(info))
 
 
 def run_reconstruct(cfg: ReconstructConfig) -> Path:
     """Write the reconstruction grid; returns the output path."""
     if cfg.num_images < 1:
         raise ValueError(f"--num-images must be at least 1; got {cfg.num_images}")
-    model, info, extra = load_mae(cfg.checkpoint, cfg.device)
+    model, info, extra = load_mae(cfg.checkpoint, cfg.device, cfg.target)
     num_visible(model.config.num_patches, cfg.mask_ratio)
     transform = eval_transform(info)
     if cfg.images:
@@ -65,13 +87,9 @@ def run_reconstruct(cfg: ReconstructConfig) -> Path:
             raise ValueError(f"image files not found: {', '.join(missing)}")
         imgs = torch.stack([transform(_read_image(Path(p), info.channels)) for p in cfg.images])
     else:
-        saved = extra.get("data", {})
-        data_cfg = DataConfig(
-            dataset=cfg.dataset or saved.get("dataset", info.name),
-            data=cfg.data if cfg.data is not None else (Path(saved["data"]) if saved.get("data") else None),
-            img_size=info.img_size[0], channels=info.channels,
-        )
-        dataset = build_dataset(data_cfg, "test", transform)
+        if not extra.get("data") and cfg.dataset is None:
+            raise ValueError(f"{cfg.checkpoint} records no dataset to draw images from; pass image files or --dataset")
+        dataset = checkpoint_test_set(info, extra, cfg.dataset, cfg.data)
         imgs = torch.stack([dataset[i][0] for i in range(min(cfg.num_images, len(dataset)))])
     rec: Reconstruction = reconstruct(
         model, imgs.to(cfg.device), info.mean, info.std, cfg.mask_ratio, cfg.mask_strategy, cfg.seed
@@ -89,4 +107,4 @@ def _read_image(path: Path, channels: int) -> torch.Tensor:
         raise ValueError(f"{path} is not a readable image ({exc}); pass image files such as PNG or JPEG") from exc
 
 
-__all__ = ["ReconstructConfig", "load_mae", "run_reconstruct"]
+__all__ = ["ReconstructConfig", "checkpoint_test_set", "load_mae", "run_reconstruct"]

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from maelab.engine.checkpoint import atomic_write
+from maelab.engine.tensorboard import TensorBoardMirror
 
 DEFAULT_RUNS = Path("runs")
 
@@ -29,6 +30,11 @@ def new_run_dir(path: Path | None, prefix: str) -> Path:
     return path
 
 
+def open_log(run_dir: Path, tensorboard: bool, purge_step: int | None = None) -> JsonlLog:
+    """The run's ``log.jsonl``, mirrored to TensorBoard event files when asked for and installed."""
+    return JsonlLog(Path(run_dir) / "log.jsonl", TensorBoardMirror.open(run_dir, tensorboard, purge_step))
+
+
 def write_json(path: Path, obj: Any) -> None:
     text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
     atomic_write(Path(path), lambda f: f.write(text.encode()))
@@ -39,14 +45,26 @@ def read_json(path: Path) -> Any:
 
 
 class JsonlLog:
-    """Append-only JSON-lines metrics log, flushed after every record."""
+    """Append-only JSON-lines metrics log, flushed after every record.
 
-    def __init__(self, path: Path) -> None:
+    The log is the run's source of truth; an optional ``mirror`` (TensorBoard) receives every
+    record after it is written, and every picture announced through :meth:`image`.
+    """
+
+    def __init__(self, path: Path, mirror: TensorBoardMirror | None = None) -> None:
         self.path = Path(path)
+        self.mirror = mirror
 
     def write(self, record: dict[str, Any]) -> None:
         with self.path.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
+        if self.mirror is not None:
+            self.mirror.record(record)
+
+    def image(self, tag: str, path: Path, step: int) -> None:
+        """A picture the run has saved at ``path`` (the PNG is the record; mirrors show it too)."""
+        if self.mirror is not None:
+            self.mirror.image(tag, path, step)
 
     def records(self) -> list[dict[str, Any]]:
         if not self.path.exists():
@@ -55,6 +73,31 @@ class JsonlLog:
 
     def truncate_to_epoch(self, epoch: int) -> None:
         """Drop records of epochs >= ``epoch`` (work lost after the last checkpoint)."""
-        kept = [r for r in self.records() if r.get("epoch", 0) < epoch]
+        self.truncate_to(epoch, 0)
+
+    def truncate_to(self, epoch: int, iteration: int) -> None:
+        """Keep only what happened before a checkpoint taken ``iteration`` batches into ``epoch``.
+
+        Records of earlier epochs stay; of ``epoch`` itself only per-step records (steps,
+        skipped non-finite steps) up to ``iteration``. A resumed run then appends exactly
+        the records an uninterrupted run would have written after that point. A last line
+        cut short by a kill is dropped as well.
+        """
+        kept = []
+        for record in self._readable_records():
+            at = record.get("epoch", 0)
+            if at < epoch or (at == epoch and record.get("event") != "epoch" and record.get("iter", 0) <= iteration):
+                kept.append(record)
         text = "".join(json.dumps(r) + "\n" for r in kept)
         atomic_write(self.path, lambda f: f.write(text.encode()))
+
+    def _readable_records(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        out = []
+        for line in self.path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a record half-written when the process was killed
+        return out

@@ -17,13 +17,29 @@ from timm.models.vision_transformer import Block
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from maelab.masking import MASK_STRATEGIES, MaskSample, mask_from_binary, num_visible, sample_mask
+from maelab.masking import (
+    MASK_STRATEGIES,
+    MaskSample,
+    mask_from_binary,
+    num_visible,
+    sample_mask,
+)
 from maelab.pos_embed import sincos_2d
-from maelab.targets import TARGET_KINDS, grid_shape, make_target, masked_mse
-
+from maelab.targets import (
+    TARGET_KINDS,
+    PCABasis,
+    default_pca_components,
+    grid_shape,
+    make_target,
+    masked_mse,
+    target_dim,
+)
 
 # LayerNorm eps 1e-6 everywhere, as in the reference code and timm's ViT.
-_layer_norm = partial(nn.LayerNorm, eps=1e-6)
+layer_norm = partial(nn.LayerNorm, eps=1e-6)
+
+
+ARCHS: tuple[str, ...] = ("mae", "simmim")
 
 
 def _pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -49,13 +65,24 @@ class MAEConfig:
     decoder_num_heads: int = 16
     mlp_ratio: float = 4.0
     target: str = "norm_pixel"
-    """Regression target: "pixel" or "norm_pixel" (per-patch normalized, the paper's better choice)."""
+    """Regression target: "pixel", "norm_pixel" (per-patch normalized, the paper's better choice),
+    "pca" (coefficients of the leading principal components of standardized patches; the basis is
+    fitted on training patches before training and stored in the model) or "hog" (MaskFeat-style
+    histograms of oriented gradients of each patch)."""
+    pca_components: int | None = None
+    """Components kept by the "pca" target; None: 1/8 of the patch dimension (the paper's 96 of
+    768), at least 4."""
     loss_on_all: bool = False
     """Ablation: average the loss over all patches instead of masked ones only."""
     mask_ratio: float = 0.75
     mask_strategy: str = "random"
     encoder_mask_tokens: bool = False
     """Ablation (paper Table 1c, SimMIM-style): the encoder sees every patch, masked ones replaced by a learned token."""
+    arch: str = "mae"
+    """"mae", or "simmim" (Xie et al. 2021: the encoder sees every patch, masked ones replaced by a
+    learned token, a linear head predicts pixels, L1 loss; the decoder_* fields are unused)."""
+    mask_patch_size: int = 2
+    """SimMIM only: side of the square mask unit, in patches (masks are drawn on that coarser grid)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "img_size", _pair(self.img_size))
@@ -75,8 +102,24 @@ class MAEConfig:
                 raise ValueError(f"{what}embed_dim={dim} must be divisible by 4 for the 2-D sin-cos position embedding")
         if self.target not in TARGET_KINDS:
             raise ValueError(f"target must be one of {', '.join(TARGET_KINDS)}; got {self.target!r}")
+        if self.pca_components is not None and not 1 <= self.pca_components <= self.patch_dim:
+            raise ValueError(
+                f"pca_components must be between 1 and the patch dimension {self.patch_dim}; got {self.pca_components}"
+            )
         if self.mask_strategy not in MASK_STRATEGIES:
             raise ValueError(f"mask_strategy must be one of {', '.join(MASK_STRATEGIES)}; got {self.mask_strategy!r}")
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {', '.join(ARCHS)}; got {self.arch!r}")
+        if self.mask_patch_size < 1:
+            raise ValueError(f"mask_patch_size must be at least 1 patch; got {self.mask_patch_size}")
+        if self.arch == "simmim":
+            if self.target not in ("pixel", "norm_pixel"):
+                raise ValueError(f"SimMIM predicts pixels: target must be 'pixel' or 'norm_pixel'; got {self.target!r}")
+            if self.mask_strategy != "random" or self.encoder_mask_tokens:
+                raise ValueError(
+                    "SimMIM draws random masks on its coarse grid (mask_patch_size) and always puts mask tokens "
+                    "in the encoder: leave mask_strategy 'random' and encoder_mask_tokens False"
+                )
         num_visible(self.num_patches, self.mask_ratio)
 
     @property
@@ -91,6 +134,16 @@ class MAEConfig:
     @property
     def patch_dim(self) -> int:
         return self.patch_size * self.patch_size * self.in_chans
+
+    @property
+    def num_pca_components(self) -> int:
+        """Components the "pca" target keeps (``pca_components`` or its default)."""
+        return self.pca_components if self.pca_components is not None else default_pca_components(self.patch_dim)
+
+    @property
+    def target_dim(self) -> int:
+        """Numbers predicted per patch: p*p*C for pixels, k for PCA, the HOG length for HOG."""
+        return target_dim(self.target, self.patch_size, self.in_chans, self.num_pca_components)
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -112,7 +165,8 @@ class MAEOutput:
 
     Attributes:
         loss: scalar reconstruction loss.
-        pred: (B, L, p*p*C) prediction for every patch, in the target's space.
+        pred: (B, L, D) prediction for every patch, in the target's space (D = p*p*C for
+            pixel targets, k for "pca", the HOG length for "hog").
         mask: (B, L) 0 = visible, 1 = masked.
     """
 
@@ -126,6 +180,8 @@ class MaskedAutoencoder(nn.Module):
 
     def __init__(self, config: MAEConfig) -> None:
         super().__init__()
+        if config.arch != "mae":
+            raise ValueError(f"MaskedAutoencoder builds arch 'mae', not {config.arch!r}; use maelab.models.build_model")
         self.config = config
         c = config
         # Encoder: names and shapes identical to timm's VisionTransformer.
@@ -133,10 +189,10 @@ class MaskedAutoencoder(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c.embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, c.num_patches + 1, c.embed_dim), requires_grad=False)
         self.blocks = nn.ModuleList(
-            Block(c.embed_dim, c.num_heads, c.mlp_ratio, qkv_bias=True, norm_layer=_layer_norm)
+            Block(c.embed_dim, c.num_heads, c.mlp_ratio, qkv_bias=True, norm_layer=layer_norm)
             for _ in range(c.depth)
         )
-        self.norm = _layer_norm(c.embed_dim)
+        self.norm = layer_norm(c.embed_dim)
         # Decoder.
         self.decoder_embed = nn.Linear(c.embed_dim, c.decoder_embed_dim)
         if c.encoder_mask_tokens:
@@ -148,12 +204,20 @@ class MaskedAutoencoder(nn.Module):
             torch.zeros(1, c.num_patches + 1, c.decoder_embed_dim), requires_grad=False
         )
         self.decoder_blocks = nn.ModuleList(
-            Block(c.decoder_embed_dim, c.decoder_num_heads, c.mlp_ratio, qkv_bias=True, norm_layer=_layer_norm)
+            Block(c.decoder_embed_dim, c.decoder_num_heads, c.mlp_ratio, qkv_bias=True, norm_layer=layer_norm)
             for _ in range(c.decoder_depth)
         )
-        self.decoder_norm = _layer_norm(c.decoder_embed_dim)
-        self.decoder_pred = nn.Linear(c.decoder_embed_dim, c.patch_dim)
+        self.decoder_norm = layer_norm(c.decoder_embed_dim)
+        self.decoder_pred = nn.Linear(c.decoder_embed_dim, c.target_dim)
         self.grad_checkpointing = False
+        if c.target == "pca":
+            # Fitted on training patches by the engine (set_pca_basis) and saved with the weights;
+            # std stays 0 until then, which forward() refuses.
+            k, dim = c.num_pca_components, c.patch_dim
+            self.register_buffer("target_pca_mean", torch.zeros(dim))
+            self.register_buffer("target_pca_std", torch.zeros(dim))
+            self.register_buffer("target_pca_components", torch.zeros(k, dim))
+            self.register_buffer("target_pca_variance", torch.zeros(k))
         self.reset_parameters()
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -176,26 +240,39 @@ class MaskedAutoencoder(nn.Module):
         with torch.no_grad():
             self.pos_embed.copy_(sincos_2d(c.embed_dim, c.grid_size).unsqueeze(0))
             self.decoder_pos_embed.copy_(sincos_2d(c.decoder_embed_dim, c.grid_size).unsqueeze(0))
-        # The patch projection is a linear map of flattened patches, initialized as one.
-        weight = self.patch_embed.proj.weight
-        nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
-        nn.init.zeros_(self.patch_embed.proj.bias)
+        init_patch_embed(self.patch_embed)
         nn.init.normal_(self.cls_token, std=0.02)
         token = self.encoder_mask_token if c.encoder_mask_tokens else self.mask_token
         nn.init.normal_(token, std=0.02)
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_linear_and_norm(self)
+
+    # ------------------------------------------------------------------ PCA target
+    def set_pca_basis(self, basis: PCABasis) -> None:
+        """Install the PCA basis the "pca" target projects onto (fitted with ``targets.fit_pca``)."""
+        c = self.config
+        if c.target != "pca":
+            raise ValueError(f"this model's target is {c.target!r}; a PCA basis applies only to target 'pca'")
+        expected = (c.num_pca_components, c.patch_dim)
+        if tuple(basis.components.shape) != expected:
+            raise ValueError(f"PCA basis has components {tuple(basis.components.shape)}; the model needs {expected}")
+        with torch.no_grad():
+            self.target_pca_mean.copy_(basis.mean)
+            self.target_pca_std.copy_(basis.std)
+            self.target_pca_components.copy_(basis.components)
+            self.target_pca_variance.copy_(basis.variance)
+
+    def pca_basis(self) -> PCABasis | None:
+        """The stored PCA basis (None for other targets); ValueError if it was never fitted."""
+        if self.config.target != "pca":
+            return None
+        if not bool((self.target_pca_std > 0).all()):
+            raise ValueError("the PCA target's basis is not fitted: call set_pca_basis(fit_pca(...)) before training")
+        return PCABasis(self.target_pca_mean, self.target_pca_std, self.target_pca_components, self.target_pca_variance)
 
     # ------------------------------------------------------------------ encoder
     def encoder_state_dict(self) -> dict[str, torch.Tensor]:
         """The encoder's weights under timm ``VisionTransformer`` keys (decoder dropped)."""
-        return {k: v for k, v in self.state_dict().items() if not _is_decoder_key(k)}
+        return {k: v for k, v in self.state_dict().items() if not is_decoder_key(k)}
 
     def forward_encoder(self, imgs: torch.Tensor, sample: MaskSample | None = None) -> torch.Tensor:
         """Encode visible patches.
@@ -207,6 +284,19 @@ class MaskedAutoencoder(nn.Module):
             (B, 1 + L_enc, D) with L_enc = L_keep, or L when mask tokens go through the
             encoder or no mask is given.
         """
+        x = self.embed_tokens(imgs, sample)  # (B, 1 + L_enc, D)
+        x = self._run_blocks(self.blocks, x)  # (B, 1 + L_enc, D)
+        return self.norm(x)
+
+    def embed_tokens(self, imgs: torch.Tensor, sample: MaskSample | None = None) -> torch.Tensor:
+        """The encoder's input tokens: patch embeddings (visible ones, or all), position embedding, cls first.
+
+        Args:
+            imgs: (B, C, H, W).
+            sample: which patches are visible; None keeps every patch.
+        Returns:
+            (B, 1 + L_enc, D), what the first encoder block receives.
+        """
         x = self.patch_embed(imgs)  # (B, L, D)
         if sample is not None and self.config.encoder_mask_tokens:
             w = sample.mask.unsqueeze(-1).to(x.dtype)  # (B, L, 1)
@@ -216,9 +306,7 @@ class MaskedAutoencoder(nn.Module):
             index = sample.ids_keep.unsqueeze(-1).expand(-1, -1, x.shape[-1])  # (B, L_keep, D)
             x = torch.gather(x, 1, index)  # (B, L_keep, D)
         cls = (self.cls_token + self.pos_embed[:, :1, :]).expand(x.shape[0], -1, -1)  # (B, 1, D)
-        x = torch.cat([cls, x], dim=1)  # (B, 1 + L_enc, D)
-        x = self._run_blocks(self.blocks, x)  # (B, 1 + L_enc, D)
-        return self.norm(x)
+        return torch.cat([cls, x], dim=1)  # (B, 1 + L_enc, D)
 
     # ------------------------------------------------------------------ decoder
     def forward_decoder(self, latent: torch.Tensor, sample: MaskSample) -> torch.Tensor:
@@ -228,7 +316,7 @@ class MaskedAutoencoder(nn.Module):
             latent: (B, 1 + L_enc, D) encoder output.
             sample: the mask the encoder used.
         Returns:
-            (B, L, p*p*C) predictions in patch order (cls dropped).
+            (B, L, D) predictions in patch order (cls dropped), D = ``config.target_dim``.
         """
         x = self.decoder_embed(latent)  # (B, 1 + L_enc, Dd)
         if not self.config.encoder_mask_tokens:
@@ -240,8 +328,8 @@ class MaskedAutoencoder(nn.Module):
             x = torch.cat([x[:, :1, :], patches], dim=1)  # (B, 1 + L, Dd)
         x = x + self.decoder_pos_embed  # (B, 1 + L, Dd)
         x = self._run_blocks(self.decoder_blocks, x)  # (B, 1 + L, Dd)
-        x = self.decoder_pred(self.decoder_norm(x))  # (B, 1 + L, p*p*C)
-        return x[:, 1:, :]  # (B, L, p*p*C)
+        x = self.decoder_pred(self.decoder_norm(x))  # (B, 1 + L, D)
+        return x[:, 1:, :]  # (B, L, D)
 
     # ------------------------------------------------------------------ full model
     def sample_mask(
@@ -286,11 +374,35 @@ class MaskedAutoencoder(nn.Module):
         else:
             sample = self.sample_mask(imgs.shape[0], mask_ratio, generator, device=imgs.device)
         latent = self.forward_encoder(imgs, sample)  # (B, 1 + L_enc, D)
-        pred = self.forward_decoder(latent, sample)  # (B, L, p*p*C)
-        target = make_target(imgs, c.patch_size, c.target)  # (B, L, p*p*C)
+        pred = self.forward_decoder(latent, sample)  # (B, L, D)
+        # Targets in full precision: under bf16 autocast the PCA projection and HOG filters would round.
+        with torch.autocast(imgs.device.type, enabled=False):
+            target = make_target(imgs.float(), c.patch_size, c.target, pca=self.pca_basis())  # (B, L, D)
         loss = masked_mse(pred.float(), target.float(), sample.mask, c.loss_on_all)
         return MAEOutput(loss=loss, pred=pred, mask=sample.mask)
 
 
-def _is_decoder_key(key: str) -> bool:
-    return key.startswith("decoder_") or key in ("mask_token", "encoder_mask_token")
+
+def init_patch_embed(patch_embed: PatchEmbed) -> None:
+    """The patch projection is a linear map of flattened patches, initialized as one (xavier, zero bias)."""
+    weight = patch_embed.proj.weight
+    nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
+    nn.init.zeros_(patch_embed.proj.bias)
+
+
+def init_linear_and_norm(root: nn.Module) -> None:
+    """The reference initialization of every Linear (xavier-uniform, zero bias) and LayerNorm (1, 0) in ``root``."""
+    for module in root.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
+def is_decoder_key(key: str) -> bool:
+    """True for the decoder's tensors, mask tokens and target buffers: what a timm encoder does not have."""
+    # target_* buffers (the PCA basis) belong to the objective, not the encoder.
+    return key.startswith(("decoder_", "target_")) or key in ("mask_token", "encoder_mask_token")
