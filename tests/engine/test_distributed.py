@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from maelab.engine.checkpoint_store import discard_after
 from maelab.engine.distributed import rank_rows, steps_per_epoch
 from maelab.engine.loop import Environment, make_loader_fn
 from maelab.models import MaskedAutoencoder, get_config
@@ -20,20 +23,21 @@ COMMON = ["pretrain", "--model", "debug", "--dataset", "synthetic", "--synthetic
           "--stop-after", "1", "--log-every", "1", "--vis-every", "10", "--lr", "1e-3", "--warmup-epochs", "0"]
 
 
-def _run(args: list[str], nproc: int = 1) -> subprocess.CompletedProcess:
+def _run(args: list[str], nproc: int = 1, status: int = 0) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
     cmd = [*launcher, "-m", "maelab", *args] if nproc > 1 else [sys.executable, "-m", "maelab", *args]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == status, result.stderr[-3000:]
     return result
 
 
-@pytest.mark.slow  # three interpreter launches: ~30 s on an idle 2-core machine, minutes on a busy one
+@pytest.mark.slow  # six interpreter launches: ~1 min on an idle 2-core machine, minutes on a busy one
 def test_two_gloo_ranks_match_one_process_and_resume_on_one(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     _run([*COMMON, "--batch-size", "16", "--output-dir", str(one)])
-    out = _run([*COMMON, "--batch-size", "8", "--output-dir", str(two)], nproc=2)
+    out = _run([*COMMON, "--batch-size", "8", "--save-every-steps", "2", "--keep-last", "3", "--output-dir", str(two)],
+               nproc=2)
     assert "effective batch 16 (8 per device x 2 devices x 1 accumulation)" in out.stderr
     a = load_file(str(one / "checkpoint-last.safetensors"))
     b = load_file(str(two / "checkpoint-last.safetensors"))
@@ -52,7 +56,22 @@ def test_two_gloo_ranks_match_one_process_and_resume_on_one(tmp_path):
     steps_1 = [line for line in (one / "log.jsonl").read_text().splitlines() if '"event": "step"' in line]
     steps_2 = [line for line in (two / "log.jsonl").read_text().splitlines() if '"event": "step"' in line]
     assert len(steps_1) == len(steps_2) == 4  # 64 images / global batch 16, logged by rank 0 only
-    # The run two ranks saved continues in one process (per-device batch 8 is kept from its config).
+    # From its mid-epoch checkpoint (step 2 of 4) two ranks continue exactly: the same weights and epoch loss.
+    mid = tmp_path / "mid"
+    shutil.copytree(two, mid)
+    discard_after(mid, 2)
+    for ext in ("safetensors", "state.pt"):
+        shutil.copyfile(mid / f"checkpoint-step0000002.{ext}", mid / f"checkpoint-last.{ext}")
+    # One process cannot continue it: a mid-epoch position counts global batches of two ranks.
+    refused = _run(["pretrain", "--resume", str(mid), "--epochs", "2", "--stop-after", "1"], status=2)
+    assert "saved mid-epoch by 2 process(es)" in refused.stderr
+    _run(["pretrain", "--resume", str(mid), "--epochs", "2", "--stop-after", "1"], nproc=2)
+    c = load_file(str(mid / "checkpoint-last.safetensors"))
+    for key in b:
+        assert torch.equal(b[key], c[key]), key
+    ends = [json.loads((run / "log.jsonl").read_text().splitlines()[-1]) for run in (two, mid)]
+    assert ends[0]["event"] == ends[1]["event"] == "epoch" and ends[0]["loss"] == ends[1]["loss"]
+    # The run two ranks saved at the epoch's end continues in one process (per-device batch 8 is kept from its config).
     _run(["pretrain", "--resume", str(two), "--epochs", "2"])
     assert '"epoch": 1' in (two / "log.jsonl").read_text().splitlines()[-1]
 
