@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 import tyro
 
+from maelab.engine.bench import BenchConfig
 from maelab.engine.config import PretrainConfig
 from maelab.engine.eval_config import FinetuneConfig, KnnConfig, LinprobeConfig
 from maelab.engine.loop import TrainingDiverged, TrainingInterrupted
@@ -107,6 +108,34 @@ class Knn:
 
 
 @dataclass(frozen=True)
+class Bench:
+    """Measure pre-training throughput, FLOPs, MFU (against the same run's matmul peak), memory and
+    encoder inference speed for presets, batch sizes and variants; writes <output>.json and <output>.md."""
+
+    config: Annotated[BenchConfig, tyro.conf.arg(name="")] = field(default_factory=BenchConfig)
+
+    def run(self) -> None:
+        from maelab.engine.bench import run_bench
+
+        run_bench(self.config, sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] == "bench" else None)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Write an image folder's train/test splits as WebDataset tar shards (original bytes, labels, shards.json)."""
+
+    image_folder: tyro.conf.Positional[Path]
+    out_dir: tyro.conf.Positional[Path]
+    max_per_shard: int = 1000
+    """Images per shard; use at least (ranks x loader workers) shards per split."""
+
+    def run(self) -> None:
+        from maelab.data.shards import write_shards
+
+        write_shards(self.image_folder, self.out_dir, self.max_per_shard)
+
+
+@dataclass(frozen=True)
 class Demo:
     """Reconstruct your own images in the browser: upload, move the mask-ratio slider, see what the MAE fills in.
     Needs the demo extra: pip install 'maelab[demo]'."""
@@ -148,12 +177,15 @@ class Export:
 
 
 COMMANDS = {"pretrain": Pretrain, "reconstruct": Reconstruct, "models": Models, "finetune": Finetune,
-            "linprobe": Linprobe, "knn": Knn, "demo": Demo, "export": Export}
+            "linprobe": Linprobe, "knn": Knn, "bench": Bench, "shard": Shard, "demo": Demo, "export": Export}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``maelab`` console script; returns the exit status."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    from maelab.engine.distributed import env_rank, shutdown
+
+    # Under torchrun only rank 0 reports progress; the others speak up for warnings and errors.
+    logging.basicConfig(level=logging.INFO if env_rank() == 0 else logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:
         # Inside the try: a top-level config's own validation raises ValueError out of tyro.
         try:
@@ -167,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             # tyro has printed the problem (or the help); its status is ours: 2 for a bad option.
             return exc.code if isinstance(exc.code, int) else 2 if exc.code else 0
         command.run()
+        shutdown()
     except TrainingDiverged as exc:
         logger.error("%s", exc)
         return 1

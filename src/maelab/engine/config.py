@@ -126,6 +126,8 @@ class PretrainConfig:
     """Run directory; default runs/pretrain-<model>-<time>. Never overwritten."""
     vis_every: int = 1
     """Write a reconstruction grid every N epochs (and at the end)."""
+    device_augment: bool = False
+    """Keep crops uint8 until the device and flip + normalize there in batch (for GPUs whose loader lags)."""
     knn_every: int = 0
     """Log kNN accuracy of the cls token (up to 5000 train / 2000 test images) every N epochs; 0 = never."""
 

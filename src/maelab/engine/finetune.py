@@ -28,12 +28,28 @@ from torchvision import transforms
 from torchvision.transforms import v2
 
 from maelab.data import DatasetInfo, MatchChannels, build_dataset, eval_transform
-from maelab.engine.classify import FrozenInEval, build_vit, classifier_config, classifier_meta, init_head, labeled_info, load_encoder, resolve_data
-from maelab.engine.features import encoder_source, eval_loader
+from maelab.engine.classify import (
+    FrozenInEval,
+    build_vit,
+    classifier_config,
+    classifier_meta,
+    init_head,
+    labeled_info,
+    load_encoder,
+    resolve_data,
+)
 from maelab.engine.config import to_jsonable
+from maelab.engine.distributed import agree, steps_per_epoch
 from maelab.engine.eval_config import FINETUNE_EPOCHS, FinetuneConfig
 from maelab.engine.evaluate import ClassifierRun, evaluate
-from maelab.engine.loop import Progress, StepOutput, TrainLoop, setup_environment, make_loader_fn
+from maelab.engine.features import encoder_source, eval_loader
+from maelab.engine.loop import (
+    Progress,
+    StepOutput,
+    TrainLoop,
+    make_loader_fn,
+    setup_environment,
+)
 from maelab.engine.rundir import new_run_dir, open_log, write_json
 
 logger = logging.getLogger(__name__)
@@ -121,6 +137,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
     name = source.name
     run_dir = new_run_dir(cfg.output_dir, f"finetune-{name}" + ("-scratch" if cfg.init == "none" else ""))
     env = setup_environment(loop_cfg)
+    run_dir = agree(run_dir)
 
     torch.manual_seed(loop_cfg.seed)
     vit = build_vit(vit_cfg, cfg.drop_path)
@@ -148,8 +165,9 @@ def finetune(cfg: FinetuneConfig) -> Path:
             imgs, target = mixup(imgs, target)  # target: (B, classes) soft labels
         return StepOutput(loss=criterion(net(imgs).float(), target), batch_size=imgs.shape[0])
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "config.json", to_jsonable(cfg))
+    if env.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "config.json", to_jsonable(cfg))
     extra = dict(command="finetune", **source.provenance(), tune_blocks=cfg.tune_blocks)
     test_batches = eval_loader(test_set, batch, env.device, data_cfg.num_workers)
     run = ClassifierRun(
@@ -162,10 +180,11 @@ def finetune(cfg: FinetuneConfig) -> Path:
     loop = TrainLoop(
         model=model, optimizer=optimizer, step_fn=step,
         make_loader=make_loader_fn(train_set, batch, loop_cfg.seed, env, data_cfg.num_workers),
-        steps_per_epoch=len(train_set) // batch, loop=loop_cfg, optim=cfg.optim, env=env,
-        log=open_log(run_dir, loop_cfg.tensorboard), effective_batch=batch * loop_cfg.accum_iter * env.world_size,
+        steps_per_epoch=steps_per_epoch(len(train_set), batch, env.world_size), loop=loop_cfg, optim=cfg.optim, env=env,
+        log=open_log(run_dir, loop_cfg.tensorboard and env.is_main), effective_batch=batch * loop_cfg.accum_iter * env.world_size,
         on_epoch_end=run.on_epoch_end, save=run.save, desc="finetune",
     )
     loop.run(Progress())
-    run.finish()
+    if env.is_main:
+        run.finish()
     return run_dir

@@ -29,11 +29,18 @@ from torchvision.transforms import v2
 
 from maelab.data import DatasetInfo, MatchChannels, build_dataset, eval_transform
 from maelab.engine.classify import classifier_meta, init_head
-from maelab.engine.features import eval_loader, extract_features, frozen_features
 from maelab.engine.config import to_jsonable
+from maelab.engine.distributed import agree, steps_per_epoch
 from maelab.engine.eval_config import LINPROBE_EPOCHS, LinprobeConfig
 from maelab.engine.evaluate import ClassifierRun, evaluate
-from maelab.engine.loop import Progress, StepOutput, TrainLoop, setup_environment, make_loader_fn
+from maelab.engine.features import eval_loader, extract_features, frozen_features
+from maelab.engine.loop import (
+    Progress,
+    StepOutput,
+    TrainLoop,
+    make_loader_fn,
+    setup_environment,
+)
 from maelab.engine.rundir import new_run_dir, open_log, write_json
 
 logger = logging.getLogger(__name__)
@@ -82,7 +89,7 @@ def linprobe(cfg: LinprobeConfig) -> Path:
     test_images = build_dataset(data_cfg, "test", eval_transform(info))
     if len(train_images) < batch:
         raise ValueError(f"the training set has {len(train_images)} images, fewer than --batch-size {batch}; lower it")
-    run_dir = new_run_dir(cfg.output_dir, f"linprobe-{frozen.name}")
+    run_dir = agree(new_run_dir(cfg.output_dir, f"linprobe-{frozen.name}"))
     # The encoder (if any) stays in eval mode throughout; the loop switches only the head to train mode.
     head = model.head
     encode = frozen.encode
@@ -114,8 +121,9 @@ def linprobe(cfg: LinprobeConfig) -> Path:
         test_set = TensorDataset(*test_feats)
         evaluate_fn = lambda: evaluate(head, eval_loader(test_set, 4096, env.device), env.device)  # noqa: E731
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "config.json", to_jsonable(cfg))
+    if env.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "config.json", to_jsonable(cfg))
     extra = dict(command="linprobe", **frozen.provenance, pool=cfg.pool, augment=cfg.augment,
                  optimizer=cfg.optimizer, feature_dim=frozen.dim)
     run = ClassifierRun(
@@ -125,12 +133,13 @@ def linprobe(cfg: LinprobeConfig) -> Path:
     loop = TrainLoop(
         model=head, optimizer=optimizer, step_fn=step,
         make_loader=make_loader_fn(train_set, batch, cfg.loop.seed, env, data_cfg.num_workers if cfg.augment else 0),
-        steps_per_epoch=len(train_set) // batch, loop=cfg.loop, optim=cfg.optim, env=env,
-        log=open_log(run_dir, cfg.loop.tensorboard), effective_batch=batch * cfg.loop.accum_iter * env.world_size,
+        steps_per_epoch=steps_per_epoch(len(train_set), batch, env.world_size), loop=cfg.loop, optim=cfg.optim, env=env,
+        log=open_log(run_dir, cfg.loop.tensorboard and env.is_main), effective_batch=batch * cfg.loop.accum_iter * env.world_size,
         on_epoch_end=run.on_epoch_end, save=run.save, desc="linprobe",
     )
     loop.run(Progress())
-    run.finish()
+    if env.is_main:
+        run.finish()
     return run_dir
 
 

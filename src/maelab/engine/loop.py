@@ -4,13 +4,16 @@ A command supplies a ``step_fn`` that turns a batch into a :class:`StepOutput`; 
 owns everything else: lr schedule, gradient accumulation, autocast, clipping, the
 non-finite check, progress bar, JSONL log, epoch callbacks and checkpoints. It can stop
 between optimizer steps (a signal, see :mod:`maelab.engine.signals`) and continue there
-exactly (:mod:`maelab.engine.resume`, :mod:`maelab.engine.seeding`).
+exactly (:mod:`maelab.engine.resume`, :mod:`maelab.engine.seeding`). Under torchrun it runs
+data-parallel (:mod:`maelab.engine.distributed`): the step function gets the DDP wrapper,
+metrics are averaged over ranks, and only rank 0 logs and saves.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import signal
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -21,8 +24,21 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from maelab.engine.config import LoopConfig, OptimConfig
+from maelab.engine.distributed import (
+    all_reduce_mean,
+    any_rank,
+    init_from_env,
+    maybe_no_sync,
+    wrap_ddp,
+)
 from maelab.engine.optim import lr_at, set_lr, total_grad_norm
-from maelab.engine.resume import EpochSums, LoopState, Progress, capture_rng, restore_rng
+from maelab.engine.resume import (
+    EpochSums,
+    LoopState,
+    Progress,
+    capture_rng,
+    restore_rng,
+)
 from maelab.engine.rundir import JsonlLog
 from maelab.engine.seeding import epoch_seed, make_loader_fn, seed_epoch
 from maelab.engine.signals import StopRequest, TrainingInterrupted
@@ -71,7 +87,8 @@ def setup_environment(cfg: LoopConfig) -> Environment:
     amp = None
     if cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda"):
         amp = torch.bfloat16
-    return Environment(device=device, amp_dtype=amp)
+    device, dist_state = init_from_env(device)
+    return Environment(device=device, amp_dtype=amp, rank=dist_state.rank, world_size=dist_state.world_size)
 
 
 @dataclass
@@ -81,6 +98,7 @@ class TrainLoop:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     step_fn: Callable[[nn.Module, Any, torch.Generator], StepOutput]
+    """Gets ``model``, or its DDP wrapper on several ranks (the wrapper must run the forward)."""
     make_loader: Callable[[int, int], Iterable]
     """``make_loader(epoch, start)``: the batches of one epoch from batch ``start`` on."""
     steps_per_epoch: int
@@ -91,7 +109,7 @@ class TrainLoop:
     effective_batch: int
     on_epoch_end: Callable[[int, dict[str, float]], dict[str, float]] | None = None
     save: Callable[[Progress, LoopState], None] | None = None
-    """Writes a checkpoint; called at epoch ends and, when ``progress.iter > 0``, inside an epoch."""
+    """Writes a checkpoint (on rank 0 only); called at epoch ends and, when ``progress.iter > 0``, inside an epoch."""
     desc: str = "train"
     trainable: list[nn.Parameter] = field(default_factory=list)
     stop: StopRequest | None = None
@@ -103,8 +121,24 @@ class TrainLoop:
         assert self.loop.epochs is not None, "resolve the command's default epochs before building the loop"
         if not self.trainable:
             self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        if self.env.world_size > 1 and self.loop.on_nonfinite == "skip":
+            # A rank that skips its backward would leave the others waiting in DDP's gradient all-reduce.
+            raise ValueError("--on-nonfinite skip works in one process only; under torchrun use --on-nonfinite stop")
+        # Checkpoints use the plain model; the step function gets the DDP wrapper.
+        self.net = wrap_ddp(self.model, self.env.world_size, self.env.device)
         self.base_lr = self.optim.absolute_lr(self.effective_batch)
         self.nonfinite_skipped = 0
+
+    def _write(self, record: dict[str, Any]) -> None:
+        if self.env.is_main:
+            self.log.write(record)
+
+    def _stopping(self, agree_now: bool) -> bool:
+        """Whether to stop; on several ranks they agree (a collective) only where ``agree_now`` is true on all."""
+        requested = self.stop is not None and self.stop.requested
+        if self.env.world_size == 1:
+            return requested
+        return agree_now and any_rank(requested, self.env.device)
 
     def _lr(self, epoch: int, it: int) -> float:
         return lr_at(
@@ -117,9 +151,10 @@ class TrainLoop:
         ``progress.iter > 0``. Returns the epoch records."""
         history = []
         logger.info(
-            "training %s: %d epochs x %d steps, effective batch %d, lr %.3g, device %s%s",
-            self.desc, self.loop.epochs, self.steps_per_epoch, self.effective_batch, self.base_lr,
-            self.env.device, f", autocast {self.env.amp_dtype}" if self.env.amp_dtype else "",
+            "training %s: %d epochs x %d steps, effective batch %d (%d per device x %d devices x %d accumulation), "
+            "lr %.3g, device %s%s", self.desc, self.loop.epochs, self.steps_per_epoch, self.effective_batch,
+            self.effective_batch // (self.env.world_size * self.loop.accum_iter), self.env.world_size,
+            self.loop.accum_iter, self.base_lr, self.env.device, f", autocast {self.env.amp_dtype}" if self.env.amp_dtype else "",
         )
         if self.optim.warmup_epochs >= self.loop.epochs:
             logger.warning(
@@ -135,12 +170,12 @@ class TrainLoop:
         while progress.epoch < end:
             record = self._epoch(progress, resume if progress.iter else None)
             progress.epoch, progress.iter = progress.epoch + 1, 0
-            if self.on_epoch_end is not None:
+            if self.on_epoch_end is not None and self.env.is_main:
                 record.update(self.on_epoch_end(progress.epoch - 1, record))
-            self.log.write(record)
+            self._write(record)
             history.append(record)
-            stopping = self.stop is not None and self.stop.requested
-            if self.save is not None and (stopping or progress.epoch == end or progress.epoch % self.loop.save_every == 0):
+            stopping = self._stopping(True)
+            if self.save is not None and self.env.is_main and (stopping or progress.epoch == end or progress.epoch % self.loop.save_every == 0):
                 self.save(progress, self._state(None, None))
             if stopping and progress.epoch < end:
                 raise self._interrupted(progress)
@@ -148,13 +183,16 @@ class TrainLoop:
 
     def _state(self, generator: torch.Generator | None, sums: EpochSums | None) -> LoopState:
         rng = capture_rng(generator) if generator is not None else None
-        return LoopState(rng=rng, sums=sums, nonfinite_skipped=self.nonfinite_skipped, dataset_size=self.dataset_size)
+        return LoopState(rng=rng, sums=sums, nonfinite_skipped=self.nonfinite_skipped, dataset_size=self.dataset_size,
+                         world_size=self.env.world_size)
 
     def _interrupted(self, progress: Progress) -> TrainingInterrupted:
-        assert self.stop is not None and self.stop.signum is not None
+        assert self.stop is not None
+        # On several ranks, one that got no signal itself stops because another did; it reports SIGTERM.
+        signum = self.stop.signum if self.stop.signum is not None else signal.SIGTERM
         saved = "a checkpoint was saved" if self.save is not None else "nothing was saved (this command keeps no checkpoint)"
         return TrainingInterrupted(
-            self.stop.signum, f"stopped by signal {self.stop.signum} after optimizer step {progress.step} "
+            signum, f"stopped by signal {signum} after optimizer step {progress.step} "
             f"(epoch {progress.epoch + 1}, {progress.iter} batches into it); {saved}",
         )
 
@@ -182,18 +220,20 @@ class TrainLoop:
             if it % accum == 0:
                 lr = self._lr(epoch, it)
                 set_lr(self.optimizer, lr)
-            with torch.autocast(self.env.device.type, dtype=self.env.amp_dtype or torch.float32,
-                                enabled=self.env.amp_dtype is not None):
-                out = self.step_fn(self.model, batch, generator)
-            loss = out.loss.detach().float()
-            if nonfinite.check(loss, progress.step + 1):
-                (out.loss / accum).backward()
-                sums.loss += loss
-                sums.batches += 1
-                for key, value in out.metrics.items():
-                    sums.metrics[key] = sums.metrics.get(key, 0) + value.detach().float()
             last = it + 1 == self.steps_per_epoch
             stepped = (it + 1) % accum == 0 or last
+            # DDP all-reduces the gradients on the cycle's last micro-batch only.
+            with maybe_no_sync(self.net, sync=stepped):
+                with torch.autocast(self.env.device.type, dtype=self.env.amp_dtype or torch.float32,
+                                    enabled=self.env.amp_dtype is not None):
+                    out = self.step_fn(self.net, batch, generator)
+                loss = out.loss.detach().float()
+                if nonfinite.check(loss, progress.step + 1):
+                    (out.loss / accum).backward()
+                    sums.loss += loss
+                    sums.batches += 1
+                    for key, value in out.metrics.items():
+                        sums.metrics[key] = sums.metrics.get(key, 0) + value.detach().float()
             if stepped:
                 # The norm is measured at log steps only (a pass over the grads) unless clipping computes it anyway.
                 norm = self._optimizer_step(nonfinite, progress.step + 1, epoch, it, bar,
@@ -206,29 +246,31 @@ class TrainLoop:
             bar.update(1)
             if (it + 1) % self.loop.log_every == 0:
                 nonfinite.raise_if_found(bar)
+                loss = all_reduce_mean(loss, self.env.world_size)
                 now = time.perf_counter()
-                rate = window_seen / max(now - window_start, 1e-9)
+                rate = window_seen * self.env.world_size / max(now - window_start, 1e-9)
                 window_start, window_seen = now, 0
                 record = dict(event="step", epoch=epoch, iter=it + 1, step=progress.step,
                               loss=float(loss), lr=lr, img_per_s=rate)
                 if grad_norm is not None:  # None when a log step falls between accumulation steps
                     record["grad_norm"], grad_norm = float(grad_norm), None
-                self.log.write(record)
+                self._write(record)
                 remaining = (self.steps_per_epoch - it - 1) + (self.loop.epochs - epoch - 1) * self.steps_per_epoch
                 bar.set_postfix(loss=f"{float(loss):.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.0f}",
                                 eta=_fmt_time(remaining * out.batch_size / max(rate, 1e-9)))
             if stepped and not last:
-                self._maybe_save_mid_epoch(progress, it + 1, generator, sums, nonfinite, bar)
+                self._maybe_save_mid_epoch(progress, it + 1, generator, sums, nonfinite, bar,
+                                           agree_now=(it + 1) % self.loop.log_every == 0)
         bar.close()
         nonfinite.raise_if_found(bar)
         if it < start_iter:
             raise ValueError("the training data is empty: no batch was produced; check the dataset and --batch-size")
         elapsed = time.perf_counter() - start
-        n = max(sums.batches, 1)
-        record = dict(event="epoch", epoch=epoch, step=progress.step, loss=float(sums.loss) / n, lr=lr,
-                      img_per_s=seen_here / max(elapsed, 1e-9),
+        n, mean = max(sums.batches, 1), self._rank_mean(sums)
+        record = dict(event="epoch", epoch=epoch, step=progress.step, loss=float(mean.loss) / n, lr=lr,
+                      img_per_s=seen_here * self.env.world_size / max(elapsed, 1e-9),
                       epoch_time_s=elapsed)
-        record.update({k: float(v) / n for k, v in sums.metrics.items()})
+        record.update({k: float(v) / n for k, v in mean.metrics.items()})
         logger.info("%s epoch %d/%d: loss %.4f, %.0f img/s, %.1fs", self.desc, epoch + 1, self.loop.epochs,
                     record["loss"], record["img_per_s"], elapsed)
         return record
@@ -244,7 +286,7 @@ class TrainLoop:
             logger.warning("skipping optimizer step %d (epoch %d, iteration %d): loss is %s; %d skipped so far "
                            "(limit --max-nonfinite %d)", step, epoch + 1, it + 1, nonfinite.bad_loss,
                            self.nonfinite_skipped, self.loop.max_nonfinite)
-            self.log.write(dict(event="nonfinite", epoch=epoch, iter=it + 1, step=step, loss=nonfinite.bad_loss,
+            self._write(dict(event="nonfinite", epoch=epoch, iter=it + 1, step=step, loss=nonfinite.bad_loss,
                                 skipped=self.nonfinite_skipped))
             nonfinite.cycle_bad = False
             if self.nonfinite_skipped > self.loop.max_nonfinite:
@@ -264,15 +306,27 @@ class TrainLoop:
         self.optimizer.zero_grad(set_to_none=True)
         return norm
 
+    def _rank_mean(self, sums: EpochSums) -> EpochSums:
+        """``sums`` with loss and metrics averaged over ranks (a collective; itself on one rank)."""
+        world = self.env.world_size
+        if world == 1:
+            return sums
+        return EpochSums(loss=all_reduce_mean(sums.loss, world), batches=sums.batches, seen=sums.seen,
+                         metrics={k: all_reduce_mean(v, world) for k, v in sums.metrics.items()})
+
     def _maybe_save_mid_epoch(
         self, progress: Progress, done: int, generator, sums: EpochSums, nonfinite: NonfiniteGuard, bar,
+        agree_now: bool,
     ) -> None:
-        stopping = self.stop is not None and self.stop.requested
+        stopping = self._stopping(agree_now)
         every = self.loop.save_every_steps
         here = Progress(progress.epoch, progress.step, done)
         if self.save is not None and (stopping or (every is not None and progress.step % every == 0)):
             nonfinite.raise_if_found(bar)  # never save weights a deferred check would reject
-            self.save(here, self._state(generator, sums))
+            # Every rank resumes from these sums: the rank mean so far, so the epoch's mean stays exact.
+            state = self._state(generator, self._rank_mean(sums))
+            if self.env.is_main:
+                self.save(here, state)
         if stopping:
             bar.close()
             raise self._interrupted(here)

@@ -9,16 +9,42 @@ from pathlib import Path
 
 import torch
 
-from maelab.data import DataConfig, DatasetInfo, build_dataset, dataset_info, eval_transform, pretrain_transform
+from maelab.data import (
+    DataConfig,
+    DatasetInfo,
+    build_dataset,
+    dataset_info,
+    eval_transform,
+    pretrain_transform,
+)
+from maelab.data.transforms import batch_flip_normalize, pretrain_crop_uint8
 from maelab.engine.checkpoint import CheckpointMeta, load_checkpoint
-from maelab.engine.checkpoint_store import discard_after, find_resumable, remove_stale_temporaries, save_resumable
+from maelab.engine.checkpoint_store import (
+    discard_after,
+    find_resumable,
+    remove_stale_temporaries,
+    save_resumable,
+)
 from maelab.engine.config import PretrainConfig, from_jsonable, to_jsonable
+from maelab.engine.distributed import agree, rank_rows, steps_per_epoch
 from maelab.engine.knn import KnnMonitor
-from maelab.engine.loop import LoopState, Progress, StepOutput, TrainLoop, make_loader_fn, setup_environment
+from maelab.engine.loop import (
+    Environment,
+    LoopState,
+    Progress,
+    StepOutput,
+    TrainLoop,
+    make_loader_fn,
+    setup_environment,
+)
 from maelab.engine.optim import build_adamw
 from maelab.engine.rundir import new_run_dir, open_log, read_json, write_json
 from maelab.engine.signals import TrainingInterrupted, graceful_stop
-from maelab.engine.visualize import reconstruct, save_loss_plot, save_reconstruction_grid
+from maelab.engine.visualize import (
+    reconstruct,
+    save_loss_plot,
+    save_reconstruction_grid,
+)
 from maelab.models import MAEConfig, MaskedAutoencoder, build_model, get_config
 from maelab.targets import fit_pca, patchify
 
@@ -109,10 +135,27 @@ def merge_resume(saved: PretrainConfig, given: PretrainConfig) -> PretrainConfig
     return merged
 
 
-def mae_step(device: torch.device):
-    def step(model: MaskedAutoencoder, batch, generator: torch.Generator) -> StepOutput:
-        imgs = batch[0].to(device, non_blocking=True)
-        out = model(imgs, generator=generator)
+def mae_step(env: Environment, device_augment: DatasetInfo | None = None):
+    """The pre-training step; with ``device_augment`` the batch arrives uint8 and is flipped and normalized here.
+
+    ``model`` may be the DDP wrapper of a MaskedAutoencoder or SimMIM.
+    """
+
+    def step(model, batch, generator: torch.Generator) -> StepOutput:
+        imgs = batch[0].to(env.device, non_blocking=True)
+        world = env.world_size
+        if device_augment is not None:
+            # Flips drawn for the whole global batch, like the masks: the same for any world size.
+            coins = torch.rand(imgs.shape[0] * world, device=env.device, generator=generator)  # (N*B,)
+            flip = rank_rows(coins, env.rank, world) < 0.5  # (B,)
+            imgs = batch_flip_normalize(imgs, device_augment.mean, device_augment.std, flip)  # (B, C, H, W)
+        if world == 1:
+            out = model(imgs, generator=generator)
+        else:
+            # Draw the whole global batch's masks and keep this rank's rows: the same masks as one process.
+            plain = getattr(model, "module", model)
+            sample = plain.sample_mask(imgs.shape[0] * world, generator=generator, device=env.device)
+            out = model(imgs, mask=rank_rows(sample.mask, env.rank, world))  # mask: (B, L)
         return StepOutput(loss=out.loss, batch_size=imgs.shape[0])
 
     return step
@@ -154,7 +197,11 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
     # Validate everything that can fail before any file is written.
     model_cfg, data_cfg = resolve_model_and_data(cfg)
     info = dataset_info(data_cfg)
-    train_set = build_dataset(data_cfg, "train", pretrain_transform(info, data_cfg.augment))
+    if cfg.device_augment and data_cfg.augment != "random_resized_crop":
+        raise ValueError(f"--device-augment implements the default augmentation only, not --augment {data_cfg.augment}; "
+                         "drop one of the two")
+    train_set = build_dataset(data_cfg, "train", pretrain_crop_uint8(info) if cfg.device_augment
+                              else pretrain_transform(info, data_cfg.augment))
     vis_set = build_dataset(data_cfg, "test", eval_transform(info))
     if len(train_set) < cfg.loop.batch_size:
         raise ValueError(
@@ -162,12 +209,15 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
             "lower --batch-size"
         )
     env = setup_environment(cfg.loop)
+    run_dir = agree(run_dir)
     knn = KnnMonitor(data_cfg, info, env.device, cfg.loop.batch_size) if cfg.knn_every else None
 
     torch.manual_seed(cfg.loop.seed)
     model = build_model(model_cfg).to(env.device)
     if state is None and model_cfg.target == "pca":
-        fit_pca_target(model, train_set, cfg.loop.seed)
+        # The basis is fitted on normalized images: with --device-augment the training set yields uint8 crops.
+        fit_set = build_dataset(data_cfg, "train", pretrain_transform(info)) if cfg.device_augment else train_set
+        fit_pca_target(model, fit_set, cfg.loop.seed)
     optimizer = build_adamw(model, cfg.optim)
     progress, loop_state = Progress(), None
     if state is not None:
@@ -182,17 +232,25 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
                 f"{loop_state.dataset_size}; the data changed since the checkpoint, so the run cannot continue "
                 "exactly. Restore the data, or start a new run"
             )
+        if progress.iter and loop_state.world_size != env.world_size:
+            raise ValueError(
+                f"{weights_path.name} was saved mid-epoch by {loop_state.world_size} process(es); continue it with "
+                f"the same number (this run has {env.world_size}), or resume from an epoch-end checkpoint"
+            )
         logger.info("resuming %s from %s: epoch %d, %d batches into it, optimizer step %d",
                     run_dir, weights_path.name, progress.epoch + 1, progress.iter, progress.step)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(run_dir)
-    if state is not None:
-        discard_after(run_dir, progress.step)
-    write_json(run_dir / "config.json", to_jsonable(cfg))
+    if env.is_main:  # the other ranks write nothing
+        run_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(run_dir)
+        if state is not None:
+            discard_after(run_dir, progress.step)
+        write_json(run_dir / "config.json", to_jsonable(cfg))
     # On resume, TensorBoard drops events after the checkpoint's step, as the JSONL log drops later records.
-    log = open_log(run_dir, cfg.loop.tensorboard, purge_step=progress.step + 1 if state is not None else None)
-    log.truncate_to(progress.epoch, progress.iter)
+    log = open_log(run_dir, cfg.loop.tensorboard and env.is_main,
+                   purge_step=progress.step + 1 if state is not None else None)
+    if env.is_main:
+        log.truncate_to(progress.epoch, progress.iter)
     vis_imgs = torch.stack([vis_set[i][0] for i in range(min(NUM_VIS_IMAGES, len(vis_set)))]).to(env.device)
 
     def meta(p: Progress) -> CheckpointMeta:
@@ -216,9 +274,9 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
 
     accum = cfg.loop.accum_iter
     loop = TrainLoop(
-        model=model, optimizer=optimizer, step_fn=mae_step(env.device),
+        model=model, optimizer=optimizer, step_fn=mae_step(env, info if cfg.device_augment else None),
         make_loader=make_loader_fn(train_set, cfg.loop.batch_size, cfg.loop.seed, env, data_cfg.num_workers),
-        steps_per_epoch=len(train_set) // cfg.loop.batch_size, loop=cfg.loop, optim=cfg.optim, env=env, log=log,
+        steps_per_epoch=steps_per_epoch(len(train_set), cfg.loop.batch_size, env.world_size), loop=cfg.loop, optim=cfg.optim, env=env, log=log,
         effective_batch=cfg.loop.batch_size * accum * env.world_size, on_epoch_end=on_epoch_end, save=save,
         desc="pretrain", dataset_size=len(train_set),
     )

@@ -4,7 +4,8 @@ Every epoch's order is a permutation drawn from ``(seed, epoch)``; every sample'
 augmentation runs under RNGs seeded from ``(seed, epoch, index)``. So a batch's content
 depends neither on how many loader workers there are nor on whether the process was
 restarted in the middle of the epoch: resuming after ``k`` batches only has to drop the
-first ``k`` batches of the order, without decoding them.
+first ``k`` batches of the order, without decoding them. Nor does it depend on the number of
+data-parallel ranks: each takes its share of every global batch (:func:`make_loader_fn`).
 """
 
 from __future__ import annotations
@@ -104,16 +105,30 @@ def _ignore_stop_signals(worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+def rank_share(order: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """This rank's share of an order of whole global batches: positions rank, rank + N, rank + 2N, ...
+
+    (K * N * B,) -> (K * B,): the union of the ranks' k-th batches is the k-th global batch, and a
+    rank's j-th sample of it is the global batch's row ``rank + N * j`` (as :func:`~maelab.engine.distributed.rank_rows`).
+    """
+    return order[rank::world_size]
+
+
 def make_loader_fn(dataset: Dataset, batch_size: int, seed: int, env: Environment, num_workers: int):
     """A function ``make(epoch, start=0)`` giving that epoch's DataLoader from batch ``start`` on.
 
     The order and every sample's augmentation are fixed by ``(seed, epoch)``; ``start``
-    skips batches already trained on (exact mid-epoch resume) without loading them.
+    skips batches already trained on (exact mid-epoch resume) without loading them. On N ranks
+    ``batch_size`` is per rank: the order is cut into global batches of N x ``batch_size`` and each
+    rank takes its share, with the same per-image seeds, so N ranks see what one process with
+    batch N x ``batch_size`` sees.
     """
     wrapped = SeededSamples(dataset)
+    global_batch = batch_size * env.world_size
 
     def make(epoch: int, start: int = 0) -> DataLoader:
-        order = epoch_order(len(dataset), batch_size, seed, epoch)[start * batch_size:]
+        order = epoch_order(len(dataset), global_batch, seed, epoch)[start * global_batch:]  # (K * N * B,)
+        order = rank_share(order, env.rank, env.world_size)  # (K * B,)
         base = epoch_seed(seed, epoch, "sample")
         keys = [(i, sample_seed(base, i)) for i in order.tolist()]
         return DataLoader(

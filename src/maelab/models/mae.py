@@ -15,6 +15,7 @@ import torch
 from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from maelab.masking import (
     MASK_STRATEGIES,
@@ -208,6 +209,7 @@ class MaskedAutoencoder(nn.Module):
         )
         self.decoder_norm = layer_norm(c.decoder_embed_dim)
         self.decoder_pred = nn.Linear(c.decoder_embed_dim, c.target_dim)
+        self.grad_checkpointing = False
         if c.target == "pca":
             # Fitted on training patches by the engine (set_pca_basis) and saved with the weights;
             # std stays 0 until then, which forward() refuses.
@@ -217,6 +219,20 @@ class MaskedAutoencoder(nn.Module):
             self.register_buffer("target_pca_components", torch.zeros(k, dim))
             self.register_buffer("target_pca_variance", torch.zeros(k))
         self.reset_parameters()
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block's activations in the backward pass instead of storing them (timm's name).
+
+        A run-time switch, not architecture: it changes memory and speed, never the result.
+        """
+        self.grad_checkpointing = enable
+
+    def _run_blocks(self, blocks: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) -> (B, N, D) through ``blocks``, checkpointed when enabled and training."""
+        use_ckpt = self.grad_checkpointing and self.training and torch.is_grad_enabled()
+        for block in blocks:
+            x = checkpoint(block, x, use_reentrant=False) if use_ckpt else block(x)
+        return x
 
     def reset_parameters(self) -> None:
         """Initialization of the paper's reference code."""
@@ -269,8 +285,7 @@ class MaskedAutoencoder(nn.Module):
             encoder or no mask is given.
         """
         x = self.embed_tokens(imgs, sample)  # (B, 1 + L_enc, D)
-        for block in self.blocks:
-            x = block(x)
+        x = self._run_blocks(self.blocks, x)  # (B, 1 + L_enc, D)
         return self.norm(x)
 
     def embed_tokens(self, imgs: torch.Tensor, sample: MaskSample | None = None) -> torch.Tensor:
@@ -312,8 +327,7 @@ class MaskedAutoencoder(nn.Module):
             patches = torch.gather(patches, 1, index)  # (B, L, Dd), patch order
             x = torch.cat([x[:, :1, :], patches], dim=1)  # (B, 1 + L, Dd)
         x = x + self.decoder_pos_embed  # (B, 1 + L, Dd)
-        for block in self.decoder_blocks:
-            x = block(x)
+        x = self._run_blocks(self.decoder_blocks, x)  # (B, 1 + L, Dd)
         x = self.decoder_pred(self.decoder_norm(x))  # (B, 1 + L, D)
         return x[:, 1:, :]  # (B, L, D)
 
