@@ -103,8 +103,31 @@ class Knn:
         run_knn(self.config)
 
 
+@dataclass(frozen=True)
+class Ablate:
+    """Run a sweep of pre-training variants (a YAML file, or a built-in name such as mask_ratio), evaluate
+    each cell (linear probe + kNN, fine-tune optional), write results.csv, results.md and plots. Resumable."""
+
+    sweep: tyro.conf.Positional[str]
+    """Sweep file (YAML) or built-in sweep name (see src/maelab/sweeps)."""
+    output_dir: Path | None = None
+    """Sweep directory; default runs/ablate/<sweep name>. Rerunning with the same directory resumes."""
+    isolate: bool = True
+    """Run each cell in its own Python process (a crash or kill loses only that cell)."""
+    only: tuple[str, ...] = ()
+    """Run only these cells (names like mask_ratio=0.75-seed0, or without the -seedN suffix)."""
+
+    def run(self) -> int:
+        from maelab.engine.ablate import run_sweep
+
+        _, failed = run_sweep(self.sweep, self.output_dir, self.isolate, self.only)
+        if failed:
+            logger.error("%d cell(s) of the sweep are not finished ok; see the table (rerun to retry them)", failed)
+        return 1 if failed else 0
+
+
 COMMANDS = {"pretrain": Pretrain, "reconstruct": Reconstruct, "models": Models, "finetune": Finetune,
-            "linprobe": Linprobe, "knn": Knn}
+            "linprobe": Linprobe, "knn": Knn, "ablate": Ablate}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,14 +141,14 @@ def main(argv: list[str] | None = None) -> int:
             prog="maelab",
             config=(tyro.conf.OmitArgPrefixes, tyro.conf.OmitSubcommandPrefixes),
         )
-        command.run()
+        status = command.run()
     except TrainingDiverged as exc:
         logger.error("%s", exc)
         return 1
     except (ValueError, FileNotFoundError) as exc:
         print(f"maelab: error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

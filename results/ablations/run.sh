@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Run (or continue) every built-in ablation sweep on Fashion-MNIST, one sweep at a time, and copy
+# each sweep's report and raw logs (no checkpoints) into results/ablations/<sweep>/.
+# Resumable: `maelab ablate` skips finished cells and redoes an interrupted cell's unfinished stage,
+# so rerunning this script continues where it stopped.
+# Each sweep runs the code of the commit checked out when it starts (a copy of src/ taken with
+# git archive under runs/ablations/src-<commit>), so edits to the working tree never change a
+# sweep half-way; the commit is recorded in results/ablations/<sweep>/machine.txt.
+# Usage (repository root): bash results/ablations/run.sh [SWEEP ...]    (no SWEEP = all, in order)
+#                          bash results/ablations/run.sh --collect      (only copy what finished so far)
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=results/ablations
+RUNS=runs/ablations
+ORDER="mask_ratio mask_sampling target mask_tokens decoder_depth simmim_vs_mae augmentation decoder_width schedule"
+mkdir -p "$RUNS"
+
+collect() {  # copy a sweep directory without checkpoints
+  local name=$1
+  [[ -d $RUNS/$name ]] || return 0
+  mkdir -p "$OUT/$name"
+  tar -C "$RUNS/$name" --exclude='*.safetensors' -cf - . | tar -C "$OUT/$name" -xf -
+}
+
+machine() {
+  echo "host: $(uname -srm); cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
+  echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (the 2 cores were shared with other sessions)"
+  python3 -c 'import torch, timm; print(f"torch {torch.__version__}, timm {timm.__version__}, threads {torch.get_num_threads()}")'
+}
+
+if [[ ${1:-} == --collect ]]; then
+  for name in $ORDER; do collect "$name"; done
+  exit 0
+fi
+
+status=0
+for name in ${*:-$ORDER}; do
+  commit=$(git rev-parse --short HEAD)
+  src=$RUNS/src-$commit
+  if [[ ! -d $src ]]; then mkdir -p "$src" && git archive HEAD src | tar -x -C "$src"; fi
+  mkdir -p "$OUT/$name"
+  {
+    echo "=== $(date -u '+%Y-%m-%d %H:%M:%S UTC') commit $commit"
+    echo "command: PYTHONPATH=$src/src python -m maelab ablate $name --output-dir $RUNS/$name"
+    PYTHONPATH=$src/src machine
+  } >> "$OUT/$name/machine.txt"
+  echo "$(date -u +%H:%M:%S) sweep $name (commit $commit)"
+  PYTHONPATH=$src/src python -m maelab ablate "$name" --output-dir "$RUNS/$name" >> "$OUT/$name/ablate.log" 2>&1
+  rc=$?
+  echo "exit status $rc at $(date -u '+%H:%M:%S UTC')" >> "$OUT/$name/machine.txt"
+  [[ $rc -ne 0 ]] && status=1 && echo "sweep $name: exit $rc (see $OUT/$name/ablate.log)"
+  collect "$name"
+done
+exit $status
