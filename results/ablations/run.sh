@@ -33,8 +33,10 @@ if [[ ${1:-} == --collect ]]; then
   exit 0
 fi
 
-status=0
-for name in ${*:-$ORDER}; do
+# A sweep whose file does not validate yet (exit 2: e.g. a model or target added by a later commit)
+# is tried again after the others, with the commit checked out then.
+run_sweep() {
+  local name=$1
   commit=$(git rev-parse --short HEAD)
   src=$RUNS/src-$commit
   if [[ ! -d $src ]]; then mkdir -p "$src" && git archive HEAD src | tar -x -C "$src"; fi
@@ -48,7 +50,18 @@ for name in ${*:-$ORDER}; do
   PYTHONPATH=$src/src python -m maelab ablate "$name" --output-dir "$RUNS/$name" >> "$OUT/$name/ablate.log" 2>&1
   rc=$?
   echo "exit status $rc at $(date -u '+%H:%M:%S UTC')" >> "$OUT/$name/machine.txt"
-  [[ $rc -ne 0 ]] && status=1 && echo "sweep $name: exit $rc (see $OUT/$name/ablate.log)"
+  [[ $rc -ne 0 ]] && echo "sweep $name: exit $rc (see $OUT/$name/ablate.log)"
   collect "$name"
+  return $rc
+}
+
+status=0
+retry=""
+for name in ${*:-$ORDER}; do
+  run_sweep "$name"; rc=$?
+  if [[ $rc -eq 2 ]]; then retry="$retry $name"; elif [[ $rc -ne 0 ]]; then status=1; fi
+done
+for name in $retry; do
+  run_sweep "$name" || status=1
 done
 exit $status
