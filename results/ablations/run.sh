@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run (or continue) every built-in ablation sweep on Fashion-MNIST, one sweep at a time, and copy
-# each sweep's report and raw logs (no checkpoints) into results/ablations/<sweep>/.
+# each sweep's report and raw logs (no checkpoints or optimizer states) into results/ablations/<sweep>/.
 # Resumable: `maelab ablate` skips finished cells and redoes an interrupted cell's unfinished stage,
 # so rerunning this script continues where it stopped.
 # Each sweep runs the code of the commit checked out when it starts (a copy of src/ taken with
@@ -19,7 +19,7 @@ collect() {  # copy a sweep directory without checkpoints
   local name=$1
   [[ -d $RUNS/$name ]] || return 0
   mkdir -p "$OUT/$name"
-  tar -C "$RUNS/$name" --exclude='*.safetensors' -cf - . | tar -C "$OUT/$name" -xf -
+  tar -C "$RUNS/$name" --exclude='*.safetensors' --exclude='*.state.pt' -cf - . | tar -C "$OUT/$name" -xf -
 }
 
 machine() {
