@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install maelab and what it needs into a virtual environment (.venv, or $MAELAB_VENV).
 #   ./install.sh          the package, PyTorch and the real Fashion-MNIST (Debian package, when apt is usable)
-#   ./install.sh --test   the same plus the test extras (pytest, transformers)
+#   ./install.sh --test   the same plus the test extras (pytest, transformers, scikit-image)
 # A venv keeps clear of system Pythons that refuse pip installs (PEP 668, Debian 12 and later).
 # PyTorch goes first: left to pip's resolver, a range like torch>=2.2 pulls the newest CUDA build
 # (several GB). MAELAB_TORCH overrides the tested pair below, e.g. MAELAB_TORCH="torch torchvision".

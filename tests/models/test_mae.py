@@ -154,7 +154,7 @@ def test_registry_names_and_overrides():
         (dict(decoder_num_heads=3), "decoder_num_heads=3 must divide"),
         (dict(num_heads=3), "num_heads=3 must divide"),
         (dict(mask_ratio=1.0), "open interval"),
-        (dict(target="hog"), "target must be one of"),
+        (dict(target="dvae"), "target must be one of"),
         (dict(mask_strategy="checker"), "mask_strategy must be one of"),
         (dict(decoder_depth=0), "at least 1"),
     ],

@@ -72,7 +72,9 @@ class ModelOptions:
 
     mask_ratio: float | None = None
     mask_strategy: Literal["random", "block", "grid"] | None = None
-    target: Literal["pixel", "norm_pixel"] | None = None
+    target: Literal["pixel", "norm_pixel", "pca", "hog"] | None = None
+    pca_components: int | None = None
+    """Components kept by --target pca (default: 1/8 of the patch dimension, at least 4)."""
     decoder_depth: int | None = None
     decoder_embed_dim: int | None = None
     encoder_mask_tokens: bool | None = None

@@ -18,10 +18,14 @@ from maelab.engine.optim import build_adamw
 from maelab.engine.rundir import JsonlLog, new_run_dir, read_json, write_json
 from maelab.engine.visualize import reconstruct, save_loss_plot, save_reconstruction_grid
 from maelab.models import MAEConfig, MaskedAutoencoder, get_config
+from maelab.targets import fit_pca, patchify
 
 logger = logging.getLogger(__name__)
 
 NUM_VIS_IMAGES = 8
+# The PCA target's basis is fitted on patches of this many training images, at most this many patches.
+PCA_FIT_IMAGES = 1000
+PCA_FIT_PATCHES = 50_000
 DEFAULT_EPOCHS = 3
 # Options that may differ when a run is resumed; everything else comes from the run itself.
 RESUMABLE_CHANGES = {
@@ -78,6 +82,20 @@ def mae_step(device: torch.device):
     return step
 
 
+def fit_pca_target(model: MaskedAutoencoder, dataset: torch.utils.data.Dataset, seed: int) -> None:
+    """Fit the "pca" target's basis on patches of a seeded sample of (augmented) training images."""
+    gen = torch.Generator().manual_seed(seed)
+    picks = torch.randperm(len(dataset), generator=gen)[:PCA_FIT_IMAGES].tolist()
+    imgs = torch.stack([dataset[i][0] for i in picks])  # (N, C, H, W)
+    patches = patchify(imgs, model.config.patch_size).flatten(0, 1)  # (N*L, P)
+    patches = patches[torch.randperm(patches.shape[0], generator=gen)[:PCA_FIT_PATCHES]]  # (M, P)
+    basis = fit_pca(patches, model.config.num_pca_components)
+    model.set_pca_basis(basis)
+    kept = float(basis.variance.sum() / patches.shape[1])
+    logger.info("PCA target: %d components fitted on %d patches keep %.1f%% of the standardized variance",
+                basis.components.shape[0], patches.shape[0], 100 * kept)
+
+
 def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
     """Run (or resume) pre-training; returns the run directory."""
     if resume is not None:
@@ -112,6 +130,8 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
 
     torch.manual_seed(cfg.loop.seed)
     model = MaskedAutoencoder(model_cfg).to(env.device)
+    if state is None and model_cfg.target == "pca":
+        fit_pca_target(model, train_set, cfg.loop.seed)
     optimizer = build_adamw(model, cfg.optim)
     progress = Progress()
     if state is not None:

@@ -11,8 +11,15 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from maelab.models import MaskedAutoencoder
-from maelab.targets import patchify, prediction_to_pixels, unpatchify
+from maelab.targets import make_target, patchify, prediction_to_pixels, unpatchify
 
+NOTES = {
+    "pixel": "pixel model: predictions shown as predicted",
+    "norm_pixel": "norm-pixel model: each predicted patch de-normalized with the true patch's mean/std (display only)",
+    "pca": "PCA model: predicted coefficients shown through the fitted basis (rank-k patches)",
+    "hog": "HOG model: predicts gradient histograms, not pixels; reconstruction rows show the masked input, "
+           "mse is in HOG space",
+}
 ROW_TITLES = ("original", "masked input", "reconstruction", "reconstruction +\nvisible patches")
 
 
@@ -50,10 +57,19 @@ def reconstruct(
     sample = model.sample_mask(imgs.shape[0], mask_ratio, gen, strategy, device=imgs.device)
     out = model(imgs, mask=sample.mask)
     model.train(was_training)
-    pred = prediction_to_pixels(out.pred.float(), imgs, cfg.patch_size, cfg.target)  # (B, L, P)
     target = patchify(imgs, cfg.patch_size)  # (B, L, P)
     w = out.mask.unsqueeze(-1)  # (B, L, 1)
-    mask_mse = (((pred - target) ** 2).mean(-1) * out.mask).sum(1) / out.mask.sum(1)  # (B,)
+    gray = (0.5 - torch.tensor(mean, device=imgs.device)) / torch.tensor(std, device=imgs.device)  # (C,)
+    gray_patch = gray.repeat(cfg.patch_size * cfg.patch_size)  # (P,) in (p, p, C) order
+    if cfg.target == "hog":
+        # Gradient histograms have no pixel inverse: the reconstruction rows repeat the masked
+        # input and the score is the masked-patch error in HOG space.
+        pred = target * (1 - w) + gray_patch * w  # (B, L, P)
+        err = ((out.pred.float() - make_target(imgs.float(), cfg.patch_size, "hog")) ** 2).mean(-1)  # (B, L)
+    else:
+        pred = prediction_to_pixels(out.pred.float(), imgs, cfg.patch_size, cfg.target, model.pca_basis())  # (B, L, P)
+        err = ((pred - target) ** 2).mean(-1)  # (B, L)
+    mask_mse = (err * out.mask).sum(1) / out.mask.sum(1)  # (B,)
 
     def view(patches: torch.Tensor) -> torch.Tensor:
         x = unpatchify(patches, cfg.patch_size, cfg.grid_size, cfg.in_chans)  # (B, C, H, W)
@@ -61,12 +77,7 @@ def reconstruct(
         s = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
         return (x * s + m).clamp(0, 1)
 
-    gray = (0.5 - torch.tensor(mean, device=imgs.device)) / torch.tensor(std, device=imgs.device)  # (C,)
-    gray_patch = gray.repeat(cfg.patch_size * cfg.patch_size)  # (P,) in (p, p, C) order
-    note = (
-        "norm-pixel model: each predicted patch de-normalized with the true patch's mean/std (display only)"
-        if cfg.target == "norm_pixel" else "pixel model: predictions shown as predicted"
-    )
+    note = NOTES[cfg.target]
     return Reconstruction(
         original=view(target),
         masked=view(target * (1 - w) + gray_patch * w),

@@ -16,10 +16,23 @@ from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from maelab.masking import MASK_STRATEGIES, MaskSample, mask_from_binary, num_visible, sample_mask
+from maelab.masking import (
+    MASK_STRATEGIES,
+    MaskSample,
+    mask_from_binary,
+    num_visible,
+    sample_mask,
+)
 from maelab.pos_embed import sincos_2d
-from maelab.targets import TARGET_KINDS, grid_shape, make_target, masked_mse
-
+from maelab.targets import (
+    TARGET_KINDS,
+    PCABasis,
+    default_pca_components,
+    grid_shape,
+    make_target,
+    masked_mse,
+    target_dim,
+)
 
 # LayerNorm eps 1e-6 everywhere, as in the reference code and timm's ViT.
 _layer_norm = partial(nn.LayerNorm, eps=1e-6)
@@ -48,7 +61,13 @@ class MAEConfig:
     decoder_num_heads: int = 16
     mlp_ratio: float = 4.0
     target: str = "norm_pixel"
-    """Regression target: "pixel" or "norm_pixel" (per-patch normalized, the paper's better choice)."""
+    """Regression target: "pixel", "norm_pixel" (per-patch normalized, the paper's better choice),
+    "pca" (coefficients of the leading principal components of standardized patches; the basis is
+    fitted on training patches before training and stored in the model) or "hog" (MaskFeat-style
+    histograms of oriented gradients of each patch)."""
+    pca_components: int | None = None
+    """Components kept by the "pca" target; None: 1/8 of the patch dimension (the paper's 96 of
+    768), at least 4."""
     loss_on_all: bool = False
     """Ablation: average the loss over all patches instead of masked ones only."""
     mask_ratio: float = 0.75
@@ -74,6 +93,10 @@ class MAEConfig:
                 raise ValueError(f"{what}embed_dim={dim} must be divisible by 4 for the 2-D sin-cos position embedding")
         if self.target not in TARGET_KINDS:
             raise ValueError(f"target must be one of {', '.join(TARGET_KINDS)}; got {self.target!r}")
+        if self.pca_components is not None and not 1 <= self.pca_components <= self.patch_dim:
+            raise ValueError(
+                f"pca_components must be between 1 and the patch dimension {self.patch_dim}; got {self.pca_components}"
+            )
         if self.mask_strategy not in MASK_STRATEGIES:
             raise ValueError(f"mask_strategy must be one of {', '.join(MASK_STRATEGIES)}; got {self.mask_strategy!r}")
         num_visible(self.num_patches, self.mask_ratio)
@@ -90,6 +113,16 @@ class MAEConfig:
     @property
     def patch_dim(self) -> int:
         return self.patch_size * self.patch_size * self.in_chans
+
+    @property
+    def num_pca_components(self) -> int:
+        """Components the "pca" target keeps (``pca_components`` or its default)."""
+        return self.pca_components if self.pca_components is not None else default_pca_components(self.patch_dim)
+
+    @property
+    def target_dim(self) -> int:
+        """Numbers predicted per patch: p*p*C for pixels, k for PCA, the HOG length for HOG."""
+        return target_dim(self.target, self.patch_size, self.in_chans, self.num_pca_components)
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -111,7 +144,8 @@ class MAEOutput:
 
     Attributes:
         loss: scalar reconstruction loss.
-        pred: (B, L, p*p*C) prediction for every patch, in the target's space.
+        pred: (B, L, D) prediction for every patch, in the target's space (D = p*p*C for
+            pixel targets, k for "pca", the HOG length for "hog").
         mask: (B, L) 0 = visible, 1 = masked.
     """
 
@@ -151,7 +185,15 @@ class MaskedAutoencoder(nn.Module):
             for _ in range(c.decoder_depth)
         )
         self.decoder_norm = _layer_norm(c.decoder_embed_dim)
-        self.decoder_pred = nn.Linear(c.decoder_embed_dim, c.patch_dim)
+        self.decoder_pred = nn.Linear(c.decoder_embed_dim, c.target_dim)
+        if c.target == "pca":
+            # Fitted on training patches by the engine (set_pca_basis) and saved with the weights;
+            # std stays 0 until then, which forward() refuses.
+            k, dim = c.num_pca_components, c.patch_dim
+            self.register_buffer("target_pca_mean", torch.zeros(dim))
+            self.register_buffer("target_pca_std", torch.zeros(dim))
+            self.register_buffer("target_pca_components", torch.zeros(k, dim))
+            self.register_buffer("target_pca_variance", torch.zeros(k))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -175,6 +217,29 @@ class MaskedAutoencoder(nn.Module):
             elif isinstance(module, nn.LayerNorm):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
+
+    # ------------------------------------------------------------------ PCA target
+    def set_pca_basis(self, basis: PCABasis) -> None:
+        """Install the PCA basis the "pca" target projects onto (fitted with ``targets.fit_pca``)."""
+        c = self.config
+        if c.target != "pca":
+            raise ValueError(f"this model's target is {c.target!r}; a PCA basis applies only to target 'pca'")
+        expected = (c.num_pca_components, c.patch_dim)
+        if tuple(basis.components.shape) != expected:
+            raise ValueError(f"PCA basis has components {tuple(basis.components.shape)}; the model needs {expected}")
+        with torch.no_grad():
+            self.target_pca_mean.copy_(basis.mean)
+            self.target_pca_std.copy_(basis.std)
+            self.target_pca_components.copy_(basis.components)
+            self.target_pca_variance.copy_(basis.variance)
+
+    def pca_basis(self) -> PCABasis | None:
+        """The stored PCA basis (None for other targets); ValueError if it was never fitted."""
+        if self.config.target != "pca":
+            return None
+        if not bool((self.target_pca_std > 0).all()):
+            raise ValueError("the PCA target's basis is not fitted: call set_pca_basis(fit_pca(...)) before training")
+        return PCABasis(self.target_pca_mean, self.target_pca_std, self.target_pca_components, self.target_pca_variance)
 
     # ------------------------------------------------------------------ encoder
     def encoder_state_dict(self) -> dict[str, torch.Tensor]:
@@ -213,7 +278,7 @@ class MaskedAutoencoder(nn.Module):
             latent: (B, 1 + L_enc, D) encoder output.
             sample: the mask the encoder used.
         Returns:
-            (B, L, p*p*C) predictions in patch order (cls dropped).
+            (B, L, D) predictions in patch order (cls dropped), D = ``config.target_dim``.
         """
         x = self.decoder_embed(latent)  # (B, 1 + L_enc, Dd)
         if not self.config.encoder_mask_tokens:
@@ -226,8 +291,8 @@ class MaskedAutoencoder(nn.Module):
         x = x + self.decoder_pos_embed  # (B, 1 + L, Dd)
         for block in self.decoder_blocks:
             x = block(x)
-        x = self.decoder_pred(self.decoder_norm(x))  # (B, 1 + L, p*p*C)
-        return x[:, 1:, :]  # (B, L, p*p*C)
+        x = self.decoder_pred(self.decoder_norm(x))  # (B, 1 + L, D)
+        return x[:, 1:, :]  # (B, L, D)
 
     # ------------------------------------------------------------------ full model
     def sample_mask(
@@ -272,12 +337,15 @@ class MaskedAutoencoder(nn.Module):
         else:
             sample = self.sample_mask(imgs.shape[0], mask_ratio, generator, device=imgs.device)
         latent = self.forward_encoder(imgs, sample)  # (B, 1 + L_enc, D)
-        pred = self.forward_decoder(latent, sample)  # (B, L, p*p*C)
-        target = make_target(imgs, c.patch_size, c.target)  # (B, L, p*p*C)
+        pred = self.forward_decoder(latent, sample)  # (B, L, D)
+        # Targets in full precision: under bf16 autocast the PCA projection and HOG filters would round.
+        with torch.autocast(imgs.device.type, enabled=False):
+            target = make_target(imgs.float(), c.patch_size, c.target, pca=self.pca_basis())  # (B, L, D)
         loss = masked_mse(pred.float(), target.float(), sample.mask, c.loss_on_all)
         return MAEOutput(loss=loss, pred=pred, mask=sample.mask)
 
 
 
 def _is_decoder_key(key: str) -> bool:
-    return key.startswith("decoder_") or key in ("mask_token", "encoder_mask_token")
+    # target_* buffers (the PCA basis) belong to the objective, not the encoder.
+    return key.startswith(("decoder_", "target_")) or key in ("mask_token", "encoder_mask_token")
