@@ -51,8 +51,7 @@ def run_sweep(spec: str | Path, output_dir: Path | None = None, isolate: bool = 
         raise ValueError(f"--only {', '.join(only)}: no such cell; cells: {', '.join(c.name for c in sweep.cells)}")
     _check_resumable(sweep, sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    if not (sweep_dir / "sweep.yaml").exists():
-        shutil.copyfile(path, sweep_dir / "sweep.yaml")
+    shutil.copyfile(path, sweep_dir / "sweep.yaml")  # the file of the latest run (cells are checked above)
     for i, cell in enumerate(cells):
         cell_dir = sweep_dir / "cells" / cell.name
         result = _read_result(cell_dir)

@@ -39,6 +39,8 @@ def write_report(sweep: Sweep, sweep_dir: Path) -> int:
         for row in rows:
             writer.writerow({k: _short(row.get(k)) for k in columns})
     groups = aggregate(rows)
+    if sweep.plot_x is not None and all(isinstance(g["first"].get(sweep.plot_x), (int, float)) for g in groups):
+        groups.sort(key=lambda g: g["first"][sweep.plot_x])
     (sweep_dir / "results.md").write_text(markdown(sweep, groups, rows))
     _plot(sweep, groups, sweep_dir)
     return sum(row["status"] != "ok" for row in rows)
