@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 
 import pytest
 import yaml
 
 from maelab.cli import main
 from maelab.engine import ablate
-from maelab.engine.ablate import run_cell, run_sweep
+from maelab.engine.ablate import run_sweep
 from maelab.engine.ablate_config import builtin_sweeps, load_sweep, parse_sweep
 
 SWEEP = {
@@ -159,3 +160,11 @@ def test_cli_bad_sweep_exits_2_before_writing(tmp_path, capsys):
 def test_builtin_sweeps_validate(name):
     sweep = load_sweep(name)
     assert sweep.cells and all(c.pretrain.model for c in sweep.cells)
+
+
+def test_second_ablate_on_a_busy_directory_is_refused(tmp_path):
+    sweep_dir = tmp_path / "out"
+    sweep_dir.mkdir()
+    (sweep_dir / ablate.LOCK).write_text(str(os.getpid()))  # a live process holds it
+    with pytest.raises(ValueError, match="in use by another maelab ablate"):
+        run_sweep(_write(tmp_path), sweep_dir, isolate=False)

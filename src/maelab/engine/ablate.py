@@ -36,13 +36,12 @@ logger = logging.getLogger(__name__)
 
 STAGES = ("pretrain", "linprobe", "knn", "finetune")
 RESULT = "result.json"
+LOCK = "ablate.lock"
 
 
 def run_sweep(spec: str | Path, output_dir: Path | None = None, isolate: bool = True,
               only: tuple[str, ...] = ()) -> tuple[Path, int]:
     """Run the sweep's unfinished cells and write the report; returns (sweep dir, failed cell count)."""
-    from maelab.engine.ablate_report import write_report
-
     path = resolve_sweep_path(spec)
     sweep = load_sweep(path)
     sweep_dir = Path(output_dir) if output_dir is not None else Path("runs") / "ablate" / sweep.name
@@ -51,7 +50,20 @@ def run_sweep(spec: str | Path, output_dir: Path | None = None, isolate: bool = 
         raise ValueError(f"--only {', '.join(only)}: no such cell; cells: {', '.join(c.name for c in sweep.cells)}")
     _check_resumable(sweep, sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path, sweep_dir / "sweep.yaml")  # the file of the latest run (cells are checked above)
+    _lock(sweep_dir)
+    try:
+        shutil.copyfile(path, sweep_dir / "sweep.yaml")  # the file of the latest run (cells are checked above)
+        failed = _run_cells(sweep, sweep_dir, cells, isolate)
+    finally:
+        (sweep_dir / LOCK).unlink(missing_ok=True)
+    logger.info("sweep %s: %d cells, %d not ok; report %s", sweep.name, len(sweep.cells), failed,
+                sweep_dir / "results.md")
+    return sweep_dir, failed
+
+
+def _run_cells(sweep: Sweep, sweep_dir: Path, cells: list[Cell], isolate: bool) -> int:
+    from maelab.engine.ablate_report import write_report
+
     for i, cell in enumerate(cells):
         cell_dir = sweep_dir / "cells" / cell.name
         result = _read_result(cell_dir)
@@ -70,10 +82,27 @@ def run_sweep(spec: str | Path, output_dir: Path | None = None, isolate: bool = 
         status = result["status"] if result else "failed"
         logger.info("[%d/%d] %s: %s", i + 1, len(cells), cell.name, status)
         write_report(sweep, sweep_dir)
-    failed = write_report(sweep, sweep_dir)
-    logger.info("sweep %s: %d cells, %d not ok; report %s", sweep.name, len(sweep.cells), failed,
-                sweep_dir / "results.md")
-    return sweep_dir, failed
+    return write_report(sweep, sweep_dir)
+
+
+def _lock(sweep_dir: Path) -> None:
+    """Refuse a second ``maelab ablate`` on the same directory (both would run the same cells)."""
+    path = sweep_dir / LOCK
+    if path.exists():
+        pid = int(path.read_text().strip() or 0)
+        if pid and _alive(pid):
+            raise ValueError(f"{sweep_dir} is in use by another maelab ablate (pid {pid}); wait for it or stop it")
+    path.write_text(str(os.getpid()))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def cell_to_json(cell: Cell) -> dict[str, Any]:
