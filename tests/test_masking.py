@@ -3,6 +3,7 @@ import torch
 
 from maelab.masking import (
     block_masking,
+    coarse_random_masking,
     grid_masking,
     mask_from_binary,
     num_visible,
@@ -144,3 +145,33 @@ def test_mask_from_binary_keeps_patch_order_and_validates():
         mask_from_binary(torch.tensor([[0.5, 0, 1, 0]]))
     with pytest.raises(ValueError, match="every patch"):
         mask_from_binary(torch.ones(1, 4))
+
+
+def test_coarse_mask_is_blockwise_with_simmim_count():
+    mask = coarse_random_masking(64, (8, 8), 0.6, 2, torch.Generator().manual_seed(0))  # (B, 64)
+    assert mask.shape == (64, 64)
+    grid = mask.view(64, 8, 8)
+    blocks = grid.view(64, 4, 2, 4, 2)
+    # Every 2x2 block is all-masked or all-visible, and ceil(16 * 0.6) = 10 of 16 blocks are masked.
+    assert torch.all(blocks.amin(dim=(2, 4)) == blocks.amax(dim=(2, 4)))
+    assert torch.all(blocks.amax(dim=(2, 4)).sum(dim=(1, 2)) == 10)
+    assert torch.all(mask.sum(1) == 40)
+    # Uniform over blocks: every block is masked in roughly 10/16 of the samples.
+    many = coarse_random_masking(4000, (8, 8), 0.6, 2, torch.Generator().manual_seed(1)).mean(0)
+    assert torch.allclose(many, torch.full((64,), 10 / 16), atol=0.04)
+    # Same generator seed, same mask.
+    again = coarse_random_masking(64, (8, 8), 0.6, 2, torch.Generator().manual_seed(0))
+    assert torch.equal(mask, again)
+
+
+def test_coarse_mask_on_a_grid_the_block_does_not_divide():
+    # Fashion: a 7x7 patch grid with 2x2 blocks -> a 4x4 block grid cropped to 7x7.
+    mask = coarse_random_masking(500, (7, 7), 0.6, 2, torch.Generator().manual_seed(2))
+    assert mask.shape == (500, 49)
+    coarse = torch.zeros(500, 8, 8)
+    coarse[:, :7, :7] = mask.view(500, 7, 7)
+    blocks = coarse.view(500, 4, 2, 4, 2)[:, :3, :, :3, :]  # the whole blocks
+    assert torch.all(blocks.amin(dim=(2, 4)) == blocks.amax(dim=(2, 4)))
+    assert 0.5 < mask.mean().item() < 0.7 and mask.sum(1).min() > 0 and mask.sum(1).max() < 49
+    with pytest.raises(ValueError, match="masks all"):
+        coarse_random_masking(1, (2, 2), 0.9, 2)

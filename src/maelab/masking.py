@@ -110,6 +110,57 @@ def mask_from_binary(mask: torch.Tensor) -> MaskSample:
     return _from_shuffle(ids_shuffle, num_keep)
 
 
+@dataclass(frozen=True)
+class PixelMask:
+    """A mask for models that see every patch (SimMIM): no index bookkeeping, so the number of
+    masked patches may differ between samples.
+
+    Attributes:
+        mask: (B, L) float, 0 = visible, 1 = masked, in patch order.
+    """
+
+    mask: torch.Tensor
+
+
+def coarse_random_masking(
+    batch: int,
+    grid_size: tuple[int, int],
+    mask_ratio: float,
+    mask_patch: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """SimMIM's masks: random on a coarse grid of ``mask_patch`` x ``mask_patch`` patch blocks.
+
+    ``ceil(N_c * r)`` of the N_c = ceil(h / m) * ceil(w / m) blocks are masked (SimMIM's count),
+    uniformly without replacement, and each block masks all its patches. When ``mask_patch`` does
+    not divide the grid, the coarse grid overhangs the bottom/right edge and is cropped, so the
+    fraction of masked patches varies a little between samples.
+
+    Returns:
+        (B, L) float mask, 1 = masked, in patch order.
+    """
+    rows, cols = _check_grid(grid_size)
+    if mask_patch < 1:
+        raise ValueError(f"mask_patch_size must be at least 1 patch; got {mask_patch}")
+    if not 0.0 < mask_ratio < 1.0:
+        raise ValueError(f"mask_ratio must be in the open interval (0, 1); got {mask_ratio}")
+    coarse_rows, coarse_cols = -(-rows // mask_patch), -(-cols // mask_patch)
+    num_coarse = coarse_rows * coarse_cols
+    num_mask = math.ceil(num_coarse * mask_ratio)
+    if num_mask >= num_coarse:
+        raise ValueError(
+            f"mask_ratio={mask_ratio} masks all {num_coarse} mask blocks; lower it or use a smaller mask_patch_size"
+        )
+    if generator is not None:
+        device = generator.device
+    noise = torch.rand(batch, num_coarse, generator=generator, device=device)  # (B, N_c)
+    ranks = torch.argsort(torch.argsort(noise, dim=1), dim=1)  # (B, N_c) rank of each block
+    coarse = (ranks < num_mask).float().view(batch, coarse_rows, coarse_cols)  # (B, h_c, w_c)
+    fine = coarse.repeat_interleave(mask_patch, 1).repeat_interleave(mask_patch, 2)  # (B, h_c*m, w_c*m)
+    return fine[:, :rows, :cols].reshape(batch, rows * cols)  # (B, L)
+
+
 def _check_grid(grid_size: tuple[int, int]) -> tuple[int, int]:
     rows, cols = grid_size
     if rows < 1 or cols < 1:

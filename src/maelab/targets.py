@@ -237,6 +237,23 @@ def masked_mse(
     return (per_patch * mask).sum() / mask.sum()
 
 
+def masked_l1(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, loss_on_all: bool = False
+) -> torch.Tensor:
+    """SimMIM's loss: mean absolute error over the values of masked patches (or all patches).
+
+    Args:
+        pred, target: (B, L, P).
+        mask: (B, L), 1 = masked.
+    Returns:
+        scalar loss.
+    """
+    per_patch = (pred - target).abs().mean(dim=-1)  # (B, L)
+    if loss_on_all:
+        return per_patch.mean()
+    return (per_patch * mask).sum() / mask.sum()
+
+
 def prediction_to_pixels(
     pred: torch.Tensor, imgs: torch.Tensor, patch_size: int, kind: str, pca: PCABasis | None = None
 ) -> torch.Tensor:

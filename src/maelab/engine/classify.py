@@ -24,7 +24,7 @@ from maelab.data import DataConfig, DatasetInfo, dataset_info
 from maelab.engine.checkpoint import CheckpointMeta, load_checkpoint, read_meta
 from maelab.engine.config import to_jsonable
 from maelab.engine.eval_config import EvalDataOptions
-from maelab.models import MAEConfig, MaskedAutoencoder
+from maelab.models import MAEConfig, MaskedAutoencoder, build_model
 from maelab.pos_embed import sincos_2d
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def load_pretrained(path: Path, command: str) -> Pretrained:
     weights, _ = load_checkpoint(path)
     # Built on the meta device: only names and shapes are needed, no memory or init time.
     with torch.device("meta"):
-        reference = MaskedAutoencoder(config)
+        reference = build_model(config)
     expected = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in weights.items()}
     if expected != got:

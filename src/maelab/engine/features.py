@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from maelab.data import DataConfig, DatasetInfo
 from maelab.engine.eval_config import EvalDataOptions
-from maelab.models import MAEConfig, MaskedAutoencoder, get_config
+from maelab.models import MAEConfig, build_model, get_config
 
 from maelab.engine.classify import (
     INITS, PixelProbe, Pretrained, build_vit, classifier_config, labeled_info, load_encoder,
@@ -123,11 +123,11 @@ def encoder_source(init: str, checkpoint: Path | None, model: str, command: str)
 
 
 def random_encoder(config: MAEConfig, seed: int) -> Pretrained:
-    """The encoder of ``MaskedAutoencoder(config)`` built right after ``torch.manual_seed(seed)``
+    """The encoder of ``build_model(config)`` built right after ``torch.manual_seed(seed)``
     (for a preset, exactly ``create_model(name)``'s), leaving the global RNG state untouched."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        mae = MaskedAutoencoder(config)
+        mae = build_model(config)
     return Pretrained(Path(f"<random init, seed {seed}>"), config, mae.encoder_state_dict(), {}, "random")
 
 

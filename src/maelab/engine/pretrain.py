@@ -17,7 +17,7 @@ from maelab.engine.loop import Progress, StepOutput, TrainLoop, setup_environmen
 from maelab.engine.optim import build_adamw
 from maelab.engine.rundir import JsonlLog, new_run_dir, read_json, write_json
 from maelab.engine.visualize import reconstruct, save_loss_plot, save_reconstruction_grid
-from maelab.models import MAEConfig, MaskedAutoencoder, get_config
+from maelab.models import MAEConfig, MaskedAutoencoder, build_model, get_config
 from maelab.targets import fit_pca, patchify
 
 logger = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
     knn = KnnMonitor(data_cfg, info, env.device, cfg.loop.batch_size) if cfg.knn_every else None
 
     torch.manual_seed(cfg.loop.seed)
-    model = MaskedAutoencoder(model_cfg).to(env.device)
+    model = build_model(model_cfg).to(env.device)
     if state is None and model_cfg.target == "pca":
         fit_pca_target(model, train_set, cfg.loop.seed)
     optimizer = build_adamw(model, cfg.optim)

@@ -14,7 +14,7 @@ from maelab.data.images import DECODE_ERRORS, load_image
 from maelab.engine.checkpoint import load_checkpoint
 from maelab.engine.visualize import Reconstruction, reconstruct, save_reconstruction_grid
 from maelab.masking import num_visible
-from maelab.models import MAEConfig, MaskedAutoencoder
+from maelab.models import MAEConfig, MaskedAutoencoder, build_model
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def load_mae(path: Path, device: str | torch.device = "cpu") -> tuple[MaskedAuto
     weights, meta = load_checkpoint(path, device)
     if meta.kind != "mae":
         raise ValueError(f"{path} is a {meta.kind!r} checkpoint; reconstruction needs a pre-training ('mae') checkpoint")
-    model = MaskedAutoencoder(MAEConfig.from_dict(meta.model_config)).to(device)
+    model = build_model(MAEConfig.from_dict(meta.model_config)).to(device)
     model.load_state_dict(weights)
     raw = dict(meta.data_info or {})
     if not raw:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from maelab.models import get_config, list_models
-from maelab.models.mae import MaskedAutoencoder
+from maelab.models import build_model, get_config, list_models
 
 
 def models_table() -> str:
@@ -15,13 +14,15 @@ def models_table() -> str:
     for name in list_models():
         cfg = get_config(name)
         with torch.device("meta"):
-            model = MaskedAutoencoder(cfg)
+            model = build_model(cfg)
         total = sum(p.numel() for p in model.parameters())
         encoder = sum(v.numel() for v in model.encoder_state_dict().values())
+        decoder = "linear head" if cfg.arch == "simmim" else (
+            f"{cfg.decoder_embed_dim}/{cfg.decoder_depth}/{cfg.decoder_num_heads}")
         lines.append(
             f"{name:<24}{cfg.img_size[0]:>4}x{cfg.img_size[1]:<3}{cfg.patch_size:>6}{cfg.in_chans:>6}"
             f"{f'{cfg.embed_dim}/{cfg.depth}/{cfg.num_heads}':>14}"
-            f"{f'{cfg.decoder_embed_dim}/{cfg.decoder_depth}/{cfg.decoder_num_heads}':>14}"
+            f"{decoder:>14}"
             f"{total / 1e6:>10.2f}{encoder / 1e6:>10.2f}"
         )
     return "\n".join(lines)

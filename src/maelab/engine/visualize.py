@@ -67,7 +67,8 @@ def reconstruct(
         pred = target * (1 - w) + gray_patch * w  # (B, L, P)
         err = ((out.pred.float() - make_target(imgs.float(), cfg.patch_size, "hog")) ** 2).mean(-1)  # (B, L)
     else:
-        pred = prediction_to_pixels(out.pred.float(), imgs, cfg.patch_size, cfg.target, model.pca_basis())  # (B, L, P)
+        basis = model.pca_basis() if cfg.target == "pca" else None
+        pred = prediction_to_pixels(out.pred.float(), imgs, cfg.patch_size, cfg.target, basis)  # (B, L, P)
         err = ((pred - target) ** 2).mean(-1)  # (B, L)
     mask_mse = (err * out.mask).sum(1) / out.mask.sum(1)  # (B,)
 

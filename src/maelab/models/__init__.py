@@ -1,6 +1,9 @@
-"""MAE architectures and the preset registry."""
+"""MAE and SimMIM architectures and the preset registry."""
 
 from maelab.models.mae import MAEConfig, MAEOutput, MaskedAutoencoder
-from maelab.models.registry import create_model, get_config, list_models
+from maelab.models.registry import build_model, create_model, get_config, list_models
+from maelab.models.simmim import SimMIM
 
-__all__ = ["MAEConfig", "MAEOutput", "MaskedAutoencoder", "create_model", "get_config", "list_models"]
+__all__ = [
+    "MAEConfig", "MAEOutput", "MaskedAutoencoder", "SimMIM", "build_model", "create_model", "get_config", "list_models",
+]

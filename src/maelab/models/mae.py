@@ -35,7 +35,10 @@ from maelab.targets import (
 )
 
 # LayerNorm eps 1e-6 everywhere, as in the reference code and timm's ViT.
-_layer_norm = partial(nn.LayerNorm, eps=1e-6)
+layer_norm = partial(nn.LayerNorm, eps=1e-6)
+
+
+ARCHS: tuple[str, ...] = ("mae", "simmim")
 
 
 def _pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -74,6 +77,11 @@ class MAEConfig:
     mask_strategy: str = "random"
     encoder_mask_tokens: bool = False
     """Ablation (paper Table 1c, SimMIM-style): the encoder sees every patch, masked ones replaced by a learned token."""
+    arch: str = "mae"
+    """"mae", or "simmim" (Xie et al. 2021: the encoder sees every patch, masked ones replaced by a
+    learned token, a linear head predicts pixels, L1 loss; the decoder_* fields are unused)."""
+    mask_patch_size: int = 2
+    """SimMIM only: side of the square mask unit, in patches (masks are drawn on that coarser grid)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "img_size", _pair(self.img_size))
@@ -99,6 +107,18 @@ class MAEConfig:
             )
         if self.mask_strategy not in MASK_STRATEGIES:
             raise ValueError(f"mask_strategy must be one of {', '.join(MASK_STRATEGIES)}; got {self.mask_strategy!r}")
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {', '.join(ARCHS)}; got {self.arch!r}")
+        if self.mask_patch_size < 1:
+            raise ValueError(f"mask_patch_size must be at least 1 patch; got {self.mask_patch_size}")
+        if self.arch == "simmim":
+            if self.target not in ("pixel", "norm_pixel"):
+                raise ValueError(f"SimMIM predicts pixels: target must be 'pixel' or 'norm_pixel'; got {self.target!r}")
+            if self.mask_strategy != "random" or self.encoder_mask_tokens:
+                raise ValueError(
+                    "SimMIM draws random masks on its coarse grid (mask_patch_size) and always puts mask tokens "
+                    "in the encoder: leave mask_strategy 'random' and encoder_mask_tokens False"
+                )
         num_visible(self.num_patches, self.mask_ratio)
 
     @property
@@ -159,6 +179,8 @@ class MaskedAutoencoder(nn.Module):
 
     def __init__(self, config: MAEConfig) -> None:
         super().__init__()
+        if config.arch != "mae":
+            raise ValueError(f"MaskedAutoencoder builds arch 'mae', not {config.arch!r}; use maelab.models.build_model")
         self.config = config
         c = config
         # Encoder: names and shapes identical to timm's VisionTransformer.
@@ -166,10 +188,10 @@ class MaskedAutoencoder(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c.embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, c.num_patches + 1, c.embed_dim), requires_grad=False)
         self.blocks = nn.ModuleList(
-            Block(c.embed_dim, c.num_heads, c.mlp_ratio, qkv_bias=True, norm_layer=_layer_norm)
+            Block(c.embed_dim, c.num_heads, c.mlp_ratio, qkv_bias=True, norm_layer=layer_norm)
             for _ in range(c.depth)
         )
-        self.norm = _layer_norm(c.embed_dim)
+        self.norm = layer_norm(c.embed_dim)
         # Decoder.
         self.decoder_embed = nn.Linear(c.embed_dim, c.decoder_embed_dim)
         if c.encoder_mask_tokens:
@@ -181,10 +203,10 @@ class MaskedAutoencoder(nn.Module):
             torch.zeros(1, c.num_patches + 1, c.decoder_embed_dim), requires_grad=False
         )
         self.decoder_blocks = nn.ModuleList(
-            Block(c.decoder_embed_dim, c.decoder_num_heads, c.mlp_ratio, qkv_bias=True, norm_layer=_layer_norm)
+            Block(c.decoder_embed_dim, c.decoder_num_heads, c.mlp_ratio, qkv_bias=True, norm_layer=layer_norm)
             for _ in range(c.decoder_depth)
         )
-        self.decoder_norm = _layer_norm(c.decoder_embed_dim)
+        self.decoder_norm = layer_norm(c.decoder_embed_dim)
         self.decoder_pred = nn.Linear(c.decoder_embed_dim, c.target_dim)
         if c.target == "pca":
             # Fitted on training patches by the engine (set_pca_basis) and saved with the weights;
@@ -202,21 +224,11 @@ class MaskedAutoencoder(nn.Module):
         with torch.no_grad():
             self.pos_embed.copy_(sincos_2d(c.embed_dim, c.grid_size).unsqueeze(0))
             self.decoder_pos_embed.copy_(sincos_2d(c.decoder_embed_dim, c.grid_size).unsqueeze(0))
-        # The patch projection is a linear map of flattened patches, initialized as one.
-        weight = self.patch_embed.proj.weight
-        nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
-        nn.init.zeros_(self.patch_embed.proj.bias)
+        init_patch_embed(self.patch_embed)
         nn.init.normal_(self.cls_token, std=0.02)
         token = self.encoder_mask_token if c.encoder_mask_tokens else self.mask_token
         nn.init.normal_(token, std=0.02)
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_linear_and_norm(self)
 
     # ------------------------------------------------------------------ PCA target
     def set_pca_basis(self, basis: PCABasis) -> None:
@@ -244,7 +256,7 @@ class MaskedAutoencoder(nn.Module):
     # ------------------------------------------------------------------ encoder
     def encoder_state_dict(self) -> dict[str, torch.Tensor]:
         """The encoder's weights under timm ``VisionTransformer`` keys (decoder dropped)."""
-        return {k: v for k, v in self.state_dict().items() if not _is_decoder_key(k)}
+        return {k: v for k, v in self.state_dict().items() if not is_decoder_key(k)}
 
     def forward_encoder(self, imgs: torch.Tensor, sample: MaskSample | None = None) -> torch.Tensor:
         """Encode visible patches.
@@ -346,6 +358,25 @@ class MaskedAutoencoder(nn.Module):
 
 
 
-def _is_decoder_key(key: str) -> bool:
+def init_patch_embed(patch_embed: PatchEmbed) -> None:
+    """The patch projection is a linear map of flattened patches, initialized as one (xavier, zero bias)."""
+    weight = patch_embed.proj.weight
+    nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
+    nn.init.zeros_(patch_embed.proj.bias)
+
+
+def init_linear_and_norm(root: nn.Module) -> None:
+    """The reference initialization of every Linear (xavier-uniform, zero bias) and LayerNorm (1, 0) in ``root``."""
+    for module in root.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
+def is_decoder_key(key: str) -> bool:
     # target_* buffers (the PCA basis) belong to the objective, not the encoder.
     return key.startswith(("decoder_", "target_")) or key in ("mask_token", "encoder_mask_token")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from maelab.models.mae import MAEConfig, MaskedAutoencoder
+from maelab.models.simmim import SimMIM
 
 _PAPER_DECODER = dict(decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16)
 
@@ -32,6 +33,19 @@ _PRESETS: dict[str, MAEConfig] = {
         embed_dim=32, depth=2, num_heads=2,
         decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2,
     ),
+    # SimMIM (Xie et al. 2021) with mae_vit_fashion's encoder: 2x2-patch mask blocks, ratio 0.6,
+    # raw-pixel target (its paper's choice). The decoder_* fields are unused.
+    "simmim_vit_fashion": MAEConfig(
+        img_size=(28, 28), patch_size=4, in_chans=1,
+        embed_dim=192, depth=6, num_heads=3,
+        arch="simmim", mask_ratio=0.6, mask_patch_size=2, target="pixel",
+    ),
+    # Tiny SimMIM for tests: an 8x8 patch grid, so 2x2 mask blocks tile it exactly.
+    "simmim_debug": MAEConfig(
+        img_size=(32, 32), patch_size=4, in_chans=1,
+        embed_dim=32, depth=2, num_heads=2,
+        arch="simmim", mask_ratio=0.6, mask_patch_size=2, target="pixel",
+    ),
 }
 
 
@@ -51,6 +65,11 @@ def get_config(name: str, **overrides) -> MAEConfig:
     return dataclasses.replace(_PRESETS[name], **overrides)
 
 
-def create_model(name: str, **overrides) -> MaskedAutoencoder:
+def build_model(config: MAEConfig) -> MaskedAutoencoder | SimMIM:
+    """The model a config describes: :class:`MaskedAutoencoder` or, for ``arch="simmim"``, :class:`SimMIM`."""
+    return SimMIM(config) if config.arch == "simmim" else MaskedAutoencoder(config)
+
+
+def create_model(name: str, **overrides) -> MaskedAutoencoder | SimMIM:
     """Build a preset by name, e.g. ``create_model("mae_vit_base_patch16", decoder_depth=1)``."""
-    return MaskedAutoencoder(get_config(name, **overrides))
+    return build_model(get_config(name, **overrides))
