@@ -8,6 +8,7 @@
 # sweep half-way; the commit is recorded in results/ablations/<sweep>/machine.txt.
 # Usage (repository root): bash results/ablations/run.sh [SWEEP ...]    (no SWEEP = all, in order)
 #                          bash results/ablations/run.sh --collect      (only copy what finished so far)
+# After each sweep, results/ablations/claims.md is regenerated (python results/ablations/claims.py).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=results/ablations
@@ -20,6 +21,7 @@ collect() {  # copy a sweep directory without checkpoints
   [[ -d $RUNS/$name ]] || return 0
   mkdir -p "$OUT/$name"
   tar -C "$RUNS/$name" --exclude='*.safetensors' --exclude='*.state.pt' -cf - . | tar -C "$OUT/$name" -xf -
+  python3 "$OUT/claims.py" > /dev/null  # refresh claims.md from every collected results.csv
 }
 
 machine() {
