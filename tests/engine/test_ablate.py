@@ -122,6 +122,12 @@ def test_cell_process_that_dies_is_recorded(finished, tmp_path):
 
 def test_changed_sweep_file_refuses_to_mix_results(finished):
     tmp, sweep_dir = finished
+    # A cell saved before a config field existed (here: one dropped from its JSON) still matches.
+    cell_json = sweep_dir / "cells" / CELLS[0] / "cell.json"
+    saved = json.loads(cell_json.read_text())
+    del saved["pretrain"]["options"]["loss_on_all"]
+    cell_json.write_text(json.dumps(saved))
+    assert ablate._same_config(saved, load_sweep(tmp / "sweep.yaml").cells[0])
     changed = {**SWEEP, "base": {**SWEEP["base"], "optim.warmup_epochs": 0.25}}
     with pytest.raises(ValueError, match="different configuration"):
         run_sweep(_write(tmp, changed), sweep_dir, isolate=False)

@@ -205,11 +205,20 @@ def _check_resumable(sweep: Sweep, sweep_dir: Path) -> None:
     """Refuse to mix cells of different configurations in one sweep directory."""
     for cell in sweep.cells:
         saved = sweep_dir / "cells" / cell.name / "cell.json"
-        if saved.exists() and read_json(saved) != _roundtrip(cell_to_json(cell)):
+        if saved.exists() and not _same_config(read_json(saved), cell):
             raise ValueError(
                 f"{sweep_dir}: cell {cell.name} was run with a different configuration than the sweep file now "
                 f"gives; choose another --output-dir, or delete {saved.parent} to redo that cell"
             )
+
+
+def _same_config(saved: dict[str, Any], cell: Cell) -> bool:
+    # Compared after rebuilding the saved cell, so a config field added later (with its default) still matches.
+    try:
+        rebuilt = cell_to_json(cell_from_json(saved))
+    except (ValueError, TypeError, KeyError):
+        return False
+    return _roundtrip(rebuilt) == _roundtrip(cell_to_json(cell))
 
 
 def _roundtrip(data: dict[str, Any]) -> Any:
