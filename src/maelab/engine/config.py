@@ -79,6 +79,8 @@ class ModelOptions:
     decoder_embed_dim: int | None = None
     encoder_mask_tokens: bool | None = None
     loss_on_all: bool | None = None
+    mask_patch_size: int | None = None
+    """SimMIM presets only: side of the square mask unit, in patches."""
 
     def overrides(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
