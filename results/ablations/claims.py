@@ -112,9 +112,10 @@ def main() -> None:
 
     for sweep in ("decoder_width", "augmentation", "simmim_vs_mae"):
         g = load(sweep)
-        out += [f"## {sweep}", ""] + [f"- {lab}: linear probe {fmt(stat(rows, 'linprobe_top1'))}, kNN "
-                                      f"{fmt(stat(rows, 'knn_top1'))}, pretrain wall {fmt(stat(rows, 'pretrain_wall_s'))} s"
-                                      for lab, rows in g.items()] + [""]
+        out += [f"## {sweep}", ""]
+        out += [f"- {lab}: linear probe {fmt(stat(rows, 'linprobe_top1'))}, kNN {fmt(stat(rows, 'knn_top1'))}, "
+                f"pretrain wall {fmt(stat(rows, 'pretrain_wall_s'))} s" for lab, rows in g.items()]
+        out += [""]
     (ROOT / "claims.md").write_text("\n".join(out) + "\n")
     print("\n".join(out))
 

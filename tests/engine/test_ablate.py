@@ -77,7 +77,8 @@ def test_rerun_redoes_only_the_interrupted_stage(finished, tmp_path):
     for marker in ("linprobe.done.json", "knn.done.json", "result.json"):
         (second / marker).unlink()
     (second / "linprobe" / "metrics.json").unlink()
-    kept = {p: p.stat().st_mtime_ns for p in (first / "result.json", second / "pretrain" / "checkpoint-last.safetensors")}
+    kept = [first / "result.json", second / "pretrain" / "checkpoint-last.safetensors"]
+    kept = {p: p.stat().st_mtime_ns for p in kept}
     _, failed = run_sweep(_write(tmp), sweep_dir, isolate=False)
     assert failed == 0
     assert {p: p.stat().st_mtime_ns for p in kept} == kept  # first cell and second pre-training untouched

@@ -187,7 +187,8 @@ def apply_overrides(cls: type, overrides: dict[str, Any], where: str, reserved: 
                 node, hint_cls = node[part], hint
             else:
                 if dataclasses.is_dataclass(hint):
-                    raise ValueError(f"{where}.{key}: give one of its sub-keys (e.g. {key}.{dataclasses.fields(hint)[0].name})")
+                    example = f"{key}.{dataclasses.fields(hint)[0].name}"
+                    raise ValueError(f"{where}.{key}: give one of its sub-keys (e.g. {example})")
                 node[part] = check_type(value, hint, f"{where}.{key}")
     try:
         return from_jsonable(cls, data)
