@@ -8,6 +8,7 @@
 # sweep half-way; the commit is recorded in results/ablations/<sweep>/machine.txt.
 # Usage (repository root): bash results/ablations/run.sh [SWEEP ...]    (no SWEEP = all, in order)
 #                          bash results/ablations/run.sh --collect      (only copy what finished so far)
+#                          bash results/ablations/run.sh --baselines    (random-init and raw-pixel reference points)
 # After each sweep, results/ablations/claims.md is regenerated (python results/ablations/claims.py).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -29,6 +30,30 @@ machine() {
   echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (the 2 cores were shared with other sessions)"
   python3 -c 'import torch, timm; print(f"torch {torch.__version__}, timm {timm.__version__}, threads {torch.get_num_threads()}")'
 }
+
+# Reference points under the sweeps' evaluation protocol (10,000-image train subset, full test split):
+# the same linear probe and kNN on a random-init encoder and on raw pixels. Skipped once done.
+baselines() {
+  local dest=$OUT/baselines
+  mkdir -p "$dest" "$RUNS/baselines"
+  for init in none pixels; do
+    for cmd in linprobe knn; do
+      local name=$cmd-$init run=$RUNS/baselines/$cmd-$init
+      [[ -f $dest/$name/stdout.log && ( -f $run/metrics.json || -f $run/knn.json ) ]] && continue
+      rm -rf "$run"; mkdir -p "$dest/$name"
+      local args="$cmd --init $init --train-subset 10000 --output-dir $run"
+      echo "PYTHONPATH=src python -m maelab $args" > "$dest/$name/command.txt"
+      machine > "$dest/$name/machine.txt"
+      PYTHONPATH=src /usr/bin/time -v python -m maelab $args > "$dest/$name/stdout.log" 2>&1
+      tar -C "$run" --exclude='*.safetensors' -cf - . | tar -C "$dest/$name" -xf -
+    done
+  done
+}
+
+if [[ ${1:-} == --baselines ]]; then
+  baselines
+  exit 0
+fi
 
 if [[ ${1:-} == --collect ]]; then
   for name in $ORDER; do collect "$name"; done
@@ -57,6 +82,7 @@ run_sweep() {
   return $rc
 }
 
+baselines
 status=0
 retry=""
 for name in ${*:-$ORDER}; do
