@@ -176,8 +176,32 @@ class Export:
         run_export(ExportConfig(**{k: getattr(self, k) for k in self.__dataclass_fields__}))
 
 
+@dataclass(frozen=True)
+class Ablate:
+    """Run a sweep of pre-training variants (a YAML file, or a built-in name such as mask_ratio), evaluate
+    each cell (linear probe + kNN, fine-tune optional), write results.csv, results.md and plots. Resumable."""
+
+    sweep: tyro.conf.Positional[str]
+    """Sweep file (YAML) or built-in sweep name (see src/maelab/sweeps)."""
+    output_dir: Path | None = None
+    """Sweep directory; default runs/ablate/<sweep name>. Rerunning with the same directory resumes."""
+    isolate: bool = True
+    """Run each cell in its own Python process (a crash or kill loses only that cell)."""
+    only: tuple[str, ...] = ()
+    """Run only these cells (names like mask_ratio=0.75-seed0, or without the -seedN suffix)."""
+
+    def run(self) -> int:
+        from maelab.engine.ablate import run_sweep
+
+        _, failed = run_sweep(self.sweep, self.output_dir, self.isolate, self.only)
+        if failed:
+            logger.error("%d cell(s) of the sweep are not finished ok; see the table (rerun to retry them)", failed)
+        return 1 if failed else 0
+
+
 COMMANDS = {"pretrain": Pretrain, "reconstruct": Reconstruct, "models": Models, "finetune": Finetune,
-            "linprobe": Linprobe, "knn": Knn, "bench": Bench, "shard": Shard, "demo": Demo, "export": Export}
+            "linprobe": Linprobe, "knn": Knn, "ablate": Ablate, "bench": Bench, "shard": Shard, "demo": Demo,
+            "export": Export}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         except SystemExit as exc:
             # tyro has printed the problem (or the help); its status is ours: 2 for a bad option.
             return exc.code if isinstance(exc.code, int) else 2 if exc.code else 0
-        command.run()
+        status = command.run()
         shutdown()
     except TrainingDiverged as exc:
         logger.error("%s", exc)
@@ -214,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"maelab: error: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from maelab.data import DataConfig, DatasetInfo, dataset_info
 from maelab.engine.checkpoint import CheckpointMeta, load_checkpoint, read_meta
 from maelab.engine.config import to_jsonable
 from maelab.engine.eval_config import EvalDataOptions
-from maelab.models import MAEConfig, MaskedAutoencoder, build_model
+from maelab.models import MAEConfig, build_model
 from maelab.pos_embed import adapt_pos_embed
 
 logger = logging.getLogger(__name__)

@@ -33,6 +33,12 @@ class EvalDataOptions:
     synthetic_size: int | None = None
     """Synthetic train images (default: the checkpoint's)."""
     num_workers: int = 0
+    train_subset: int | None = None
+    """Use a fixed random subset of this many train images (default: all); the test split stays whole."""
+
+    def __post_init__(self) -> None:
+        if self.train_subset is not None and self.train_subset < 1:
+            raise ValueError(f"--train-subset must be at least 1 (or unset for all images); got {self.train_subset}")
 
 
 @dataclass(frozen=True)

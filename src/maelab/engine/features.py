@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from maelab.data import DataConfig, DatasetInfo
@@ -34,6 +34,15 @@ logger = logging.getLogger(__name__)
 def eval_loader(dataset: Dataset, batch_size: int, device: torch.device, num_workers: int = 0) -> DataLoader:
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                       pin_memory=device.type == "cuda")
+
+
+def fixed_subset(dataset: Dataset, limit: int | None) -> Dataset:
+    """The same ``limit`` random images on every call (all of them when ``limit`` is None or large)."""
+    if limit is None or len(dataset) <= limit:
+        return dataset
+    # Random rather than the first ones: datasets stored class by class would otherwise lose whole classes.
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:limit]
+    return Subset(dataset, order.tolist())
 
 
 @torch.no_grad()

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset, Subset
 
 from maelab.data import DataConfig, DatasetInfo, build_dataset, eval_transform
-from maelab.engine.features import extract_features, frozen_features
+from maelab.engine.features import extract_features, fixed_subset, frozen_features
 from maelab.engine.config import LoopConfig, to_jsonable
 from maelab.engine.eval_config import KnnConfig
 from maelab.engine.evaluate import EvalResult, result_from_scores, save_confusion_matrix
@@ -66,14 +65,6 @@ def knn_evaluate(
     return result_from_scores(scores.cpu(), test[1].long(), math.nan)
 
 
-def _subset(dataset: Dataset, limit: int) -> Dataset:
-    if len(dataset) <= limit:
-        return dataset
-    # A fixed random subset: datasets stored class by class would otherwise lose whole classes.
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:limit]
-    return Subset(dataset, order.tolist())
-
-
 class KnnMonitor:
     """kNN accuracy of a pre-training MAE's cls token on up to 5000 train / 2000 test images."""
 
@@ -81,8 +72,8 @@ class KnnMonitor:
         if info.num_classes < 2:
             raise ValueError(f"--knn-every needs a labeled dataset; {data.dataset} has {info.num_classes} classes")
         transform = eval_transform(info)
-        self.train = _subset(build_dataset(data, "train", transform), MONITOR_TRAIN_IMAGES)
-        self.test = _subset(build_dataset(data, "test", transform), MONITOR_TEST_IMAGES)
+        self.train = fixed_subset(build_dataset(data, "train", transform), MONITOR_TRAIN_IMAGES)
+        self.test = fixed_subset(build_dataset(data, "test", transform), MONITOR_TEST_IMAGES)
         self.num_classes, self.device, self.batch_size = info.num_classes, device, batch_size
 
     def __call__(self, model: MaskedAutoencoder) -> dict[str, float]:
@@ -108,7 +99,8 @@ def run_knn(cfg: KnnConfig) -> Path:
                              "knn")
     data_cfg, info, encode = frozen.data, frozen.info, frozen.encode
     transform = eval_transform(info)
-    train_set, test_set = build_dataset(data_cfg, "train", transform), build_dataset(data_cfg, "test", transform)
+    train_set = fixed_subset(build_dataset(data_cfg, "train", transform), cfg.data.train_subset)
+    test_set = build_dataset(data_cfg, "test", transform)
     run_dir = new_run_dir(cfg.output_dir, f"knn-{frozen.name}")
     with torch.autocast(env.device.type, dtype=env.amp_dtype or torch.float32, enabled=env.amp_dtype is not None):
         train = extract_features(encode, train_set, cfg.batch_size, env.device, "train features", data_cfg.num_workers)

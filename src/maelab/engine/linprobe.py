@@ -33,7 +33,7 @@ from maelab.engine.config import to_jsonable
 from maelab.engine.distributed import agree, steps_per_epoch
 from maelab.engine.eval_config import LINPROBE_EPOCHS, LinprobeConfig
 from maelab.engine.evaluate import ClassifierRun, evaluate
-from maelab.engine.features import eval_loader, extract_features, frozen_features
+from maelab.engine.features import eval_loader, extract_features, fixed_subset, frozen_features
 from maelab.engine.loop import (
     Progress,
     StepOutput,
@@ -85,7 +85,10 @@ def linprobe(cfg: LinprobeConfig) -> Path:
     if cfg.loop.epochs is None:
         cfg = dataclasses.replace(cfg, loop=dataclasses.replace(cfg.loop, epochs=LINPROBE_EPOCHS))
     batch = cfg.loop.batch_size
-    train_images = build_dataset(data_cfg, "train", probe_transform(info) if cfg.augment else eval_transform(info))
+    train_images = fixed_subset(
+        build_dataset(data_cfg, "train", probe_transform(info) if cfg.augment else eval_transform(info)),
+        cfg.data.train_subset,
+    )
     test_images = build_dataset(data_cfg, "test", eval_transform(info))
     if len(train_images) < batch:
         raise ValueError(f"the training set has {len(train_images)} images, fewer than --batch-size {batch}; lower it")
