@@ -220,6 +220,13 @@ def hog_patches(imgs: torch.Tensor, patch_size: int, bins: int = HOG_BINS) -> to
     return x.reshape(batch, rows * cols, n * n * chans * bins)  # (B, L, n*n*C*bins)
 
 
+def _mean_over_patches(per_patch: torch.Tensor, mask: torch.Tensor, loss_on_all: bool) -> torch.Tensor:
+    """(B, L) per-patch losses -> their mean over masked patches (or over all patches)."""
+    if loss_on_all:
+        return per_patch.mean()
+    return (per_patch * mask).sum() / mask.sum()
+
+
 def masked_mse(
     pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, loss_on_all: bool = False
 ) -> torch.Tensor:
@@ -231,10 +238,7 @@ def masked_mse(
     Returns:
         scalar loss.
     """
-    per_patch = ((pred - target) ** 2).mean(dim=-1)  # (B, L)
-    if loss_on_all:
-        return per_patch.mean()
-    return (per_patch * mask).sum() / mask.sum()
+    return _mean_over_patches(((pred - target) ** 2).mean(dim=-1), mask, loss_on_all)  # (B, L) -> ()
 
 
 def masked_l1(
@@ -248,10 +252,7 @@ def masked_l1(
     Returns:
         scalar loss.
     """
-    per_patch = (pred - target).abs().mean(dim=-1)  # (B, L)
-    if loss_on_all:
-        return per_patch.mean()
-    return (per_patch * mask).sum() / mask.sum()
+    return _mean_over_patches((pred - target).abs().mean(dim=-1), mask, loss_on_all)  # (B, L) -> ()
 
 
 def prediction_to_pixels(

@@ -184,15 +184,7 @@ class MaskedAutoencoder(nn.Module):
             raise ValueError(f"MaskedAutoencoder builds arch 'mae', not {config.arch!r}; use maelab.models.build_model")
         self.config = config
         c = config
-        # Encoder: names and shapes identical to timm's VisionTransformer.
-        self.patch_embed = PatchEmbed(c.img_size, c.patch_size, c.in_chans, c.embed_dim)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.embed_dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, c.num_patches + 1, c.embed_dim), requires_grad=False)
-        self.blocks = nn.ModuleList(
-            Block(c.embed_dim, c.num_heads, c.mlp_ratio, qkv_bias=True, norm_layer=layer_norm)
-            for _ in range(c.depth)
-        )
-        self.norm = layer_norm(c.embed_dim)
+        add_vit_encoder(self, c)
         # Decoder.
         self.decoder_embed = nn.Linear(c.embed_dim, c.decoder_embed_dim)
         if c.encoder_mask_tokens:
@@ -362,14 +354,8 @@ class MaskedAutoencoder(nn.Module):
             generator: source of randomness for the mask.
         """
         c = self.config
-        if imgs.ndim != 4 or imgs.shape[1] != c.in_chans or tuple(imgs.shape[-2:]) != c.img_size:
-            raise ValueError(
-                f"expected images of shape (B, {c.in_chans}, {c.img_size[0]}, {c.img_size[1]}); "
-                f"got {tuple(imgs.shape)}"
-            )
+        check_inputs(c, imgs, mask)
         if mask is not None:
-            if mask.shape != (imgs.shape[0], c.num_patches):
-                raise ValueError(f"mask must have shape {(imgs.shape[0], c.num_patches)}; got {tuple(mask.shape)}")
             sample = mask_from_binary(mask.to(imgs.device))
         else:
             sample = self.sample_mask(imgs.shape[0], mask_ratio, generator, device=imgs.device)
@@ -381,6 +367,29 @@ class MaskedAutoencoder(nn.Module):
         loss = masked_mse(pred.float(), target.float(), sample.mask, c.loss_on_all)
         return MAEOutput(loss=loss, pred=pred, mask=sample.mask)
 
+
+def add_vit_encoder(module: nn.Module, c: MAEConfig) -> None:
+    """Give ``module`` a ViT encoder whose names and shapes are timm's ``VisionTransformer``'s.
+
+    The position table is fixed 2-D sin-cos (filled by the owner's ``reset_parameters``).
+    """
+    module.patch_embed = PatchEmbed(c.img_size, c.patch_size, c.in_chans, c.embed_dim)
+    module.cls_token = nn.Parameter(torch.zeros(1, 1, c.embed_dim))
+    module.pos_embed = nn.Parameter(torch.zeros(1, c.num_patches + 1, c.embed_dim), requires_grad=False)
+    module.blocks = nn.ModuleList(
+        Block(c.embed_dim, c.num_heads, c.mlp_ratio, qkv_bias=True, norm_layer=layer_norm) for _ in range(c.depth)
+    )
+    module.norm = layer_norm(c.embed_dim)
+
+
+def check_inputs(c: MAEConfig, imgs: torch.Tensor, mask: torch.Tensor | None) -> None:
+    """ValueError unless ``imgs`` is (B, C, H, W) for this config and ``mask`` (if given) is (B, L)."""
+    if imgs.ndim != 4 or imgs.shape[1] != c.in_chans or tuple(imgs.shape[-2:]) != c.img_size:
+        raise ValueError(
+            f"expected images of shape (B, {c.in_chans}, {c.img_size[0]}, {c.img_size[1]}); got {tuple(imgs.shape)}"
+        )
+    if mask is not None and mask.shape != (imgs.shape[0], c.num_patches):
+        raise ValueError(f"mask must have shape {(imgs.shape[0], c.num_patches)}; got {tuple(mask.shape)}")
 
 
 def init_patch_embed(patch_embed: PatchEmbed) -> None:

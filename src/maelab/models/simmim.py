@@ -13,18 +13,17 @@ the evaluation commands treat both models alike.
 from __future__ import annotations
 
 import torch
-from timm.layers import PatchEmbed
-from timm.models.vision_transformer import Block
 from torch import nn
 
 from maelab.masking import PixelMask, coarse_random_masking
 from maelab.models.mae import (
     MAEConfig,
     MAEOutput,
+    add_vit_encoder,
+    check_inputs,
     init_linear_and_norm,
     init_patch_embed,
     is_decoder_key,
-    layer_norm,
 )
 from maelab.pos_embed import sincos_2d
 from maelab.targets import make_target, masked_l1
@@ -39,15 +38,8 @@ class SimMIM(nn.Module):
             raise ValueError(f"SimMIM builds arch 'simmim', not {config.arch!r}; use maelab.models.build_model")
         self.config = config
         c = config
-        self.patch_embed = PatchEmbed(c.img_size, c.patch_size, c.in_chans, c.embed_dim)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.embed_dim))
-        # Fixed 2-D sin-cos, as in MAE, so the two encoders differ only in what they are trained on.
-        self.pos_embed = nn.Parameter(torch.zeros(1, c.num_patches + 1, c.embed_dim), requires_grad=False)
-        self.blocks = nn.ModuleList(
-            Block(c.embed_dim, c.num_heads, c.mlp_ratio, qkv_bias=True, norm_layer=layer_norm)
-            for _ in range(c.depth)
-        )
-        self.norm = layer_norm(c.embed_dim)
+        # MAE's encoder (fixed sin-cos positions too), so the two differ only in what they are trained on.
+        add_vit_encoder(self, c)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, c.embed_dim))
         self.decoder_pred = nn.Linear(c.embed_dim, c.patch_dim)
         self.reset_parameters()
@@ -117,16 +109,10 @@ class SimMIM(nn.Module):
             generator: source of randomness for the mask.
         """
         c = self.config
-        if imgs.ndim != 4 or imgs.shape[1] != c.in_chans or tuple(imgs.shape[-2:]) != c.img_size:
-            raise ValueError(
-                f"expected images of shape (B, {c.in_chans}, {c.img_size[0]}, {c.img_size[1]}); "
-                f"got {tuple(imgs.shape)}"
-            )
+        check_inputs(c, imgs, mask)
         if mask is None:
             mask = self.sample_mask(imgs.shape[0], mask_ratio, generator, device=imgs.device).mask  # (B, L)
         else:
-            if mask.shape != (imgs.shape[0], c.num_patches):
-                raise ValueError(f"mask must have shape {(imgs.shape[0], c.num_patches)}; got {tuple(mask.shape)}")
             mask = mask.to(device=imgs.device, dtype=torch.float32)  # (B, L)
             if not bool(((mask == 0) | (mask == 1)).all()) or not bool(mask.sum(1).gt(0).all()):
                 raise ValueError("mask must hold only 0 (visible) and 1 (masked), with a masked patch in every sample")
