@@ -134,7 +134,9 @@ def test_default_pca_components():
 
 # ---------------------------------------------------------------------------- HOG target
 def test_hog_matches_scikit_image():
-    from skimage import feature as skimage_feature  # a test dependency (the [test] extra)
+    from skimage import (
+        feature as skimage_feature,  # a test dependency (the [test] extra)
+    )
 
     gen = torch.Generator().manual_seed(0)
     img = torch.zeros(24, 16)

@@ -5,8 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from maelab.data import DataConfig, build_dataset, dataset_info, eval_transform
-from maelab.data import synthetic
+from maelab.data import (
+    DataConfig,
+    build_dataset,
+    dataset_info,
+    eval_transform,
+    synthetic,
+)
 
 
 def _raw(cfg: DataConfig, split: str) -> tuple[torch.Tensor, torch.Tensor]:

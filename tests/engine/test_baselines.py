@@ -10,8 +10,8 @@ import torch
 from maelab.cli import main
 from maelab.engine.checkpoint import read_meta
 from maelab.engine.classify import PixelProbe, load_classifier
-from maelab.engine.features import frozen_features
 from maelab.engine.eval_config import EvalDataOptions
+from maelab.engine.features import frozen_features
 from maelab.models import create_model
 
 SYNTH = ["--dataset", "synthetic", "--synthetic-size", "128"]

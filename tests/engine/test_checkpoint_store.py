@@ -18,7 +18,11 @@ from maelab.cli import main
 from maelab.engine import checkpoint
 from maelab.engine.checkpoint import CheckpointMeta, load_checkpoint
 from maelab.engine.checkpoint_store import (
-    discard_after, find_resumable, numbered_checkpoints, remove_stale_temporaries, save_resumable,
+    discard_after,
+    find_resumable,
+    numbered_checkpoints,
+    remove_stale_temporaries,
+    save_resumable,
 )
 from maelab.engine.rundir import JsonlLog
 

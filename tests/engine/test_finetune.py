@@ -11,9 +11,17 @@ from safetensors.torch import save_file
 from maelab.cli import main
 from maelab.data import DataConfig
 from maelab.engine.checkpoint import load_checkpoint, read_meta, save_checkpoint
-from maelab.engine.classify import FrozenInEval, adapt_pos_embed, build_vit, classifier_config, load_classifier, load_encoder, load_pretrained
-from maelab.engine.features import vit_features
+from maelab.engine.classify import (
+    FrozenInEval,
+    adapt_pos_embed,
+    build_vit,
+    classifier_config,
+    load_classifier,
+    load_encoder,
+    load_pretrained,
+)
 from maelab.engine.eval_config import FinetuneConfig
+from maelab.engine.features import vit_features
 from maelab.engine.finetune import build_optimizer, freeze_for_partial_tuning
 from maelab.engine.reconstruct import load_mae
 from maelab.models import get_config

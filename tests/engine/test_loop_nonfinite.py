@@ -10,7 +10,14 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from maelab.engine.config import LoopConfig, OptimConfig
-from maelab.engine.loop import Environment, Progress, StepOutput, TrainingDiverged, TrainLoop, make_loader_fn
+from maelab.engine.loop import (
+    Environment,
+    Progress,
+    StepOutput,
+    TrainingDiverged,
+    TrainLoop,
+    make_loader_fn,
+)
 from maelab.engine.rundir import JsonlLog
 
 BAD_ITERS = {3, 7}  # 0-based iterations (= optimizer steps 4 and 8 without accumulation) with a NaN loss

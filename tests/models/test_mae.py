@@ -5,7 +5,14 @@ import torch
 from torch import nn
 
 from maelab.masking import random_masking
-from maelab.models import MAEConfig, MAEOutput, MaskedAutoencoder, create_model, get_config, list_models
+from maelab.models import (
+    MAEConfig,
+    MAEOutput,
+    MaskedAutoencoder,
+    create_model,
+    get_config,
+    list_models,
+)
 from maelab.targets import patchify
 
 # Loss of create_model("debug") seeded with 0 on the fixed input below. A change in

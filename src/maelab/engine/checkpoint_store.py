@@ -18,7 +18,14 @@ from pathlib import Path
 import torch
 
 from maelab.engine.checkpoint import (
-    LAST, CheckpointMeta, atomic_write, fsync_dir, load_train_state, read_meta, save_checkpoint, state_path_of,
+    LAST,
+    CheckpointMeta,
+    atomic_write,
+    fsync_dir,
+    load_train_state,
+    read_meta,
+    save_checkpoint,
+    state_path_of,
 )
 
 logger = logging.getLogger(__name__)

@@ -20,13 +20,21 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from maelab.data import DataConfig, DatasetInfo
+from maelab.engine.classify import (
+    INITS,
+    PixelProbe,
+    Pretrained,
+    build_vit,
+    classifier_config,
+    labeled_info,
+    load_encoder,
+    load_pretrained,
+    mae_meta,
+    pixel_config,
+    resolve_data,
+)
 from maelab.engine.eval_config import EvalDataOptions
 from maelab.models import MAEConfig, build_model, get_config
-
-from maelab.engine.classify import (
-    INITS, PixelProbe, Pretrained, build_vit, classifier_config, labeled_info, load_encoder,
-    load_pretrained, mae_meta, pixel_config, resolve_data,
-)
 
 logger = logging.getLogger(__name__)
 

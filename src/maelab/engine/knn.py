@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 
 from maelab.data import DataConfig, DatasetInfo, build_dataset, eval_transform
-from maelab.engine.features import extract_features, fixed_subset, frozen_features
 from maelab.engine.config import LoopConfig, to_jsonable
 from maelab.engine.eval_config import KnnConfig
 from maelab.engine.evaluate import EvalResult, result_from_scores, save_confusion_matrix
+from maelab.engine.features import extract_features, fixed_subset, frozen_features
 from maelab.engine.loop import setup_environment
 from maelab.engine.rundir import new_run_dir, open_log, write_json
 from maelab.models import MaskedAutoencoder

@@ -33,7 +33,12 @@ from maelab.engine.config import to_jsonable
 from maelab.engine.distributed import agree, steps_per_epoch
 from maelab.engine.eval_config import LINPROBE_EPOCHS, LinprobeConfig
 from maelab.engine.evaluate import ClassifierRun, evaluate
-from maelab.engine.features import eval_loader, extract_features, fixed_subset, frozen_features
+from maelab.engine.features import (
+    eval_loader,
+    extract_features,
+    fixed_subset,
+    frozen_features,
+)
 from maelab.engine.loop import (
     Progress,
     StepOutput,
