@@ -21,7 +21,7 @@ collect() {  # copy a sweep directory without checkpoints
   local name=$1
   [[ -d $RUNS/$name ]] || return 0
   mkdir -p "$OUT/$name"
-  tar -C "$RUNS/$name" --exclude='*.safetensors' --exclude='*.state.pt' --exclude='ablate.lock' -cf - . | tar -C "$OUT/$name" -xf -
+  tar -C "$RUNS/$name" --exclude='*.safetensors' --exclude='*.state.pt' -cf - . | tar -C "$OUT/$name" -xf -
   python3 "$OUT/claims.py" > /dev/null  # refresh claims.md from every collected results.csv
 }
 
