@@ -23,7 +23,8 @@ from maelab.data import DataConfig, DatasetInfo, dataset_info
 from maelab.engine.checkpoint import CheckpointMeta, load_checkpoint, read_meta
 from maelab.engine.config import to_jsonable
 from maelab.engine.eval_config import EvalDataOptions
-from maelab.models import MAEConfig, build_model
+from maelab.models import MAEConfig, weights_mismatch
+from maelab.models.mae import is_decoder_key
 from maelab.pos_embed import adapt_pos_embed
 
 logger = logging.getLogger(__name__)
@@ -61,19 +62,13 @@ def load_pretrained(path: Path, command: str) -> Pretrained:
     meta = mae_meta(path, command)
     config = MAEConfig.from_dict(meta.model_config)
     weights, _ = load_checkpoint(path)
-    # Built on the meta device: only names and shapes are needed, no memory or init time.
-    with torch.device("meta"):
-        reference = build_model(config)
-    expected = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
-    got = {k: tuple(v.shape) for k, v in weights.items()}
-    if expected != got:
-        wrong = sorted(k for k in expected.keys() & got.keys() if expected[k] != got[k])
+    problem = weights_mismatch(config, weights)
+    if problem is not None:
         raise ValueError(
-            f"{path}: the tensors do not match the model its metadata describes (missing "
-            f"{sorted(expected.keys() - got.keys())[:5]}, unexpected {sorted(got.keys() - expected.keys())[:5]}, "
-            f"wrong shape {[(k, got[k], expected[k]) for k in wrong[:3]]}); the file is damaged or was edited"
+            f"{path}: the tensors do not match the model its metadata describes ({problem}); "
+            "the file is damaged or was edited"
         )
-    encoder = {k: weights[k] for k in reference.encoder_state_dict()}
+    encoder = {k: v for k, v in weights.items() if not is_decoder_key(k)}
     return Pretrained(Path(path), config, encoder, dict(meta.extra.get("data") or {}),
                       str(meta.extra.get("model_name", "mae")))
 

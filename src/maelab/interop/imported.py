@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from maelab.data import DatasetInfo
-from maelab.models import build_model
+from maelab.models import build_model, weights_mismatch
 from maelab.models.mae import MAEConfig, MaskedAutoencoder, is_decoder_key
 from maelab.pos_embed import adapt_pos_embed
 
@@ -91,15 +91,8 @@ def no_decoder_message(path: Path) -> str:
 
 def check_weights(config: MAEConfig, weights: dict[str, torch.Tensor], has_decoder: bool, path: Path) -> None:
     """ValueError naming missing, unexpected and mis-shaped tensors, if ``weights`` do not fit ``config``."""
-    # Built on the meta device: only names and shapes are needed, no memory or init time.
-    with torch.device("meta"):
-        reference = build_model(config)
-    expected = {k: tuple(v.shape) for k, v in reference.state_dict().items() if has_decoder or not is_decoder_key(k)}
-    got = {k: tuple(v.shape) for k, v in weights.items()}
-    if expected != got:
-        wrong = sorted(k for k in expected.keys() & got.keys() if expected[k] != got[k])
+    problem = weights_mismatch(config, weights, with_decoder=has_decoder)
+    if problem is not None:
         raise ValueError(
-            f"{path}: the tensors do not fit the model (missing {sorted(expected.keys() - got.keys())[:5]}, "
-            f"unexpected {sorted(got.keys() - expected.keys())[:5]}, wrong shape "
-            f"{[(k, got[k], expected[k]) for k in wrong[:3]]}); the file is damaged or not an MAE checkpoint"
+            f"{path}: the tensors do not fit the model ({problem}); the file is damaged or not an MAE checkpoint"
         )

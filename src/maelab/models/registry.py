@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from maelab.models.mae import MAEConfig, MaskedAutoencoder
+import torch
+
+from maelab.models.mae import MAEConfig, MaskedAutoencoder, is_decoder_key
 from maelab.models.simmim import SimMIM
 
 _PAPER_DECODER = dict(decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16)
@@ -68,6 +70,22 @@ def get_config(name: str, **overrides) -> MAEConfig:
 def build_model(config: MAEConfig) -> MaskedAutoencoder | SimMIM:
     """The model a config describes: :class:`MaskedAutoencoder` or, for ``arch="simmim"``, :class:`SimMIM`."""
     return SimMIM(config) if config.arch == "simmim" else MaskedAutoencoder(config)
+
+
+def weights_mismatch(config: MAEConfig, weights: dict[str, torch.Tensor], with_decoder: bool = True) -> str | None:
+    """None if ``weights`` hold exactly the tensors of ``config``'s model (its encoder alone unless
+    ``with_decoder``), else a description of the missing, unexpected and mis-shaped tensors."""
+    # Built on the meta device: only names and shapes are needed, no memory or init time.
+    with torch.device("meta"):
+        reference = build_model(config)
+    state = reference.state_dict()
+    expected = {k: tuple(v.shape) for k, v in state.items() if with_decoder or not is_decoder_key(k)}
+    got = {k: tuple(v.shape) for k, v in weights.items()}
+    if expected == got:
+        return None
+    wrong = sorted(k for k in expected.keys() & got.keys() if expected[k] != got[k])
+    return (f"missing {sorted(expected.keys() - got.keys())[:5]}, unexpected {sorted(got.keys() - expected.keys())[:5]}, "
+            f"wrong shape {[(k, got[k], expected[k]) for k in wrong[:3]]}")
 
 
 def create_model(name: str, **overrides) -> MaskedAutoencoder | SimMIM:
