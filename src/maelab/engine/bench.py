@@ -25,6 +25,7 @@ import torch
 from maelab.engine.bench_report import markdown_report, ratios
 from maelab.engine.config import OptimConfig
 from maelab.engine.flops import encoder_flops, mae_flops
+from maelab.engine.loop import resolve_device
 from maelab.engine.optim import build_adamw, set_lr
 from maelab.engine.rundir import write_json
 from maelab.models import MAEConfig, MaskedAutoencoder, get_config
@@ -290,12 +291,7 @@ def machine_info(device: torch.device) -> dict:
 
 def run_bench(cfg: BenchConfig, argv: list[str] | None = None) -> dict:
     """Run every case of ``cfg``; writes ``<output>.json`` and ``<output>.md`` and returns the JSON."""
-    if cfg.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(cfg.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+    device = resolve_device(cfg.device)
     models = [resolve_model(m) for m in cfg.models]
     peaks_raw = [matmul_peak(device, cfg.matmul_size)]
     if device.type == "cuda" and "bf16" in cfg.variants:

@@ -76,14 +76,19 @@ class Environment:
         return self.rank == 0
 
 
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` (CUDA when available, else CPU) or an explicit device; ValueError for CUDA without one."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+    return device
+
+
 def setup_environment(cfg: LoopConfig) -> Environment:
     """Resolve the device and autocast dtype from the loop config."""
-    if cfg.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(cfg.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+    device = resolve_device(cfg.device)
     amp = None
     if cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda"):
         amp = torch.bfloat16
