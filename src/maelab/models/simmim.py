@@ -16,14 +16,12 @@ import torch
 from torch import nn
 
 from maelab.masking import PixelMask, coarse_random_masking
-from maelab.models.mae import (
-    MAEConfig,
-    MAEOutput,
+from maelab.models.mae import MAEConfig, MAEOutput, is_decoder_key
+from maelab.models.vit_parts import (
     add_vit_encoder,
     check_inputs,
     init_linear_and_norm,
     init_patch_embed,
-    is_decoder_key,
 )
 from maelab.pos_embed import sincos_2d
 from maelab.targets import make_target, masked_l1
