@@ -189,11 +189,14 @@ class Ablate:
     """Run each cell in its own Python process (a crash or kill loses only that cell)."""
     only: tuple[str, ...] = ()
     """Run only these cells (names like mask_ratio=0.75-seed0, or without the -seedN suffix)."""
+    reuse: bool = True
+    """Take the numbers of an identically configured cell finished in a sibling sweep directory instead of
+    training it again (recorded as reused_from). Turn off when the sweep compares wall times."""
 
     def run(self) -> int:
         from maelab.engine.ablate import run_sweep
 
-        _, failed = run_sweep(self.sweep, self.output_dir, self.isolate, self.only)
+        _, failed = run_sweep(self.sweep, self.output_dir, self.isolate, self.only, self.reuse)
         if failed:
             logger.error("%d cell(s) of the sweep are not finished ok; see the table (rerun to retry them)", failed)
         return 1 if failed else 0

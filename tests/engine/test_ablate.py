@@ -175,3 +175,27 @@ def test_second_ablate_on_a_busy_directory_is_refused(tmp_path):
     (sweep_dir / ablate.LOCK).write_text(str(os.getpid()))  # a live process holds it
     with pytest.raises(ValueError, match="in use by another maelab ablate"):
         run_sweep(_write(tmp_path), sweep_dir, isolate=False)
+
+
+def test_identical_cell_of_a_sibling_sweep_is_reused_not_retrained(finished, monkeypatch):
+    tmp, sweep_dir = finished
+    # A second sweep beside the first: one cell equal to a finished one, one new cell.
+    other = {**SWEEP, "name": "other", "grid": {"options.mask_ratio": [0.75, 0.6]}}
+    trained = []
+    real = ablate._STAGE_FNS["pretrain"]
+    monkeypatch.setitem(ablate._STAGE_FNS, "pretrain", lambda cell, d: trained.append(cell.name) or real(cell, d))
+    path = tmp / "other.yaml"
+    path.write_text(yaml.safe_dump(other))
+    other_dir, failed = run_sweep(path, sweep_dir.parent / "other", isolate=False)
+    assert failed == 0
+    assert trained == ["mask_ratio=0.6-seed0"]
+    rows = _rows(other_dir)
+    source = _rows(sweep_dir)["mask_ratio=0.75-seed0"]
+    assert rows["mask_ratio=0.75-seed0"]["linprobe_top1"] == source["linprobe_top1"]
+    assert rows["mask_ratio=0.75-seed0"]["reused_from"].endswith("mask_ratio=0.75-seed0")
+    assert not rows["mask_ratio=0.6-seed0"]["reused_from"]
+    assert "come from an identically configured cell" in (other_dir / "results.md").read_text()
+    # With reuse off the cell is trained (the wall-time comparisons need it).
+    trained.clear()
+    run_sweep(path, sweep_dir.parent / "other-noreuse", isolate=False, only=("mask_ratio=0.75",), reuse=False)
+    assert trained == ["mask_ratio=0.75-seed0"]

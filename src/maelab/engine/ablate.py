@@ -12,6 +12,14 @@ Layout of a sweep directory::
 
 A rerun skips finished cells, retries failed ones, and continues an interrupted cell from its
 first unfinished stage (that stage's half-written directory is removed and redone).
+
+Sweeps share cells: the paper's default (ratio 0.75, random masks, normalized pixels, ...) is a cell
+of almost every sweep. Unless ``reuse=False``, a cell whose every stage has the same configuration
+as a finished cell of a sibling sweep (another sweep directory under the same parent) takes that
+cell's numbers instead of training again; its result.json names the source in ``reused_from``.
+Training is deterministic at a fixed seed, so this changes no number, only the wall time spent.
+Turn it off for sweeps whose wall times are compared (mask tokens, equal-time SimMIM vs MAE) so
+every cell of the comparison is timed under the same machine load.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ LOCK = "ablate.lock"
 
 
 def run_sweep(spec: str | Path, output_dir: Path | None = None, isolate: bool = True,
-              only: tuple[str, ...] = ()) -> tuple[Path, int]:
+              only: tuple[str, ...] = (), reuse: bool = True) -> tuple[Path, int]:
     """Run the sweep's unfinished cells and write the report; returns (sweep dir, failed cell count)."""
     path = resolve_sweep_path(spec)
     sweep = load_sweep(path)
@@ -53,7 +61,7 @@ def run_sweep(spec: str | Path, output_dir: Path | None = None, isolate: bool = 
     _lock(sweep_dir)
     try:
         shutil.copyfile(path, sweep_dir / "sweep.yaml")  # the file of the latest run (cells are checked above)
-        failed = _run_cells(sweep, sweep_dir, cells, isolate)
+        failed = _run_cells(sweep, sweep_dir, cells, isolate, reuse)
     finally:
         (sweep_dir / LOCK).unlink(missing_ok=True)
     logger.info("sweep %s: %d cells, %d not ok; report %s", sweep.name, len(sweep.cells), failed,
@@ -61,7 +69,7 @@ def run_sweep(spec: str | Path, output_dir: Path | None = None, isolate: bool = 
     return sweep_dir, failed
 
 
-def _run_cells(sweep: Sweep, sweep_dir: Path, cells: list[Cell], isolate: bool) -> int:
+def _run_cells(sweep: Sweep, sweep_dir: Path, cells: list[Cell], isolate: bool, reuse: bool) -> int:
     from maelab.engine.ablate_report import write_report
 
     for i, cell in enumerate(cells):
@@ -74,6 +82,12 @@ def _run_cells(sweep: Sweep, sweep_dir: Path, cells: list[Cell], isolate: bool) 
         cell_dir.mkdir(parents=True, exist_ok=True)
         write_json(cell_dir / "cell.json", cell_to_json(cell))
         (cell_dir / RESULT).unlink(missing_ok=True)
+        source = _equal_finished_cell(cell, sweep_dir) if reuse else None
+        if source is not None:
+            logger.info("[%d/%d] %s: same configuration as %s, its numbers are reused", i + 1, len(cells),
+                        cell.name, source)
+            write_json(cell_dir / RESULT, {**_read_result(source), "reused_from": str(source)})
+            continue
         if isolate:
             _run_subprocess(cell_dir)
         else:
@@ -83,6 +97,24 @@ def _run_cells(sweep: Sweep, sweep_dir: Path, cells: list[Cell], isolate: bool) 
         logger.info("[%d/%d] %s: %s", i + 1, len(cells), cell.name, status)
         write_report(sweep, sweep_dir)
     return write_report(sweep, sweep_dir)
+
+
+def _equal_finished_cell(cell: Cell, sweep_dir: Path) -> Path | None:
+    """A cell finished ok (and not itself reused) in a sibling sweep directory with the same stage configs."""
+    want = _roundtrip({k: to_jsonable(getattr(cell, k)) for k in STAGES})
+    for other in sorted(sweep_dir.parent.glob("*/cells/*")):
+        if other.parent.parent.resolve() == sweep_dir.resolve() or not (other / "cell.json").is_file():
+            continue
+        result = _read_result(other)
+        if result is None or result.get("status") != "ok" or "reused_from" in result:
+            continue
+        try:
+            saved = cell_to_json(cell_from_json(read_json(other / "cell.json")))
+        except (ValueError, TypeError, KeyError):
+            continue
+        if _roundtrip({k: saved[k] for k in STAGES}) == want:
+            return other
+    return None
 
 
 def _lock(sweep_dir: Path) -> None:

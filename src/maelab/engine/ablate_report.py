@@ -16,7 +16,7 @@ METRICS = ("linprobe_top1", "knn_top1", "finetune_top1")
 NAMES = {"linprobe_top1": "linear probe", "knn_top1": "kNN", "finetune_top1": "fine-tune"}
 COLUMNS = ("cell", "label", "seed", "status", "pretrain_wall_s", "pretrain_epochs", "pretrain_loss",
            "pretrain_img_per_s", "linprobe_top1", "linprobe_best_top1", "knn_top1", "finetune_top1",
-           "finetune_best_top1", "error")
+           "finetune_best_top1", "error", "reused_from")
 
 
 def collect(sweep: Sweep, sweep_dir: Path) -> list[dict[str, Any]]:
@@ -79,6 +79,12 @@ def markdown(sweep: Sweep, groups: list[dict[str, Any]], rows: list[dict[str, An
                  _fmt(g["linprobe_top1"]), _fmt(g["knn_top1"]), _fmt(g["finetune_top1"]),
                  _fmt(g["pretrain_loss"], 4), _fmt(g["pretrain_wall_s"], 0), ratio]
         lines.append("| " + " | ".join(cells) + " |")
+    reused = [r for r in rows if r.get("reused_from")]
+    if reused:
+        lines += ["", "Cells whose numbers (and wall time) come from an identically configured cell of another sweep:",
+                  ""]
+        lines += [f"- `{r['cell']}`: `{Path(r['reused_from']).parent.parent.name}/{Path(r['reused_from']).name}`"
+                  for r in reused]
     bad = [r for r in rows if r["status"] != "ok"]
     if bad:
         lines += ["", "Cells not finished:", ""]
