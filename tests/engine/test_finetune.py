@@ -189,7 +189,7 @@ def test_bad_checkpoints_exit_2(pretrained_run, tmp_path, capsys):
     weights["patch_embed.proj.weight"] = torch.zeros(32, 3, 8, 8)
     save_checkpoint(tmp_path / "tampered", weights, meta)
     assert _finetune(tmp_path / "tampered.safetensors", out) == 2
-    assert "do not match" in capsys.readouterr().err
+    assert "the tensors do not fit" in capsys.readouterr().err
 
     assert main(["finetune", *FAST, "--output-dir", str(out)]) == 2
     assert "--checkpoint" in capsys.readouterr().err

@@ -23,8 +23,7 @@ from maelab.data import DataConfig, DatasetInfo, dataset_info
 from maelab.engine.checkpoint import CheckpointMeta, load_checkpoint, read_meta
 from maelab.engine.config import to_jsonable
 from maelab.engine.eval_config import EvalDataOptions
-from maelab.models import MAEConfig, weights_mismatch
-from maelab.models.mae import is_decoder_key
+from maelab.models import MAEConfig
 from maelab.pos_embed import adapt_pos_embed
 
 logger = logging.getLogger(__name__)
@@ -58,19 +57,15 @@ def mae_meta(path: Path, command: str) -> CheckpointMeta:
 
 
 def load_pretrained(path: Path, command: str) -> Pretrained:
-    """Read a maelab "mae" checkpoint and check its tensors against the model its metadata describes."""
-    meta = mae_meta(path, command)
-    config = MAEConfig.from_dict(meta.model_config)
-    weights, _ = load_checkpoint(path)
-    problem = weights_mismatch(config, weights)
-    if problem is not None:
-        raise ValueError(
-            f"{path}: the tensors do not match the model its metadata describes ({problem}); "
-            "the file is damaged or was edited"
-        )
-    encoder = {k: v for k, v in weights.items() if not is_decoder_key(k)}
-    return Pretrained(Path(path), config, encoder, dict(meta.extra.get("data") or {}),
-                      str(meta.extra.get("model_name", "mae")))
+    """The encoder of a maelab pre-training checkpoint (or run directory), an official MAE release
+    (``mae_pretrain_vit_*.pth`` and the others) or a Hugging Face ViT-MAE / ViT directory, with its
+    tensors checked against the architecture it describes."""
+    from maelab.interop.load import load_source, source_kind
+
+    if source_kind(path) == "maelab":
+        mae_meta(path, command)  # a classifier checkpoint gets a message that names this command
+    imported = load_source(path)
+    return Pretrained(Path(path), imported.config, imported.encoder_weights(), dict(imported.data), imported.name)
 
 
 def resolve_data(

@@ -46,7 +46,9 @@ class FinetuneConfig:
     """End-to-end fine-tuning (or partial fine-tuning, or training from scratch) of the encoder."""
 
     checkpoint: Path | None = None
-    """A maelab pre-training checkpoint (.safetensors) or run directory; optional with --init none."""
+    """A maelab pre-training checkpoint (.safetensors) or run directory, an official MAE .pth
+    (mae_pretrain_vit_base.pth, ..._full.pth, mae_visualize_*.pth) or a Hugging Face ViT-MAE / ViT
+    directory; optional with --init none."""
     init: Literal["pretrained", "none"] = "pretrained"
     """"none" trains the same ViT from random init (the supervised-from-scratch baseline)."""
     model: str = "mae_vit_fashion"
@@ -98,7 +100,8 @@ class FeatureSource:
     """Where frozen features come from (shared by linprobe and knn)."""
 
     checkpoint: Path | None = None
-    """A maelab pre-training checkpoint (.safetensors) or run directory; optional with --init none/pixels."""
+    """A maelab pre-training checkpoint (.safetensors) or run directory, an official MAE .pth or a
+    Hugging Face ViT-MAE / ViT directory; optional with --init none/pixels."""
     init: Init = "pretrained"
     """Features from: the checkpoint's encoder; "none": a random-init encoder of the same architecture
     (the checkpoint's, else --model's; seeded by --seed); "pixels": no encoder, the flattened

@@ -124,10 +124,18 @@ def encoder_source(init: str, checkpoint: Path | None, model: str, command: str)
     if checkpoint is None:
         config = get_config(model) if init == "none" else None
         return EncoderSource(init, None, config, None, {}, model if init == "none" else "pixels")
-    meta = mae_meta(checkpoint, command)
-    config = MAEConfig.from_dict(meta.model_config) if init == "none" else None
-    name = str(meta.extra.get("model_name", "mae")) if init == "none" else "pixels"
-    return EncoderSource(init, Path(checkpoint), config, None, dict(meta.extra.get("data") or {}), name)
+    from maelab.interop.load import load_source, source_kind
+
+    if source_kind(checkpoint) == "maelab":
+        meta = mae_meta(checkpoint, command)
+        config, data, name = MAEConfig.from_dict(meta.model_config), dict(meta.extra.get("data") or {}), \
+            str(meta.extra.get("model_name", "mae"))
+    else:  # an official .pth or a Hugging Face directory: its architecture, no data provenance
+        imported = load_source(checkpoint)
+        config, data, name = imported.config, {}, imported.name
+    if init == "pixels":
+        config, name = None, "pixels"
+    return EncoderSource(init, Path(checkpoint), config, None, data, name)
 
 
 def random_encoder(config: MAEConfig, seed: int) -> Pretrained:

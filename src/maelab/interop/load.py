@@ -25,11 +25,12 @@ def load_source(
         img_size: resample the position embeddings for this input size (another patch grid).
     """
     path = Path(path)
-    if path.is_dir() and (path / "config.json").is_file() and not (path / f"{LAST}.safetensors").exists():
+    kind = source_kind(path)
+    if kind == "hf":
         from maelab.interop.hf import load_hf
 
         imported = load_hf(path)
-    elif path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
+    elif kind == "official":
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist")
         from maelab.interop.official import read_official
@@ -44,6 +45,16 @@ def load_source(
     if img_size is not None:
         imported = imported.resized(img_size)
     return imported
+
+
+def source_kind(path: Path) -> str:
+    """"hf" (a transformers directory), "official" (a reference-code ``.pth``) or "maelab"."""
+    path = Path(path)
+    if path.is_dir() and (path / "config.json").is_file() and not (path / f"{LAST}.safetensors").exists():
+        return "hf"
+    if path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
+        return "official"
+    return "maelab"
 
 
 def _load_maelab(path: Path) -> ImportedModel:
