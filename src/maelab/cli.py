@@ -156,7 +156,8 @@ class Demo:
 @dataclass(frozen=True)
 class Export:
     """Export a checkpoint (maelab, official MAE .pth or Hugging Face directory) to timm, Hugging Face,
-    ONNX (the encoder, checked through onnxruntime) or plain safetensors."""
+    ONNX (the encoder, checked through onnxruntime) or plain safetensors; a fine-tuned or probed
+    classifier to timm with its head."""
 
     checkpoint: tyro.conf.Positional[Path]
     """A maelab checkpoint or run directory, an official MAE .pth, or a Hugging Face directory."""
@@ -169,6 +170,10 @@ class Export:
     """What an official .pth predicts, when its name (mae_visualize_* / *_full) does not say."""
     img_size: int | None = None
     """Export for this input size (position embeddings resampled to the new patch grid)."""
+    head_classes: int = 1000
+    """timm, pre-training checkpoints: a zero-initialized (untrained) head of this many classes, so timm's
+    ImageNet names (vit_base_patch16_224) load the file as-is; 0: no head (for the .mae tags). A fine-tuned
+    or probed checkpoint exports its own trained head."""
 
     def run(self) -> None:
         from maelab.interop.export import ExportConfig, run_export

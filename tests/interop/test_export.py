@@ -21,18 +21,22 @@ def _x(c, batch=3, seed=0):
     return torch.randn(batch, c.in_chans, *c.img_size, generator=torch.Generator().manual_seed(seed))
 
 
+@pytest.mark.parametrize("head_classes", [1000, 0])
 @pytest.mark.parametrize("source", ["maelab", "official"])
 @torch.no_grad()
-def test_timm_export_loads_with_pretrained_cfg_overlay(maelab_checkpoint, official_files, tmp_path, source):
+def test_timm_export_loads_with_pretrained_cfg_overlay(maelab_checkpoint, official_files, tmp_path, source,
+                                                       head_classes):
     path = maelab_checkpoint if source == "maelab" else official_files["visualize"]
     out = tmp_path / "enc.safetensors"
-    assert main(["export", str(path), "--to", "timm", "-o", str(out)]) == 0
+    assert main(["export", str(path), "--to", "timm", "--head-classes", str(head_classes), "-o", str(out)]) == 0
     imported = load_source(path)
     with safe_open(str(out), "pt") as handle:
         meta = handle.metadata()
+        names = set(handle.keys())
+    assert names - set(imported.encoder_weights()) == ({"head.weight", "head.bias"} if head_classes else set())
     kwargs = json.loads(meta["timm_kwargs"])
     assert kwargs == json.loads(json.dumps(timm_kwargs(imported.config)))
-    # The .mae tag's pretrained config has no head, so the load is strict.
+    assert meta["timm_architecture"].endswith(".mae") == (head_classes == 0)
     vit = timm.create_model(meta["timm_architecture"], pretrained=True,
                             pretrained_cfg_overlay=dict(file=str(out)), **kwargs).eval()
     x = _x(imported.config)
@@ -43,9 +47,10 @@ def test_timm_export_loads_with_pretrained_cfg_overlay(maelab_checkpoint, offici
 @pytest.mark.slow  # ~20 s on 2 cores: an 86M-parameter model built three times
 @torch.no_grad()
 def test_timm_export_of_vit_base_loads_by_its_timm_name(tmp_path):
-    """ViT-B/16 shapes: ``timm.create_model('vit_base_patch16_224.mae', pretrained=True, overlay)``
-    with no other argument. (The untagged name's default config has a 1000-class head, so timm
-    needs ``num_classes=0`` there: an MAE encoder has no head.)"""
+    """ViT-B/16 shapes: the issue's literal call ``timm.create_model('vit_base_patch16_224',
+    pretrained=True, pretrained_cfg_overlay=dict(file=...))`` loads the default export (its zero
+    1000-way head gives zero logits), as does ``num_classes=0``; ``--head-classes 0`` loads by the
+    ``.mae`` tag, whose pretrained config has no head."""
     from maelab.engine.checkpoint import CheckpointMeta, save_checkpoint
     from maelab.models import create_model
 
@@ -53,14 +58,18 @@ def test_timm_export_of_vit_base_loads_by_its_timm_name(tmp_path):
     model = create_model("mae_vit_base_patch16", decoder_depth=1, decoder_embed_dim=64, decoder_num_heads=2).eval()
     meta = CheckpointMeta(kind="mae", model_config=model.config.to_dict())
     ckpt = save_checkpoint(tmp_path / "b16", model.state_dict(), meta)
-    out = tmp_path / "b16-timm.safetensors"
+    out, headless = tmp_path / "b16-timm.safetensors", tmp_path / "b16-timm-headless.safetensors"
     assert main(["export", str(ckpt), "--to", "timm", "-o", str(out)]) == 0
-    assert timm_name(model.config) == "vit_base_patch16_224.mae"
+    assert main(["export", str(ckpt), "--to", "timm", "--head-classes", "0", "-o", str(headless)]) == 0
+    assert timm_name(model.config) == "vit_base_patch16_224"
     x = _x(model.config, batch=1)
     expected = model.forward_encoder(x, None)
-    for name, extra in (("vit_base_patch16_224.mae", {}), ("vit_base_patch16_224", {"num_classes": 0})):
-        vit = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(out)), **extra).eval()
+    for name, extra, file in (("vit_base_patch16_224", {}, out), ("vit_base_patch16_224", {"num_classes": 0}, out),
+                              ("vit_base_patch16_224.mae", {}, headless)):
+        vit = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(file)), **extra).eval()
         torch.testing.assert_close(vit.forward_features(x), expected, atol=ATOL, rtol=0)
+        if not extra and file == out:
+            assert torch.count_nonzero(vit(x)) == 0  # the untrained head
 
 
 @pytest.mark.parametrize("encoder_only", [False, True])
@@ -112,7 +121,7 @@ def test_export_at_another_resolution(maelab_checkpoint, tmp_path):
     out = tmp_path / "enc48.safetensors"
     assert main(["export", str(maelab_checkpoint), "--to", "timm", "--img-size", "48", "-o", str(out)]) == 0
     resized = load_source(maelab_checkpoint, img_size=48)
-    vit = timm.create_model("vit_base_patch16_224.mae", pretrained=True, pretrained_cfg_overlay=dict(file=str(out)),
+    vit = timm.create_model("vit_base_patch16_224", pretrained=True, pretrained_cfg_overlay=dict(file=str(out)),
                             **timm_kwargs(resized.config)).eval()
     x = _x(resized.config)
     assert x.shape[-1] == 48

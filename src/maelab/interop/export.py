@@ -8,10 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import torch
 from safetensors.torch import save_file
 
+from maelab.engine.checkpoint import load_checkpoint, read_meta
 from maelab.interop.imported import ImportedModel
-from maelab.interop.load import load_source
+from maelab.interop.load import load_source, source_kind
 from maelab.models.mae import MAEConfig
 
 logger = logging.getLogger(__name__)
@@ -38,6 +40,11 @@ class ExportConfig:
     """For an official .pth whose name does not say what its decoder predicts."""
     img_size: int | None = None
     """Export for this input size: the position embeddings are resampled to the new patch grid."""
+    head_classes: int = 1000
+    """timm, pre-training checkpoints: also write a zero-initialized (untrained) classifier head with this
+    many outputs. timm's ImageNet names (vit_base_patch16_224, ...) expect a 1000-class head and then load
+    the file with no other argument; 0 writes none, for the ``.mae`` tags (vit_base_patch16_224.mae).
+    Fine-tuned and probed checkpoints always carry their own trained head."""
 
 
 def timm_kwargs(c: MAEConfig) -> dict:
@@ -46,21 +53,72 @@ def timm_kwargs(c: MAEConfig) -> dict:
                 depth=c.depth, num_heads=c.num_heads, mlp_ratio=c.mlp_ratio, num_classes=0)
 
 
-def timm_name(c: MAEConfig) -> str:
-    """timm's MAE architecture of the same shapes (its ``.mae`` tag has no head), else ViT-B's, which
-    :func:`timm_kwargs` then overrides."""
+def timm_name(c: MAEConfig, head: bool = True) -> str:
+    """timm's ViT of the same shapes, else ViT-B's, which :func:`timm_kwargs` then overrides. With
+    ``head=False`` its ``.mae`` tag, whose pretrained config has no classifier."""
     base = _TIMM_NAMES.get((c.embed_dim, c.depth, c.num_heads, c.patch_size), "vit_base_patch16")
-    return f"{base}_224.mae"
+    return f"{base}_224" if head else f"{base}_224.mae"
 
 
-def export_timm(imported: ImportedModel, output: Path) -> Path:
-    """The encoder as a timm ``VisionTransformer`` state dict (safetensors, no head)."""
+def export_timm(imported: ImportedModel, output: Path, head_classes: int = 1000) -> Path:
+    """The encoder as a timm ``VisionTransformer`` state dict (safetensors), with a zero-initialized
+    ``head_classes``-way head unless it is 0 (a 1000-way head lets timm's untagged ImageNet names load it)."""
+    if head_classes < 0:
+        raise ValueError(f"--head-classes must be 0 (no head) or a class count; got {head_classes}")
+    weights = imported.encoder_weights()
+    if head_classes:
+        dim = imported.config.embed_dim
+        weights = {**weights, "head.weight": torch.zeros(head_classes, dim), "head.bias": torch.zeros(head_classes)}
+    name = timm_name(imported.config, head=head_classes > 0)
     kwargs = timm_kwargs(imported.config)
-    _save(imported.encoder_weights(), output, {"timm_architecture": timm_name(imported.config),
-                                               "timm_kwargs": json.dumps(kwargs)})
-    logger.info("load it with timm.create_model(%r, pretrained=True, pretrained_cfg_overlay=dict(file=%r), **%s)",
-                timm_name(imported.config), str(output), kwargs)
+    head = f"zero-initialized {head_classes}-way head (untrained)" if head_classes else "none"
+    _save(weights, output, {"timm_architecture": name, "timm_kwargs": json.dumps(kwargs), "head": head})
+    logger.info("load it with timm.create_model(%r, pretrained=True, pretrained_cfg_overlay=dict(file=%r)%s)",
+                name, str(output), "" if _is_stock(imported.config) else f", **{kwargs}")
     return output
+
+
+def _is_stock(c: MAEConfig) -> bool:
+    """The encoder is exactly timm's architecture of :func:`timm_name` at 224x224 with 3 channels."""
+    return ((c.embed_dim, c.depth, c.num_heads, c.patch_size) in _TIMM_NAMES and tuple(c.img_size) == (224, 224)
+            and c.in_chans == 3 and c.mlp_ratio == 4.0)
+
+
+def export_timm_classifier(path: Path, output: Path) -> Path:
+    """A fine-tuned or probed maelab classifier as a timm ``VisionTransformer`` state dict, its trained head
+    included. The probe's BatchNorm (no affine, running statistics) is folded into its linear layer, which
+    is exact in eval mode: W (x - mu) / s + b = (W / s) x + (b - (W / s) mu)."""
+    weights, meta = load_checkpoint(path)
+    cfg = meta.model_config
+    if cfg.get("features") == "pixels" or cfg.get("head") not in ("linear", "bn_linear"):
+        raise ValueError(f"{path} is a raw-pixel or headless probe; only ViT classifiers export to timm")
+    if cfg["head"] == "bn_linear":
+        weights = fold_bn_linear(weights, eps=1e-6)
+    kwargs = dict(img_size=list(cfg["img_size"]), patch_size=cfg["patch_size"], in_chans=cfg["in_chans"],
+                  embed_dim=cfg["embed_dim"], depth=cfg["depth"], num_heads=cfg["num_heads"],
+                  mlp_ratio=cfg["mlp_ratio"], num_classes=cfg["num_classes"], global_pool=cfg["global_pool"],
+                  fc_norm=cfg["fc_norm"])
+    info = meta.data_info or {}
+    # timm drops a file's head unless the overlay's class count equals the model's: the overlay names it.
+    overlay = {"num_classes": cfg["num_classes"]}
+    if info.get("mean") is not None:
+        overlay.update(mean=tuple(info["mean"]), std=tuple(info["std"]))
+    _save(weights, output, {"timm_architecture": "vit_base_patch16_224", "timm_kwargs": json.dumps(kwargs),
+                            "pretrained_cfg_overlay": json.dumps(overlay),
+                            "class_names": json.dumps(list(info.get("class_names") or []))})
+    logger.info("load it with timm.create_model('vit_base_patch16_224', pretrained=True, "
+                "pretrained_cfg_overlay=dict(file=%r, **%s), **%s); inputs normalized with mean/std %s/%s",
+                str(output), overlay, kwargs, info.get("mean"), info.get("std"))
+    return output
+
+
+def fold_bn_linear(weights: dict[str, torch.Tensor], eps: float) -> dict[str, torch.Tensor]:
+    """``head.0`` BatchNorm1d(affine=False) + ``head.1`` Linear -> one ``head`` Linear (same eval output)."""
+    inv_std = (weights["head.0.running_var"].double() + eps).rsqrt()  # (D,)
+    w = weights["head.1.weight"].double() * inv_std  # (K, D)
+    b = weights["head.1.bias"].double() - w @ weights["head.0.running_mean"].double()  # (K,)
+    out = {k: v for k, v in weights.items() if not k.startswith("head.")}
+    return {**out, "head.weight": w.float(), "head.bias": b.float()}
 
 
 def export_safetensors(imported: ImportedModel, output: Path, encoder_only: bool) -> Path:
@@ -87,9 +145,16 @@ def run_export(cfg: ExportConfig) -> Path:
     output = Path(cfg.output) if cfg.output is not None else default_output(cfg.checkpoint, cfg.to)
     if output.exists():
         raise ValueError(f"{output} already exists; choose another --output (exports never overwrite)")
+    if source_kind(cfg.checkpoint) == "maelab" and read_meta(cfg.checkpoint).kind == "classifier":
+        if cfg.to != "timm" or cfg.img_size is not None:
+            raise ValueError(f"{cfg.checkpoint} is a classifier (finetune/linprobe); it exports --to timm, at its "
+                             "own resolution; export its pre-training checkpoint for the other formats")
+        export_timm_classifier(Path(cfg.checkpoint), output)
+        logger.info("wrote %s (timm classifier, trained head)", output)
+        return output
     imported = load_source(cfg.checkpoint, cfg.target, cfg.img_size)
     if cfg.to == "timm":
-        export_timm(imported, output)
+        export_timm(imported, output, cfg.head_classes)
     elif cfg.to == "safetensors":
         export_safetensors(imported, output, cfg.encoder_only)
     elif cfg.to == "hf":
