@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, IterableDataset
 
 from maelab.data import cifar, fashion_mnist, folder, synthetic
 from maelab.data.config import DataConfig, DatasetInfo, Split, check_split
@@ -21,6 +22,7 @@ _NATIVE: dict[str, tuple[int, int]] = {
     "cifar10": (cifar.NATIVE_SIZE, cifar.NATIVE_CHANNELS),
     "synthetic": (synthetic.NATIVE_SIZE, synthetic.NATIVE_CHANNELS),
     "folder": (folder.NATIVE_SIZE, folder.NATIVE_CHANNELS),
+    "shards": (folder.NATIVE_SIZE, folder.NATIVE_CHANNELS),  # shards are written from an image folder
 }
 
 
@@ -28,7 +30,8 @@ def dataset_info(cfg: DataConfig) -> DatasetInfo:
     """Channels, (H, W), normalization stats and classes the model will see.
 
     Cheap for the built-in datasets (constants, no file access); for
-    ``"folder"`` it scans ``cfg.data`` to find the classes.
+    ``"folder"`` it scans ``cfg.data`` to find the classes; for ``"shards"``
+    it reads ``shards.json``.
     """
     native_size, native_channels = _NATIVE[cfg.dataset]
     size = cfg.img_size if cfg.img_size is not None else native_size
@@ -45,6 +48,12 @@ def dataset_info(cfg: DataConfig) -> DatasetInfo:
         root = folder.check_root(cfg.data)
         mean, std = folder.folder_stats(root, channels)
         names = folder.folder_class_names(root)
+    elif cfg.dataset == "shards":
+        from maelab.data import shards  # needs the optional webdataset package
+
+        index = shards.read_index(cfg.data)
+        names = tuple(index["class_names"])
+        mean, std = _adapt_stats(*shards.shard_stats(index, channels, cfg.data), channels)
     else:
         module = fashion_mnist if cfg.dataset == "fashion_mnist" else cifar
         mean, std = _adapt_stats(module.MEAN, module.STD, channels)
@@ -67,6 +76,9 @@ def build_dataset(
 ) -> Dataset:
     """Dataset of ``(image float (C, H, W), label int)`` items, label -1 when unlabeled.
 
+    ``"shards"`` gives a :class:`~maelab.data.shards.ShardDataset` (an IterableDataset, streamed);
+    the others are map-style.
+
     ``transform`` receives uint8 (C_native, H, W) tensors; ``None`` means
     ``eval_transform(dataset_info(cfg))`` so the items are always model-ready.
     """
@@ -75,6 +87,12 @@ def build_dataset(
     if transform is None:
         transform = eval_transform(info)
 
+    if cfg.dataset == "shards":
+        from maelab.data.shards import ShardDataset
+
+        data = ShardDataset(cfg.data, split, transform, channels=info.channels)
+        logger.info("shards %s split: %d images in %d shards", split, len(data), len(data.urls))
+        return data
     if cfg.dataset == "folder":
         root = folder.check_root(cfg.data)
         index = folder.index_split(root, split)
@@ -90,6 +108,13 @@ def build_dataset(
         images, labels = synthetic.generate_split(cfg.synthetic_size, info.channels, info.img_size[0], split)
     logger.info("%s %s split: %d images %s", cfg.dataset, split, images.shape[0], tuple(images.shape[1:]))
     return UInt8ImageDataset(images, labels, transform, info.class_names)
+
+
+def first_items(dataset: Dataset, n: int) -> list:
+    """The first ``n`` items (or all when fewer); of a streamed dataset, the first it yields."""
+    if isinstance(dataset, IterableDataset):
+        return list(itertools.islice(iter(dataset), n))
+    return [dataset[i] for i in range(min(n, len(dataset)))]
 
 
 def _adapt_stats(

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
-DatasetName = Literal["fashion_mnist", "folder", "cifar10", "synthetic"]
+DatasetName = Literal["fashion_mnist", "folder", "cifar10", "synthetic", "shards"]
 Split = Literal["train", "test"]
 Augment = Literal["none", "fixed_crop", "random_resized_crop", "crop_jitter"]
 
@@ -26,13 +26,14 @@ class DataConfig:
     Attributes:
         dataset: which backend to use.
         data: directory holding the data; ``None`` lets the backend search its
-            default locations (required for ``"folder"``).
+            default locations (required for ``"folder"`` and for ``"shards"``, the
+            directory ``maelab shard`` wrote).
         download: allow a torchvision download when nothing is found locally.
         img_size: side of the square image fed to the model; ``None`` keeps
             the dataset's native size (28 Fashion-MNIST, 32 CIFAR-10 and
-            synthetic, 224 folder).
+            synthetic, 224 folder and shards).
         channels: channels fed to the model; ``None`` keeps the native count
-            (1 Fashion-MNIST and synthetic, 3 CIFAR-10 and folder).
+            (1 Fashion-MNIST and synthetic, 3 CIFAR-10, folder and shards).
         synthetic_size: number of synthetic train images (test: a quarter).
         num_workers: DataLoader worker processes.
         augment: pre-training augmentation (paper Table 1e): "none" (center crop only),

@@ -18,6 +18,7 @@ refused with :class:`ImageTooLarge` before any pixel is decoded.
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 
@@ -77,6 +78,18 @@ def load_image(path: Path, channels: int) -> torch.Tensor:
             "downscale the image, or raise PIL.Image.MAX_IMAGE_PIXELS if the file is trusted"
         ) from exc
     array = np.array(converted, dtype=np.uint8)  # copy: writable, independent of PIL
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def decode_image_bytes(data: bytes, channels: int | None) -> torch.Tensor:
+    """Decode an image file held in memory (a shard member) into uint8 (channels, H, W) by the rules
+    above, as :func:`load_image` does for files; ``channels`` None keeps the file's own channels."""
+    with Image.open(io.BytesIO(data)) as img:
+        img.load()
+        converted = img if channels is None else to_mode(img, "L" if channels == 1 else "RGB")
+        array = np.array(converted, dtype=np.uint8)  # copy: independent of PIL
     if array.ndim == 2:
         array = array[:, :, None]
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()

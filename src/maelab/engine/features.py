@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 from tqdm.auto import tqdm
 
 from maelab.data import DataConfig, DatasetInfo
@@ -48,6 +48,8 @@ def fixed_subset(dataset: Dataset, limit: int | None) -> Dataset:
     """The same ``limit`` random images on every call (all of them when ``limit`` is None or large)."""
     if limit is None or len(dataset) <= limit:
         return dataset
+    if isinstance(dataset, IterableDataset):  # shards: written in random order, so their first images
+        return dataset.configured(limit=limit)
     # Random rather than the first ones: datasets stored class by class would otherwise lose whole classes.
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:limit]
     return Subset(dataset, order.tolist())

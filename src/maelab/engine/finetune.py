@@ -39,7 +39,7 @@ from maelab.engine.classify import (
     resolve_data,
 )
 from maelab.engine.config import to_jsonable
-from maelab.engine.distributed import agree, steps_per_epoch
+from maelab.engine.distributed import agree
 from maelab.engine.eval_config import FINETUNE_EPOCHS, FinetuneConfig
 from maelab.engine.evaluate import ClassifierRun, evaluate
 from maelab.engine.features import encoder_source, eval_loader
@@ -47,10 +47,10 @@ from maelab.engine.loop import (
     Progress,
     StepOutput,
     TrainLoop,
-    make_loader_fn,
     setup_environment,
 )
 from maelab.engine.rundir import new_run_dir, open_log, write_json
+from maelab.engine.seeding import train_loader
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +137,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
     name = source.name
     run_dir = new_run_dir(cfg.output_dir, f"finetune-{name}" + ("-scratch" if cfg.init == "none" else ""))
     env = setup_environment(loop_cfg)
+    make_loader, steps = train_loader(train_set, batch, loop_cfg.seed, env, data_cfg.num_workers)
     run_dir = agree(run_dir)
 
     torch.manual_seed(loop_cfg.seed)
@@ -179,8 +180,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
     logger.info("fine-tuning %d of %d parameters", trainable, sum(p.numel() for p in vit.parameters()))
     loop = TrainLoop(
         model=model, optimizer=optimizer, step_fn=step,
-        make_loader=make_loader_fn(train_set, batch, loop_cfg.seed, env, data_cfg.num_workers),
-        steps_per_epoch=steps_per_epoch(len(train_set), batch, env.world_size), loop=loop_cfg, optim=cfg.optim, env=env,
+        make_loader=make_loader, steps_per_epoch=steps, loop=loop_cfg, optim=cfg.optim, env=env,
         log=open_log(run_dir, loop_cfg.tensorboard and env.is_main), effective_batch=batch * loop_cfg.accum_iter * env.world_size,
         on_epoch_end=run.on_epoch_end, save=run.save, desc="finetune",
     )

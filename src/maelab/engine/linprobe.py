@@ -30,7 +30,7 @@ from torchvision.transforms import v2
 from maelab.data import DatasetInfo, MatchChannels, build_dataset, eval_transform
 from maelab.engine.classify import classifier_meta, init_head
 from maelab.engine.config import to_jsonable
-from maelab.engine.distributed import agree, steps_per_epoch
+from maelab.engine.distributed import agree
 from maelab.engine.eval_config import LINPROBE_EPOCHS, LinprobeConfig
 from maelab.engine.evaluate import ClassifierRun, evaluate
 from maelab.engine.features import (
@@ -43,10 +43,10 @@ from maelab.engine.loop import (
     Progress,
     StepOutput,
     TrainLoop,
-    make_loader_fn,
     setup_environment,
 )
 from maelab.engine.rundir import new_run_dir, open_log, write_json
+from maelab.engine.seeding import train_loader
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +129,7 @@ def linprobe(cfg: LinprobeConfig) -> Path:
         test_set = TensorDataset(*test_feats)
         evaluate_fn = lambda: evaluate(head, eval_loader(test_set, 4096, env.device), env.device)  # noqa: E731
 
+    make_loader, steps = train_loader(train_set, batch, cfg.loop.seed, env, data_cfg.num_workers if cfg.augment else 0)
     if env.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "config.json", to_jsonable(cfg))
@@ -140,8 +141,7 @@ def linprobe(cfg: LinprobeConfig) -> Path:
     )
     loop = TrainLoop(
         model=head, optimizer=optimizer, step_fn=step,
-        make_loader=make_loader_fn(train_set, batch, cfg.loop.seed, env, data_cfg.num_workers if cfg.augment else 0),
-        steps_per_epoch=steps_per_epoch(len(train_set), batch, env.world_size), loop=cfg.loop, optim=cfg.optim, env=env,
+        make_loader=make_loader, steps_per_epoch=steps, loop=cfg.loop, optim=cfg.optim, env=env,
         log=open_log(run_dir, cfg.loop.tensorboard and env.is_main), effective_batch=batch * cfg.loop.accum_iter * env.world_size,
         on_epoch_end=run.on_epoch_end, save=run.save, desc="linprobe",
     )

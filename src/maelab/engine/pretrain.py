@@ -17,6 +17,7 @@ from maelab.data import (
     eval_transform,
     pretrain_transform,
 )
+from maelab.data.builders import first_items
 from maelab.data.transforms import batch_flip_normalize, pretrain_crop_uint8
 from maelab.engine.checkpoint import CheckpointMeta, load_checkpoint
 from maelab.engine.checkpoint_store import (
@@ -26,7 +27,7 @@ from maelab.engine.checkpoint_store import (
     save_resumable,
 )
 from maelab.engine.config import PretrainConfig, from_jsonable, to_jsonable
-from maelab.engine.distributed import agree, rank_rows, steps_per_epoch
+from maelab.engine.distributed import agree, rank_rows
 from maelab.engine.knn import KnnMonitor
 from maelab.engine.loop import (
     Environment,
@@ -34,11 +35,11 @@ from maelab.engine.loop import (
     Progress,
     StepOutput,
     TrainLoop,
-    make_loader_fn,
     setup_environment,
 )
 from maelab.engine.optim import build_adamw
 from maelab.engine.rundir import new_run_dir, open_log, read_json, write_json
+from maelab.engine.seeding import train_loader
 from maelab.engine.signals import TrainingInterrupted, graceful_stop
 from maelab.engine.visualize import (
     reconstruct,
@@ -164,8 +165,11 @@ def mae_step(env: Environment, device_augment: DatasetInfo | None = None):
 def fit_pca_target(model: MaskedAutoencoder, dataset: torch.utils.data.Dataset, seed: int) -> None:
     """Fit the "pca" target's basis on patches of a seeded sample of (augmented) training images."""
     gen = torch.Generator().manual_seed(seed)
-    picks = torch.randperm(len(dataset), generator=gen)[:PCA_FIT_IMAGES].tolist()
-    imgs = torch.stack([dataset[i][0] for i in picks])  # (N, C, H, W)
+    if isinstance(dataset, torch.utils.data.IterableDataset):  # shards are written in random order
+        items = first_items(dataset, PCA_FIT_IMAGES)
+    else:
+        items = [dataset[i] for i in torch.randperm(len(dataset), generator=gen)[:PCA_FIT_IMAGES].tolist()]
+    imgs = torch.stack([item[0] for item in items])  # (N, C, H, W)
     patches = patchify(imgs, model.config.patch_size).flatten(0, 1)  # (N*L, P)
     patches = patches[torch.randperm(patches.shape[0], generator=gen)[:PCA_FIT_PATCHES]]  # (M, P)
     basis = fit_pca(patches, model.config.num_pca_components)
@@ -209,6 +213,7 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
             "lower --batch-size"
         )
     env = setup_environment(cfg.loop)
+    make_loader, steps = train_loader(train_set, cfg.loop.batch_size, cfg.loop.seed, env, data_cfg.num_workers)
     run_dir = agree(run_dir)
     knn = KnnMonitor(data_cfg, info, env.device, cfg.loop.batch_size) if cfg.knn_every else None
 
@@ -232,6 +237,11 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
                 f"{loop_state.dataset_size}; the data changed since the checkpoint, so the run cannot continue "
                 "exactly. Restore the data, or start a new run"
             )
+        if progress.iter and data_cfg.dataset == "shards" and saved.data.num_workers != data_cfg.num_workers:
+            raise ValueError(
+                f"{weights_path.name} was saved mid-epoch reading shards with --num-workers {saved.data.num_workers}; "
+                "the stream's order depends on it, so continue with the same --num-workers (or from an epoch-end checkpoint)"
+            )
         if progress.iter and loop_state.world_size != env.world_size:
             raise ValueError(
                 f"{weights_path.name} was saved mid-epoch by {loop_state.world_size} process(es); continue it with "
@@ -251,7 +261,7 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
                    purge_step=progress.step + 1 if state is not None else None)
     if env.is_main:
         log.truncate_to(progress.epoch, progress.iter)
-    vis_imgs = torch.stack([vis_set[i][0] for i in range(min(NUM_VIS_IMAGES, len(vis_set)))]).to(env.device)
+    vis_imgs = torch.stack([item[0] for item in first_items(vis_set, NUM_VIS_IMAGES)]).to(env.device)
 
     def meta(p: Progress) -> CheckpointMeta:
         return CheckpointMeta(kind="mae", model_config=model_cfg.to_dict(), data_info=to_jsonable(info),
@@ -275,8 +285,7 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
     accum = cfg.loop.accum_iter
     loop = TrainLoop(
         model=model, optimizer=optimizer, step_fn=mae_step(env, info if cfg.device_augment else None),
-        make_loader=make_loader_fn(train_set, cfg.loop.batch_size, cfg.loop.seed, env, data_cfg.num_workers),
-        steps_per_epoch=steps_per_epoch(len(train_set), cfg.loop.batch_size, env.world_size), loop=cfg.loop, optim=cfg.optim, env=env, log=log,
+        make_loader=make_loader, steps_per_epoch=steps, loop=cfg.loop, optim=cfg.optim, env=env, log=log,
         effective_batch=cfg.loop.batch_size * accum * env.world_size, on_epoch_end=on_epoch_end, save=save,
         desc="pretrain", dataset_size=len(train_set),
     )

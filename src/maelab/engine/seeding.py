@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 if TYPE_CHECKING:  # loop.py imports this module
     from maelab.engine.loop import Environment
@@ -139,3 +139,46 @@ def make_loader_fn(dataset: Dataset, batch_size: int, seed: int, env: Environmen
         )
 
     return make
+
+
+class SeededAugment:
+    """``(transform, image, key) -> transform(image)`` under RNGs seeded from (seed, epoch, key):
+    a streamed image's augmentation, the same on any rank, worker or restart (picklable for workers)."""
+
+    def __init__(self, seed: int, epoch: int) -> None:
+        self.base = epoch_seed(seed, epoch, "sample")
+
+    def __call__(self, transform, image: torch.Tensor, key: int) -> torch.Tensor:
+        with preserved_rngs():
+            seed_all(sample_seed(self.base, key))
+            return transform(image)
+
+
+def train_loader(dataset: Dataset, batch_size: int, seed: int, env: Environment, num_workers: int):
+    """``(make(epoch, start=0), steps_per_epoch)`` for the shared loop, for a map-style dataset
+    (:func:`make_loader_fn`) or a streamed :class:`~maelab.data.shards.ShardDataset`.
+
+    A stream's epoch is the fixed number of batches every (rank, worker) can fill whatever the
+    epoch's shard order (:func:`~maelab.data.shards.stream_batches_per_worker`), so every rank runs
+    the same number of steps. Its order depends on the number of ranks and workers (shards are
+    dealt to them), unlike the map-style path; a mid-epoch ``start`` skips the batches already
+    trained on without decoding them, exactly when the worker count is the one that trained them.
+    """
+    if not isinstance(dataset, IterableDataset):
+        from maelab.engine.distributed import steps_per_epoch
+
+        return make_loader_fn(dataset, batch_size, seed, env, num_workers), \
+            steps_per_epoch(len(dataset), batch_size, env.world_size)
+    from maelab.data.shards import StreamPlan, stream_batches_per_worker
+
+    workers = max(num_workers, 1)
+    per_worker = stream_batches_per_worker(dataset.counts, batch_size, env.world_size, num_workers)
+
+    def make(epoch: int, start: int = 0) -> DataLoader:
+        plan = StreamPlan(batch_size, per_worker, start, augment=SeededAugment(seed, epoch))
+        part = dataset.configured(rank=env.rank, world_size=env.world_size, seed=seed, epoch=epoch, plan=plan)
+        return DataLoader(part, batch_size=batch_size, drop_last=True, num_workers=num_workers,
+                          pin_memory=env.device.type == "cuda",
+                          worker_init_fn=_ignore_stop_signals if num_workers else None)
+
+    return make, per_worker * workers

@@ -1,0 +1,104 @@
+"""pretrain / finetune / linprobe / knn read WebDataset shards (--dataset shards --data DIR)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from maelab.cli import main
+from maelab.data import DataConfig, build_dataset, dataset_info, pretrain_transform
+from maelab.engine.checkpoint import load_checkpoint
+from maelab.engine.loop import Environment
+from maelab.engine.seeding import train_loader
+
+CLASSES = ("ant", "bee", "cow")
+
+
+@pytest.fixture(scope="module")
+def shard_dir(tmp_path_factory):
+    """48 train / 12 test 16x16 RGB PNGs in 3 class folders, written as shards of 6 images."""
+    root = tmp_path_factory.mktemp("shards")
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 48), ("test", 12)):
+        for i in range(count):
+            label = i % 3
+            # Class-dependent brightness, so the classes are learnable.
+            array = np.clip(rng.normal(60 + 70 * label, 20, size=(16, 16, 3)), 0, 255).astype(np.uint8)
+            path = root / "images" / split / CLASSES[label] / f"{i:03d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(array).save(path)
+    assert main(["shard", str(root / "images"), str(root / "out"), "--max-per-shard", "6"]) == 0
+    return root / "out"
+
+
+def _keys_and_images(batches):
+    return [(list(keys), imgs) for imgs, _, keys in batches]
+
+
+def test_stream_epoch_is_fixed_distinct_per_rank_and_resumes_exactly(shard_dir):
+    cfg = DataConfig(dataset="shards", data=shard_dir, img_size=16, channels=1)
+    info = dataset_info(cfg)
+    assert info.class_names == CLASSES and info.channels == 1
+    data = build_dataset(cfg, "train", pretrain_transform(info)).configured(with_keys=True)
+    batch, workers = 4, 2
+    env = [Environment(torch.device("cpu"), rank=r, world_size=2) for r in range(2)]
+    # 8 shards for 2 ranks x 2 workers: each consumer gets 2 shards (12 images) = 3 batches of 4.
+    makes, steps = zip(*(train_loader(data, batch, 7, e, workers) for e in env))
+    assert steps == (6, 6)
+    for epoch in range(2):
+        full = [_keys_and_images(makes[r](epoch)) for r in range(2)]
+        assert [len(f) for f in full] == [6, 6]
+        keys = [k for f in full for ks, _ in f for k in ks]
+        assert len(keys) == len(set(keys)) == 48  # every image exactly once, ranks disjoint
+        for start in (1, 4):  # a mid-epoch resume: the same batches, augmentation included
+            rest = _keys_and_images(makes[0](epoch, start))
+            assert [k for k, _ in rest] == [k for k, _ in full[0][start:]]
+            for (_, got), (_, want) in zip(rest, full[0][start:]):
+                torch.testing.assert_close(got, want, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="--max-per-shard"):
+        train_loader(data, 16, 0, env[0], workers)  # 12 images per consumer cannot fill a batch of 16
+
+
+def test_pretrain_finetune_linprobe_knn_from_shards(shard_dir, tmp_path):
+    base = ["--dataset", "shards", "--data", str(shard_dir), "--no-tensorboard"]
+    run = tmp_path / "pre"
+    assert main(["pretrain", "--model", "debug", "--img-size", "16", "--batch-size", "8", "--epochs", "1",
+                 "--num-workers", "2", "--output-dir", str(run), *base]) == 0
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    epoch = [r for r in records if r["event"] == "epoch"]
+    # 8 shards, 2 workers: 4 shards (24 images) each = 3 batches of 8 per worker.
+    assert len(epoch) == 1 and epoch[0]["step"] == 6 and np.isfinite(epoch[0]["loss"])
+    weights, meta = load_checkpoint(run / "checkpoint-last.safetensors")
+    assert meta.data_info["class_names"] == list(CLASSES) and meta.extra["data"]["dataset"] == "shards"
+    assert (run / "recon.png").exists()
+
+    ft = tmp_path / "ft"
+    assert main(["finetune", "--checkpoint", str(run), "--batch-size", "8", "--epochs", "1",
+                 "--output-dir", str(ft), "--no-tensorboard"]) == 0  # the data comes from the checkpoint
+    assert (ft / "metrics.json").exists()
+    lp = tmp_path / "lp"
+    assert main(["linprobe", "--checkpoint", str(run), "--batch-size", "8", "--epochs", "2", "--augment",
+                 "--output-dir", str(lp), *base]) == 0
+    assert [json.loads(line)["step"] for line in (lp / "log.jsonl").read_text().splitlines()
+            if json.loads(line)["event"] == "epoch"] == [6, 12]
+    knn = tmp_path / "knn"
+    assert main(["knn", "--checkpoint", str(run), "--train-subset", "20", "--output-dir", str(knn), *base]) == 0
+    result = json.loads((knn / "knn.json").read_text())
+    assert result["train_images"] == 20 and sum(map(sum, result["confusion_matrix"])) == 12
+
+
+@pytest.mark.parametrize("problem", ["missing", "empty", "too_few"])
+def test_bad_shard_dir_exits_2_before_writing(shard_dir, tmp_path, capsys, problem):
+    data = {"missing": tmp_path / "nope", "empty": tmp_path, "too_few": shard_dir}[problem]
+    out = tmp_path / "run"
+    # too_few: 2 workers get 4 shards (24 images) each, less than a batch of 32.
+    batch = "32" if problem == "too_few" else "8"
+    assert main(["pretrain", "--model", "debug", "--img-size", "16", "--batch-size", batch, "--dataset", "shards",
+                 "--data", str(data), "--num-workers", "2", "--output-dir", str(out)]) == 2
+    message = capsys.readouterr().err
+    assert {"missing": "does not exist", "empty": "maelab shard", "too_few": "--max-per-shard"}[problem] in message
+    assert not out.exists()
