@@ -130,6 +130,10 @@ class PretrainConfig:
     """Keep crops uint8 until the device and flip + normalize there in batch (for GPUs whose loader lags)."""
     knn_every: int = 0
     """Log kNN accuracy of the cls token (up to 5000 train / 2000 test images) every N epochs; 0 = never."""
+    fsdp: bool = False
+    """Shard the model across the torchrun processes (FSDP2 ``fully_shard``, one unit per block) instead of
+    replicating it (DDP); for models too large for one device. Checkpoints stay full, so they load back on
+    any number of processes. Belongs to one invocation: a resume may turn it on or off."""
 
     def __post_init__(self) -> None:
         if self.knn_every < 0:

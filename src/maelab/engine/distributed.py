@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.fsdp import FSDPModule
 
 logger = logging.getLogger(__name__)
 
@@ -84,19 +85,32 @@ def agree(value):
 def wrap_ddp(model: nn.Module, world_size: int, device: torch.device) -> nn.Module:
     """``model`` wrapped in DistributedDataParallel when running on several ranks, else itself.
 
-    Only parameters that require grad are synchronized, so frozen encoders cost nothing.
+    Only parameters that require grad are synchronized, so frozen encoders cost nothing. A model
+    sharded by FSDP (:mod:`maelab.engine.fsdp`) synchronizes itself and is returned as is.
     """
-    if world_size <= 1 or not any(p.requires_grad for p in model.parameters()):
+    if world_size <= 1 or isinstance(model, FSDPModule) or not any(p.requires_grad for p in model.parameters()):
         return model
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
 def maybe_no_sync(net: nn.Module, sync: bool) -> contextlib.AbstractContextManager:
-    """Skip DDP's gradient all-reduce on accumulation micro-steps (it runs once, on the last one)."""
+    """Skip DDP's all-reduce (FSDP's reduce-scatter) of the gradients on accumulation micro-steps
+    (it runs once, on the last one)."""
     if not sync and isinstance(net, nn.parallel.DistributedDataParallel):
         return net.no_sync()
+    if not sync and isinstance(net, FSDPModule):
+        return _fsdp_no_sync(net)
     return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _fsdp_no_sync(net: FSDPModule):
+    net.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        net.set_requires_gradient_sync(True)
 
 
 def all_reduce_mean(value: torch.Tensor, world_size: int) -> torch.Tensor:

@@ -1,14 +1,19 @@
 """Fully sharded data parallelism (PyTorch's ``fully_shard``, FSDP2) for models too large for one device.
 
-Each Transformer block is one FSDP unit (its parameters are gathered just before it runs and freed
-after), and the root module holds the rest (embeddings, norms, heads). Checkpoints are always the
-plain, full state dict under the model's own keys, gathered to rank 0, so a checkpoint written by N
-ranks loads on any world size, with or without FSDP; :func:`load_full_state_dict` goes the other way.
+``torchrun --nproc-per-node N -m maelab pretrain ... --fsdp`` shards the model: each Transformer
+block is one FSDP unit (its parameters are gathered just before it runs and freed after), and the
+root module holds the rest (embeddings, norms, heads). Gradients are reduce-scattered (averaged over
+ranks, as DDP does), so the run follows the same trajectory as DDP or one process with the global
+batch.
 
-Build the optimizer *after* :func:`shard_model`: sharding replaces the parameters.
+Checkpoints are always the plain, full state dict under the model's own keys, gathered to rank 0
+(and the optimizer's state under parameter names), so a checkpoint written by N ranks loads on any
+world size, with or without FSDP. Gathering is a collective: every rank calls the save function,
+rank 0 writes.
 
-Status: these helpers are tested with 2 Gloo ranks on CPU (``tests/engine/test_fsdp.py``, slow) but
-not yet wired into the training commands (no ``--fsdp`` flag).
+Build the optimizer *after* :func:`shard_model`: sharding replaces the parameters. Load weights
+into the plain model before sharding; :func:`load_optimizer_state` then takes either kind of
+optimizer state (a plain ``optimizer.state_dict()`` or a full, name-keyed one).
 """
 
 from __future__ import annotations
@@ -18,19 +23,26 @@ from torch import nn
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
+    get_optimizer_state_dict,
     set_model_state_dict,
+    set_optimizer_state_dict,
 )
-from torch.distributed.fsdp import fully_shard
-
-from maelab.models import MaskedAutoencoder
+from torch.distributed.fsdp import FSDPModule, fully_shard
 
 
-def shard_model(model: MaskedAutoencoder) -> MaskedAutoencoder:
-    """Shard ``model`` in place across the default process group, one unit per block; returns it."""
-    for block in (*model.blocks, *model.decoder_blocks):
+def shard_model(model: nn.Module) -> nn.Module:
+    """Shard ``model`` in place across the default process group, one unit per block; returns it.
+
+    Blocks are ``model.blocks`` and, for an MAE, ``model.decoder_blocks``.
+    """
+    for block in (*model.blocks, *getattr(model, "decoder_blocks", ())):
         fully_shard(block)
     fully_shard(model)
     return model
+
+
+def is_sharded(model: nn.Module) -> bool:
+    return isinstance(model, FSDPModule)
 
 
 def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -41,3 +53,31 @@ def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 def load_full_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Load a full state dict held by rank 0 (others may pass ``{}``) into a sharded model; a collective call."""
     set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+
+
+def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """The optimizer's whole state keyed by parameter name, as CPU tensors on rank 0; a collective call."""
+    return get_optimizer_state_dict(model, optimizer,
+                                    options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load a plain or a name-keyed full optimizer state into ``optimizer`` of ``model`` (sharded or not).
+
+    Every rank passes the whole state (each keeps its shard); a collective call on a sharded model.
+    """
+    if not any(isinstance(key, str) for key in state.get("state", {})) and not is_sharded(model):
+        optimizer.load_state_dict(state)
+        return
+    set_optimizer_state_dict(model, optimizer, _by_name(model, optimizer, state),
+                             options=StateDictOptions(full_state_dict=True))
+
+
+def _by_name(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> dict:
+    """A plain ``optimizer.state_dict()`` (parameters numbered in group order) keyed by parameter name."""
+    if any(isinstance(key, str) for key in state.get("state", {})) or not state.get("param_groups"):
+        return state
+    names = {id(p): name for name, p in model.named_parameters()}
+    order = [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
+    groups = [dict(group, params=[order[i] for i in group["params"]]) for group in state["param_groups"]]
+    return {"state": {order[i]: value for i, value in state["state"].items()}, "param_groups": groups}

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 from tqdm.auto import tqdm
 
 from maelab.engine.config import LoopConfig, OptimConfig
@@ -121,6 +122,9 @@ class TrainLoop:
     """Polled after every optimizer step: when set, the loop saves and raises TrainingInterrupted."""
     dataset_size: int = 0
     """Recorded in checkpoints: a resume onto a different training set could not be exact."""
+    sharded: bool = False
+    """The model is FSDP-sharded: its forward and its state dict are collectives, so ``on_epoch_end``
+    and ``save`` run on every rank (they write on rank 0 only)."""
 
     def __post_init__(self) -> None:
         assert self.loop.epochs is not None, "resolve the command's default epochs before building the loop"
@@ -175,12 +179,12 @@ class TrainLoop:
         while progress.epoch < end:
             record = self._epoch(progress, resume if progress.iter else None)
             progress.epoch, progress.iter = progress.epoch + 1, 0
-            if self.on_epoch_end is not None and self.env.is_main:
+            if self.on_epoch_end is not None and (self.env.is_main or self.sharded):
                 record.update(self.on_epoch_end(progress.epoch - 1, record))
             self._write(record)
             history.append(record)
             stopping = self._stopping(True)
-            if self.save is not None and self.env.is_main and (stopping or progress.epoch == end or progress.epoch % self.loop.save_every == 0):
+            if self.save is not None and (self.env.is_main or self.sharded) and (stopping or progress.epoch == end or progress.epoch % self.loop.save_every == 0):
                 self.save(progress, self._state(None, None))
             if stopping and progress.epoch < end:
                 raise self._interrupted(progress)
@@ -309,6 +313,8 @@ class TrainLoop:
             norm = total_grad_norm(self.trainable)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if isinstance(norm, DTensor):  # FSDP: each rank holds its shards' part of the norm
+            norm = norm.full_tensor()
         return norm
 
     def _rank_mean(self, sums: EpochSums) -> EpochSums:
@@ -330,7 +336,7 @@ class TrainLoop:
             nonfinite.raise_if_found(bar)  # never save weights a deferred check would reject
             # Every rank resumes from these sums: the rank mean so far, so the epoch's mean stays exact.
             state = self._state(generator, self._rank_mean(sums))
-            if self.env.is_main:
+            if self.env.is_main or self.sharded:
                 self.save(here, state)
         if stopping:
             bar.close()

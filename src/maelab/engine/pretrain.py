@@ -28,6 +28,7 @@ from maelab.engine.checkpoint_store import (
 )
 from maelab.engine.config import PretrainConfig, from_jsonable, to_jsonable
 from maelab.engine.distributed import agree, rank_rows
+from maelab.engine.fsdp import full_optimizer_state, full_state_dict, load_optimizer_state, shard_model
 from maelab.engine.knn import KnnMonitor
 from maelab.engine.loop import (
     Environment,
@@ -129,8 +130,9 @@ def merge_resume(saved: PretrainConfig, given: PretrainConfig) -> PretrainConfig
             merged = dataclasses.replace(
                 merged, **{section: dataclasses.replace(getattr(merged, section), **{f.name: value})}
             )
-    # --stop-after belongs to one invocation, never to the run.
-    merged = dataclasses.replace(merged, loop=dataclasses.replace(merged.loop, stop_after=given.loop.stop_after))
+    # --stop-after and --fsdp belong to one invocation, never to the run (checkpoints are full either way).
+    merged = dataclasses.replace(merged, loop=dataclasses.replace(merged.loop, stop_after=given.loop.stop_after),
+                                 fsdp=given.fsdp)
     if given.model != default.model and given.model != saved.model:
         raise ValueError(f"--model cannot change when resuming (the run uses {saved.model})")
     return merged
@@ -213,6 +215,10 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
             "lower --batch-size"
         )
     env = setup_environment(cfg.loop)
+    if cfg.fsdp and env.world_size < 2:
+        raise ValueError("--fsdp shards the model across the processes of a distributed launch, but this is one "
+                         "process; launch with torchrun --nproc-per-node N (N >= 2) -m maelab pretrain ... --fsdp, "
+                         "or drop --fsdp")
     make_loader, steps = train_loader(train_set, cfg.loop.batch_size, cfg.loop.seed, env, data_cfg.num_workers)
     run_dir = agree(run_dir)
     knn = KnnMonitor(data_cfg, info, env.device, cfg.loop.batch_size) if cfg.knn_every else None
@@ -223,12 +229,15 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
         # The basis is fitted on normalized images: with --device-augment the training set yields uint8 crops.
         fit_set = build_dataset(data_cfg, "train", pretrain_transform(info)) if cfg.device_augment else train_set
         fit_pca_target(model, fit_set, cfg.loop.seed)
-    optimizer = build_adamw(model, cfg.optim)
     progress, loop_state = Progress(), None
     if state is not None:
         weights, _ = load_checkpoint(weights_path, env.device)
-        model.load_state_dict(weights)
-        optimizer.load_state_dict(state["optimizer"])
+        model.load_state_dict(weights)  # into the plain model: sharding keeps the values
+    if cfg.fsdp:
+        shard_model(model)
+    optimizer = build_adamw(model, cfg.optim)  # after sharding, which replaces the parameters
+    if state is not None:
+        load_optimizer_state(model, optimizer, state["optimizer"])
         progress = Progress(epoch=state["epoch"], step=state["step"], iter=state.get("iter", 0))
         loop_state = LoopState.from_state(state.get("loop") or {}, env.device)
         if loop_state.dataset_size and loop_state.dataset_size != len(train_set):
@@ -269,25 +278,33 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
                                                     "step": p.step, "iter": p.iter})
 
     def on_epoch_end(epoch: int, record: dict) -> dict:
+        # With --fsdp every rank comes here (the model's forward is a collective); only rank 0 writes.
         report = skipped_files_report(train_set)
         if (epoch + 1) % cfg.vis_every == 0 or epoch + 1 == cfg.loop.epochs:
-            grid = write_pictures(model, vis_imgs, info, run_dir, epoch + 1, log.records() + [record])
-            log.image("reconstruction", grid, record["step"])
+            rec = reconstruct(model, vis_imgs, info.mean, info.std, seed=0)
+            if env.is_main:
+                grid = write_pictures(rec, model.config, run_dir, epoch + 1, log.records() + [record])
+                log.image("reconstruction", grid, record["step"])
         if knn is not None and ((epoch + 1) % cfg.knn_every == 0 or epoch + 1 == cfg.loop.epochs):
             report.update(knn(model))
         return report
 
     def save(p: Progress, state: LoopState) -> None:
-        train_state = {"optimizer": optimizer.state_dict(), "epoch": p.epoch, "step": p.step, "iter": p.iter,
+        # Sharded: gather the full weights and optimizer state to rank 0 (collectives), so any world size loads them.
+        weights = full_state_dict(model) if cfg.fsdp else model.state_dict()
+        optim_state = full_optimizer_state(model, optimizer) if cfg.fsdp else optimizer.state_dict()
+        if not env.is_main:
+            return
+        train_state = {"optimizer": optim_state, "epoch": p.epoch, "step": p.step, "iter": p.iter,
                        "loop": state.state_dict()}
-        save_resumable(run_dir, p.step, model.state_dict(), meta(p), train_state, cfg.loop.keep_last)
+        save_resumable(run_dir, p.step, weights, meta(p), train_state, cfg.loop.keep_last)
 
     accum = cfg.loop.accum_iter
     loop = TrainLoop(
         model=model, optimizer=optimizer, step_fn=mae_step(env, info if cfg.device_augment else None),
         make_loader=make_loader, steps_per_epoch=steps, loop=cfg.loop, optim=cfg.optim, env=env, log=log,
         effective_batch=cfg.loop.batch_size * accum * env.world_size, on_epoch_end=on_epoch_end, save=save,
-        desc="pretrain", dataset_size=len(train_set),
+        desc="pretrain", dataset_size=len(train_set), sharded=cfg.fsdp,
     )
     with graceful_stop() as loop.stop:
         try:
@@ -308,14 +325,11 @@ def skipped_files_report(dataset) -> dict:
     return {"skipped_files": len(bad)}
 
 
-def write_pictures(
-    model: MaskedAutoencoder, imgs: torch.Tensor, info: DatasetInfo, run_dir: Path, epoch: int, records: list[dict]
-) -> Path:
-    """Reconstruction grid for this epoch (recon_epochNNN.png, copied to recon.png) and loss.png;
-    returns the grid's path."""
-    rec = reconstruct(model, imgs, info.mean, info.std, seed=0)
+def write_pictures(rec, config: MAEConfig, run_dir: Path, epoch: int, records: list[dict]) -> Path:
+    """Reconstruction grid ``rec`` (:func:`reconstruct`) of this epoch (recon_epochNNN.png, copied to
+    recon.png) and loss.png; returns the grid's path."""
     path = run_dir / f"recon_epoch{epoch:03d}.png"
-    save_reconstruction_grid(rec, path, title=f"epoch {epoch}, mask ratio {model.config.mask_ratio}")
+    save_reconstruction_grid(rec, path, title=f"epoch {epoch}, mask ratio {config.mask_ratio}")
     shutil.copyfile(path, run_dir / "recon.png")
     save_loss_plot(records, run_dir / "loss.png")
     return path
