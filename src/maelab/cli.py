@@ -219,6 +219,15 @@ def main(argv: list[str] | None = None) -> int:
     # Under torchrun only rank 0 reports progress; the others speak up for warnings and errors.
     logging.basicConfig(level=logging.INFO if env_rank() == 0 else logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:
+        return _run(argv)
+    finally:
+        shutdown(wait=False)  # after an error; a finished command has left the group already
+
+
+def _run(argv: list[str] | None) -> int:
+    from maelab.engine.distributed import shutdown
+
+    try:
         # Inside the try: a top-level config's own validation raises ValueError out of tyro.
         try:
             command = tyro.extras.subcommand_cli_from_dict(

@@ -72,7 +72,7 @@ def test_pretrain_finetune_linprobe_knn_from_shards(shard_dir, tmp_path):
     epoch = [r for r in records if r["event"] == "epoch"]
     # 8 shards, 2 workers: 4 shards (24 images) each = 3 batches of 8 per worker.
     assert len(epoch) == 1 and epoch[0]["step"] == 6 and np.isfinite(epoch[0]["loss"])
-    weights, meta = load_checkpoint(run / "checkpoint-last.safetensors")
+    _, meta = load_checkpoint(run / "checkpoint-last.safetensors")
     assert meta.data_info["class_names"] == list(CLASSES) and meta.extra["data"]["dataset"] == "shards"
     assert (run / "recon.png").exists()
 

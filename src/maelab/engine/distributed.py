@@ -66,10 +66,16 @@ def init_from_env(device: torch.device) -> tuple[torch.device, DistState]:
     return device, state
 
 
-def shutdown() -> None:
-    """Leave the process group (every rank waits for the others first)."""
+def shutdown(wait: bool = True) -> None:
+    """Leave the process group; with ``wait`` every rank waits for the others first.
+
+    A command that failed leaves without waiting (the others may never arrive), but it still
+    destroys the group: a Gloo group left to the interpreter's exit can abort it ("terminate
+    called without an active exception") while its threads are torn down.
+    """
     if dist.is_initialized():
-        dist.barrier()
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 

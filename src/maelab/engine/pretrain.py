@@ -28,7 +28,12 @@ from maelab.engine.checkpoint_store import (
 )
 from maelab.engine.config import PretrainConfig, from_jsonable, to_jsonable
 from maelab.engine.distributed import agree, rank_rows
-from maelab.engine.fsdp import full_optimizer_state, full_state_dict, load_optimizer_state, shard_model
+from maelab.engine.fsdp import (
+    full_optimizer_state,
+    full_state_dict,
+    load_optimizer_state,
+    shard_model,
+)
 from maelab.engine.knn import KnnMonitor
 from maelab.engine.loop import (
     Environment,
