@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 from maelab.cli import main
 from maelab.data import DataConfig, build_dataset, dataset_info, pretrain_transform
 from maelab.engine.checkpoint import load_checkpoint
+from maelab.engine.checkpoint_store import discard_after
 from maelab.engine.loop import Environment
 from maelab.engine.seeding import train_loader
 
@@ -102,3 +105,23 @@ def test_bad_shard_dir_exits_2_before_writing(shard_dir, tmp_path, capsys, probl
     message = capsys.readouterr().err
     assert {"missing": "does not exist", "empty": "maelab shard", "too_few": "--max-per-shard"}[problem] in message
     assert not out.exists()
+
+
+def test_shard_run_resumes_mid_epoch_exactly_with_the_same_workers(shard_dir, tmp_path, capsys):
+    full, mid = tmp_path / "full", tmp_path / "mid"
+    args = ["pretrain", "--model", "debug", "--img-size", "16", "--batch-size", "4", "--epochs", "1", "--vis-every", "5",
+            "--dataset", "shards", "--data", str(shard_dir), "--num-workers", "2", "--no-tensorboard", "--lr", "1e-3",
+            "--warmup-epochs", "0", "--save-every-steps", "1", "--keep-last", "20"]
+    assert main([*args, "--output-dir", str(full)]) == 0  # 2 workers x 4 shards x 24 images: 12 steps of 4
+    shutil.copytree(full, mid)
+    discard_after(mid, 5)  # as if stopped after step 5: odd, so worker 1 serves the first batch after it
+    for ext in ("safetensors", "state.pt"):
+        shutil.copyfile(mid / f"checkpoint-step0000005.{ext}", mid / f"checkpoint-last.{ext}")
+    assert main(["pretrain", "--resume", str(mid), "--num-workers", "1"]) == 2
+    assert "same --num-workers" in capsys.readouterr().err
+    assert main(["pretrain", "--resume", str(mid), "--num-workers", "2"]) == 0
+    a = load_file(str(full / "checkpoint-last.safetensors"))
+    b = load_file(str(mid / "checkpoint-last.safetensors"))
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    ends = [json.loads((run / "log.jsonl").read_text().splitlines()[-1]) for run in (full, mid)]
+    assert ends[0]["step"] == ends[1]["step"] == 12 and ends[0]["loss"] == ends[1]["loss"]
