@@ -46,6 +46,9 @@ def test_stream_epoch_is_fixed_distinct_per_rank_and_resumes_exactly(shard_dir):
     cfg = DataConfig(dataset="shards", data=shard_dir, img_size=16, channels=1)
     info = dataset_info(cfg)
     assert info.class_names == CLASSES and info.channels == 1
+    assert info.mean == (0.5,) and info.std == (0.5,)  # stored in shards.json: the folder's gray defaults
+    rgb = dataset_info(DataConfig(dataset="shards", data=shard_dir, img_size=16))
+    assert rgb.channels == 3 and rgb.mean == (0.485, 0.456, 0.406) and rgb.img_size == (16, 16)
     data = build_dataset(cfg, "train", pretrain_transform(info)).configured(with_keys=True)
     batch, workers = 4, 2
     env = [Environment(torch.device("cpu"), rank=r, world_size=2) for r in range(2)]

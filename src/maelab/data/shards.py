@@ -117,13 +117,6 @@ def shard_stats(index: dict, channels: int, shard_dir: Path) -> tuple[tuple[floa
     return tuple(stats["mean"]), tuple(stats["std"])
 
 
-def check_shard_count(num_shards: int, world_size: int, num_workers: int) -> None:
-    consumers = world_size * max(num_workers, 1)
-    if num_shards < consumers:
-        logger.warning("%d shards for %d ranks x workers: some consumers get no data; write smaller shards "
-                       "(--max-per-shard)", num_shards, consumers)
-
-
 def stream_batches_per_worker(counts: list[int], batch_size: int, world_size: int, num_workers: int) -> int:
     """Batches every (rank, worker) consumer can fill in any epoch, whatever the shard order.
 

@@ -10,6 +10,7 @@ from typing import Literal
 import torch
 
 from maelab.data import DataConfig, DatasetInfo, build_dataset, eval_transform
+from maelab.data.builders import first_items
 from maelab.data.images import DECODE_ERRORS, load_image
 from maelab.engine.visualize import (
     Reconstruction,
@@ -90,7 +91,7 @@ def run_reconstruct(cfg: ReconstructConfig) -> Path:
         if not extra.get("data") and cfg.dataset is None:
             raise ValueError(f"{cfg.checkpoint} records no dataset to draw images from; pass image files or --dataset")
         dataset = checkpoint_test_set(info, extra, cfg.dataset, cfg.data)
-        imgs = torch.stack([dataset[i][0] for i in range(min(cfg.num_images, len(dataset)))])
+        imgs = torch.stack([item[0] for item in first_items(dataset, cfg.num_images)])
     rec: Reconstruction = reconstruct(
         model, imgs.to(cfg.device), info.mean, info.std, cfg.mask_ratio, cfg.mask_strategy, cfg.seed
     )
