@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import nn
 
-from maelab.engine.checkpoint import CheckpointMeta, save_checkpoint
+from maelab.engine.checkpoint import CheckpointMeta, read_meta, save_checkpoint
 from maelab.engine.resume import LoopState, Progress
 from maelab.engine.resuming import save_point
 from maelab.engine.rundir import write_json
@@ -148,6 +148,14 @@ class ClassifierRun:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epochs = [dict(row) for row in state["epochs"]]
         self.best = None if state["best"] is None else dict(state["best"])
+        best_file = self.run_dir / f"{BEST}.safetensors"
+        best_epoch = 0 if self.best is None else self.best["epoch"] + 1
+        if best_file.exists() and read_meta(best_file).epoch != best_epoch:
+            # Saved after the checkpoint being resumed (the stopped run got further): the resumed run writes it
+            # again when it reproduces that epoch, which it does unless an option such as --epochs changed.
+            logger.warning("%s is from epoch %d, past the checkpoint this run resumes from (best so far: epoch %d); "
+                           "it is replaced by the resumed run's next best epoch", best_file.name,
+                           read_meta(best_file).epoch, best_epoch)
 
     def save(self, progress: Progress, loop_state: LoopState) -> None:
         """The resumable checkpoint (``TrainLoop.save``): weights, optimizer, loop state and the evaluations."""

@@ -58,7 +58,8 @@ def merge_resume(saved: Config, given: Config, allowed: frozenset[tuple[str, str
     raises ValueError naming it. ``loop.stop_after`` belongs to one invocation, never to the run.
     """
     default = type(given)()
-    names = ", ".join(sorted({option_name(name) for _, name in allowed}))
+    names = ", ".join(sorted({option_name(name) for section, name in allowed
+                              if hasattr(getattr(given, section, given) if section else given, name)}))
     merged = saved
     for top in dataclasses.fields(given):
         part = getattr(given, top.name)
