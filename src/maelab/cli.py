@@ -74,11 +74,13 @@ class Finetune:
     """Fine-tune a pre-trained encoder (partly: --tune-blocks; from scratch: --init none); top-1/top-5 per epoch."""
 
     config: Annotated[FinetuneConfig, tyro.conf.arg(name="")]
+    resume: Path | None = None
+    """Continue the run in this directory (its own config is used; --epochs may extend it)."""
 
     def run(self) -> None:
         from maelab.engine.finetune import finetune
 
-        finetune(self.config)
+        finetune(self.config, self.resume)
 
 
 @dataclass(frozen=True)
@@ -87,11 +89,13 @@ class Linprobe:
     (random-init encoder), --init pixels (raw pixels)."""
 
     config: Annotated[LinprobeConfig, tyro.conf.arg(name="")]
+    resume: Path | None = None
+    """Continue the run in this directory (its own config is used; --epochs may extend it)."""
 
     def run(self) -> None:
         from maelab.engine.linprobe import linprobe
 
-        linprobe(self.config)
+        linprobe(self.config, self.resume)
 
 
 @dataclass(frozen=True)

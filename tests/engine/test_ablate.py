@@ -179,8 +179,11 @@ def test_second_ablate_on_a_busy_directory_is_refused(tmp_path):
 
 def test_identical_cell_of_a_sibling_sweep_is_reused_not_retrained(finished, monkeypatch):
     tmp, sweep_dir = finished
-    # A second sweep beside the first: one cell equal to a finished one, one new cell.
+    # A second sweep beside the first: one cell equal to a finished one (mask ratio left at the
+    # debug preset's 0.75 there, set explicitly here), one new cell.
     other = {**SWEEP, "name": "other", "grid": {"options.mask_ratio": [0.75, 0.6]}}
+    plain = {k: v for k, v in SWEEP.items() if k not in ("grid", "plot")}
+    plain = {**plain, "name": "plain", "cells": [{"name": "preset"}]}
     trained = []
     real = ablate._STAGE_FNS["pretrain"]
     monkeypatch.setitem(ablate._STAGE_FNS, "pretrain", lambda cell, d: trained.append(cell.name) or real(cell, d))
@@ -195,6 +198,11 @@ def test_identical_cell_of_a_sibling_sweep_is_reused_not_retrained(finished, mon
     assert rows["mask_ratio=0.75-seed0"]["reused_from"].endswith("mask_ratio=0.75-seed0")
     assert not rows["mask_ratio=0.6-seed0"]["reused_from"]
     assert "come from an identically configured cell" in (other_dir / "results.md").read_text()
+    plain_path = tmp / "plain.yaml"
+    plain_path.write_text(yaml.safe_dump(plain))
+    plain_dir, _ = run_sweep(plain_path, sweep_dir.parent / "plain", isolate=False)
+    assert trained == ["mask_ratio=0.6-seed0"]
+    assert _rows(plain_dir)["preset-seed0"]["linprobe_top1"] == source["linprobe_top1"]
     # With reuse off the cell is trained (the wall-time comparisons need it).
     trained.clear()
     run_sweep(path, sweep_dir.parent / "other-noreuse", isolate=False, only=("mask_ratio=0.75",), reuse=False)

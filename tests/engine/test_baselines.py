@@ -95,9 +95,15 @@ def test_bad_baseline_options_exit_2(tmp_path, capsys):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
-def test_evaluation_commands_refuse_stop_after(tmp_path):
-    from maelab.cli import main
-
-    for command in ("finetune", "linprobe"):
-        assert main([command, "--init", "none", "--stop-after", "1", "--output-dir", str(tmp_path / command)]) == 2
-        assert not (tmp_path / command).exists()
+@pytest.mark.parametrize("init", ["none", "pixels"])
+def test_baseline_probe_stopped_after_an_epoch_resumes_exactly(tmp_path, init):
+    """The random-encoder and pixel probes (a PixelProbe holds only its head) resume like any other run."""
+    argv = ["linprobe", "--init", init, "--model", "debug", *SYNTH, *FAST, "--epochs", "2"]
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    assert main([*argv, "--output-dir", str(straight)]) == 0
+    assert main([*argv, "--stop-after", "1", "--output-dir", str(stopped)]) == 0
+    assert len(json.loads((stopped / "metrics.json").read_text())["epochs"]) == 1
+    assert main(["linprobe", "--resume", str(stopped)]) == 0
+    a, b = (load_classifier(run / "checkpoint-last.safetensors")[0].state_dict() for run in (straight, stopped))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((straight / "metrics.json").read_text()) == json.loads((stopped / "metrics.json").read_text())

@@ -53,8 +53,9 @@ def test_stream_epoch_is_fixed_distinct_per_rank_and_resumes_exactly(shard_dir):
     batch, workers = 4, 2
     env = [Environment(torch.device("cpu"), rank=r, world_size=2) for r in range(2)]
     # 8 shards for 2 ranks x 2 workers: each consumer gets 2 shards (12 images) = 3 batches of 4.
-    makes, steps = zip(*(train_loader(data, batch, 7, e, workers) for e in env))
-    assert steps == (6, 6)
+    plans = [train_loader(data, batch, 7, e, workers) for e in env]
+    assert [p.steps for p in plans] == [6, 6] and plans[0].stream_workers == workers
+    makes = [p.make for p in plans]
     for epoch in range(2):
         full = [_keys_and_images(makes[r](epoch)) for r in range(2)]
         assert [len(f) for f in full] == [6, 6]

@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 import torch
-from conftest import official_state_dict, save_official
+from official_format import official_state_dict, save_official
 from timm.models.vision_transformer import VisionTransformer
 
 from maelab.cli import main

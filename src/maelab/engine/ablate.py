@@ -101,7 +101,7 @@ def _run_cells(sweep: Sweep, sweep_dir: Path, cells: list[Cell], isolate: bool, 
 
 def _equal_finished_cell(cell: Cell, sweep_dir: Path) -> Path | None:
     """A cell finished ok (and not itself reused) in a sibling sweep directory with the same stage configs."""
-    want = _roundtrip({k: to_jsonable(getattr(cell, k)) for k in STAGES})
+    want = _canonical(cell)
     for other in sorted(sweep_dir.parent.glob("*/cells/*")):
         if other.parent.parent.resolve() == sweep_dir.resolve() or not (other / "cell.json").is_file():
             continue
@@ -109,12 +109,25 @@ def _equal_finished_cell(cell: Cell, sweep_dir: Path) -> Path | None:
         if result is None or result.get("status") != "ok" or "reused_from" in result:
             continue
         try:
-            saved = cell_to_json(cell_from_json(read_json(other / "cell.json")))
+            saved = _canonical(cell_from_json(read_json(other / "cell.json")))
         except (ValueError, TypeError, KeyError):
             continue
-        if _roundtrip({k: saved[k] for k in STAGES}) == want:
+        if saved == want:
             return other
     return None
+
+
+def _canonical(cell: Cell) -> Any:
+    """The cell's stage configs with the pre-training model resolved (preset + options), so that an
+    option set to the preset's own value equals leaving it unset."""
+    from maelab.engine.config import ModelOptions
+    from maelab.engine.pretrain import resolve_model_and_data
+
+    out = {k: to_jsonable(getattr(cell, k)) for k in STAGES}
+    model, data = resolve_model_and_data(cell.pretrain)
+    pre = dataclasses.replace(cell.pretrain, options=ModelOptions(), data=data)
+    out["pretrain"] = {**to_jsonable(pre), "model": model.to_dict()}
+    return _roundtrip(out)
 
 
 def _lock(sweep_dir: Path) -> None:

@@ -78,7 +78,6 @@ class FinetuneConfig:
     """Run directory; default runs/finetune-<model>-<time>. Never overwritten."""
 
     def __post_init__(self) -> None:
-        _no_resume(self.loop)
         if not 0 < self.layer_decay <= 1:
             raise ValueError(f"--layer-decay must be in (0, 1]; got {self.layer_decay}")
         for name in ("drop_path", "smoothing", "reprob"):
@@ -128,7 +127,6 @@ class LinprobeConfig(FeatureSource):
     """Run directory; default runs/linprobe-<model>-<time>. Never overwritten."""
 
     def __post_init__(self) -> None:
-        _no_resume(self.loop)
         if not 0 <= self.momentum < 1:
             raise ValueError(f"--momentum must be in [0, 1); got {self.momentum}")
         if self.init == "pixels" and self.augment:
@@ -160,10 +158,3 @@ class KnnConfig(FeatureSource):
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be at least 1; got {self.batch_size}")
 
-
-def _no_resume(loop: LoopConfig) -> None:
-    # The evaluation commands keep no optimizer state, so a run cut short could not continue.
-    for name in ("stop_after", "save_every_steps"):
-        if getattr(loop, name) is not None:
-            option = "--" + name.replace("_", "-")
-            raise ValueError(f"{option} is for --resume, which finetune and linprobe do not support; drop {option}")

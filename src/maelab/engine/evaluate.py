@@ -18,13 +18,14 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import nn
 
-from maelab.engine.checkpoint import CheckpointMeta, save_checkpoint
-from maelab.engine.loop import Progress
+from maelab.engine.checkpoint import CheckpointMeta, read_meta, save_checkpoint
+from maelab.engine.resume import LoopState, Progress
+from maelab.engine.resuming import save_point
 from maelab.engine.rundir import write_json
 
 logger = logging.getLogger(__name__)
 
-BEST, LAST = "checkpoint-best", "checkpoint-last"
+BEST = "checkpoint-best"
 
 
 @dataclass(frozen=True)
@@ -105,14 +106,21 @@ def save_confusion_matrix(confusion: torch.Tensor, class_names: Sequence[str], p
 
 class ClassifierRun:
     """Per-epoch test evaluation, best/last checkpoints, metrics.json and the confusion matrix
-    of a trained classifier; its methods plug into :class:`TrainLoop`."""
+    of a trained classifier; its methods plug into :class:`TrainLoop`.
+
+    ``model`` is the whole classifier (what checkpoints hold); ``optimizer`` trains (part of) it.
+    The per-epoch evaluations and the best one so far travel in the resumable checkpoint
+    (:meth:`state_dict`), so a resumed run writes the same metrics.json as an uninterrupted one.
+    """
 
     def __init__(
         self, run_dir: Path, model: nn.Module, evaluate_fn: Callable[[], EvalResult],
         meta: Callable[[int], CheckpointMeta], class_names: Sequence[str], title: str, extra: dict[str, Any],
+        optimizer: torch.optim.Optimizer, keep_last: int,
     ) -> None:
         self.run_dir, self.model, self.evaluate_fn, self.meta = run_dir, model, evaluate_fn, meta
         self.class_names, self.title, self.extra = tuple(class_names), title, extra
+        self.optimizer, self.keep_last = optimizer, keep_last
         self.epochs: list[dict[str, float]] = []
         self.best: dict[str, float] | None = None
         self.result: EvalResult | None = None
@@ -133,10 +141,26 @@ class ClassifierRun:
                     epoch + 1, row["top1"], row["top5"], self.best["top1"])
         return self.result.summary()
 
-    def save(self, progress: Progress, loop_state: object = None) -> None:
-        if progress.iter:
-            return  # these commands cannot resume, so only whole epochs are worth a checkpoint
-        save_checkpoint(self.run_dir / LAST, self.model.state_dict(), self.meta(progress.epoch))
+    def state_dict(self) -> dict[str, Any]:
+        """The evaluations so far: plain lists, dicts and floats (``torch.load(weights_only=True)`` reads them)."""
+        return {"epochs": [dict(row) for row in self.epochs], "best": None if self.best is None else dict(self.best)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epochs = [dict(row) for row in state["epochs"]]
+        self.best = None if state["best"] is None else dict(state["best"])
+        best_file = self.run_dir / f"{BEST}.safetensors"
+        best_epoch = 0 if self.best is None else self.best["epoch"] + 1
+        if best_file.exists() and read_meta(best_file).epoch != best_epoch:
+            # Saved after the checkpoint being resumed (the stopped run got further): the resumed run writes it
+            # again when it reproduces that epoch, which it does unless an option such as --epochs changed.
+            logger.warning("%s is from epoch %d, past the checkpoint this run resumes from (best so far: epoch %d); "
+                           "it is replaced by the resumed run's next best epoch", best_file.name,
+                           read_meta(best_file).epoch, best_epoch)
+
+    def save(self, progress: Progress, loop_state: LoopState) -> None:
+        """The resumable checkpoint (``TrainLoop.save``): weights, optimizer, loop state and the evaluations."""
+        save_point(self.run_dir, self.model, self.optimizer, self.meta(progress.epoch), self.keep_last, progress,
+                   loop_state, extra={"classifier": self.state_dict()})
 
     def finish(self) -> dict[str, Any]:
         """Write metrics.json and confusion.png for the final model; returns the metrics."""

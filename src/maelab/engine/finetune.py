@@ -38,7 +38,6 @@ from maelab.engine.classify import (
     load_encoder,
     resolve_data,
 )
-from maelab.engine.config import to_jsonable
 from maelab.engine.distributed import agree
 from maelab.engine.eval_config import FINETUNE_EPOCHS, FinetuneConfig
 from maelab.engine.evaluate import ClassifierRun, evaluate
@@ -49,7 +48,8 @@ from maelab.engine.loop import (
     TrainLoop,
     setup_environment,
 )
-from maelab.engine.rundir import new_run_dir, open_log, write_json
+from maelab.engine.resuming import open_resume, prepare_run_dir, restore, run_loop
+from maelab.engine.rundir import new_run_dir
 from maelab.engine.seeding import train_loader
 
 logger = logging.getLogger(__name__)
@@ -116,15 +116,18 @@ def build_optimizer(model: nn.Module, cfg: FinetuneConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=0.0, betas=(cfg.optim.beta1, cfg.optim.beta2))
 
 
-def finetune(cfg: FinetuneConfig) -> Path:
-    """Fine-tune and evaluate every epoch; returns the run directory."""
+def finetune(cfg: FinetuneConfig, resume: Path | None = None) -> Path:
+    """Fine-tune and evaluate every epoch, or continue the run in ``resume``; returns the run directory."""
+    point = None
+    if resume is not None:
+        cfg, point = open_resume(Path(resume), cfg, "finetune")
+    elif cfg.loop.epochs is None:
+        cfg = dataclasses.replace(cfg, loop=dataclasses.replace(cfg.loop, epochs=FINETUNE_EPOCHS))
     source = encoder_source(cfg.init, cfg.checkpoint, cfg.model, "finetune")
     mae_cfg = source.config
     data_cfg = resolve_data(cfg.data, source.saved_data, mae_cfg, fixed_channels=source.fixed_channels)
     info = labeled_info(data_cfg)
     vit_cfg = classifier_config(mae_cfg, data_cfg, info.num_classes, global_pool="avg", head="linear")
-    if cfg.loop.epochs is None:
-        cfg = dataclasses.replace(cfg, loop=dataclasses.replace(cfg.loop, epochs=FINETUNE_EPOCHS))
     loop_cfg = cfg.loop
     train_set = build_dataset(data_cfg, "train", finetune_transform(info, cfg.rand_augment, cfg.reprob))
     test_set = build_dataset(data_cfg, "test", eval_transform(info))
@@ -135,9 +138,12 @@ def finetune(cfg: FinetuneConfig) -> Path:
     if mixing and batch % 2:
         raise ValueError(f"mixup/cutmix pair images within a batch: --batch-size must be even; got {batch}")
     name = source.name
-    run_dir = new_run_dir(cfg.output_dir, f"finetune-{name}" + ("-scratch" if cfg.init == "none" else ""))
+    if point is not None:
+        run_dir = point.run_dir
+    else:
+        run_dir = new_run_dir(cfg.output_dir, f"finetune-{name}" + ("-scratch" if cfg.init == "none" else ""))
     env = setup_environment(loop_cfg)
-    make_loader, steps = train_loader(train_set, batch, loop_cfg.seed, env, data_cfg.num_workers)
+    data = train_loader(train_set, batch, loop_cfg.seed, env, data_cfg.num_workers)
     run_dir = agree(run_dir)
 
     torch.manual_seed(loop_cfg.seed)
@@ -150,6 +156,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
     model = FrozenInEval(vit, frozen) if frozen else vit
     optimizer = build_optimizer(vit, cfg)
 
+    # timm's Mixup draws from numpy's global RNG, which the loop seeds per epoch and checkpoints.
     mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.smoothing,
                   num_classes=info.num_classes) if mixing else None
     if mixup is not None:
@@ -166,25 +173,28 @@ def finetune(cfg: FinetuneConfig) -> Path:
             imgs, target = mixup(imgs, target)  # target: (B, classes) soft labels
         return StepOutput(loss=criterion(net(imgs).float(), target), batch_size=imgs.shape[0])
 
-    if env.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / "config.json", to_jsonable(cfg))
     extra = dict(command="finetune", **source.provenance(), tune_blocks=cfg.tune_blocks)
     test_batches = eval_loader(test_set, batch, env.device, data_cfg.num_workers)
     run = ClassifierRun(
         run_dir, vit, lambda: evaluate(vit, test_batches, env.device),
         lambda epoch: classifier_meta(vit_cfg, info, data_cfg, epoch, extra), info.class_names,
-        f"finetune {name}" + (" (scratch)" if cfg.init == "none" else ""), extra,
+        f"finetune {name}" + (" (scratch)" if cfg.init == "none" else ""), extra, optimizer, loop_cfg.keep_last,
     )
+    progress, loop_state = Progress(), None
+    if point is not None:
+        progress, loop_state = restore(point, vit, optimizer, env, len(train_set), data.stream_workers)
+        run.load_state_dict(point.state["classifier"])
+    log = prepare_run_dir(run_dir, cfg, env, progress if point is not None else None)
     trainable = sum(p.numel() for p in vit.parameters() if p.requires_grad)
     logger.info("fine-tuning %d of %d parameters", trainable, sum(p.numel() for p in vit.parameters()))
     loop = TrainLoop(
         model=model, optimizer=optimizer, step_fn=step,
-        make_loader=make_loader, steps_per_epoch=steps, loop=loop_cfg, optim=cfg.optim, env=env,
-        log=open_log(run_dir, loop_cfg.tensorboard and env.is_main), effective_batch=batch * loop_cfg.accum_iter * env.world_size,
-        on_epoch_end=run.on_epoch_end, save=run.save, desc="finetune",
+        make_loader=data.make, steps_per_epoch=data.steps, loop=loop_cfg, optim=cfg.optim, env=env,
+        log=log, effective_batch=batch * loop_cfg.accum_iter * env.world_size,
+        on_epoch_end=run.on_epoch_end, save=run.save, desc="finetune", dataset_size=len(train_set),
+        stream_workers=data.stream_workers,
     )
-    loop.run(Progress())
+    run_loop(loop, progress, loop_state, "finetune", run_dir)
     if env.is_main:
         run.finish()
     return run_dir

@@ -11,9 +11,10 @@ Checkpoints are always the plain, full state dict under the model's own keys, ga
 world size, with or without FSDP. Gathering is a collective: every rank calls the save function,
 rank 0 writes.
 
-Build the optimizer *after* :func:`shard_model`: sharding replaces the parameters. Load weights
-into the plain model before sharding; :func:`load_optimizer_state` then takes either kind of
-optimizer state (a plain ``optimizer.state_dict()`` or a full, name-keyed one).
+Build the optimizer *after* :func:`shard_model`: sharding replaces the parameters.
+:func:`load_model_state` and :func:`load_optimizer_state` load full checkpoints into a sharded or
+plain model; the latter takes either kind of optimizer state (a plain ``optimizer.state_dict()`` or
+a full, name-keyed one). :func:`maelab.engine.resuming.save_point` gathers and writes them.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
     get_optimizer_state_dict,
+    set_model_state_dict,
     set_optimizer_state_dict,
 )
 from torch.distributed.fsdp import FSDPModule, fully_shard
@@ -47,6 +49,14 @@ def is_sharded(model: nn.Module) -> bool:
 def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The whole model's weights as plain CPU tensors on rank 0 (empty on other ranks); a collective call."""
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_model_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a full state dict (held by every rank) into ``model``, sharded (each rank keeps its shards) or not."""
+    if is_sharded(model):
+        set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True))
+    else:
+        model.load_state_dict(state)
 
 
 def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:

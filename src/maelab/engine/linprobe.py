@@ -29,7 +29,6 @@ from torchvision.transforms import v2
 
 from maelab.data import DatasetInfo, MatchChannels, build_dataset, eval_transform
 from maelab.engine.classify import classifier_meta, init_head
-from maelab.engine.config import to_jsonable
 from maelab.engine.distributed import agree
 from maelab.engine.eval_config import LINPROBE_EPOCHS, LinprobeConfig
 from maelab.engine.evaluate import ClassifierRun, evaluate
@@ -45,7 +44,8 @@ from maelab.engine.loop import (
     TrainLoop,
     setup_environment,
 )
-from maelab.engine.rundir import new_run_dir, open_log, write_json
+from maelab.engine.resuming import open_resume, prepare_run_dir, restore, run_loop
+from maelab.engine.rundir import new_run_dir
 from maelab.engine.seeding import train_loader
 
 logger = logging.getLogger(__name__)
@@ -80,15 +80,22 @@ def build_probe_optimizer(head: nn.Module, cfg: LinprobeConfig) -> torch.optim.O
                            lr=0.0, momentum=cfg.momentum)
 
 
-def linprobe(cfg: LinprobeConfig) -> Path:
-    """Train the probe and evaluate it every epoch; returns the run directory."""
+def linprobe(cfg: LinprobeConfig, resume: Path | None = None) -> Path:
+    """Train the probe and evaluate it every epoch, or continue the run in ``resume``; returns the run directory.
+
+    A resumed probe recomputes the cached features (the frozen encoder gives the same ones) and
+    restores the head, its BatchNorm statistics and the optimizer from the checkpoint.
+    """
+    point = None
+    if resume is not None:
+        cfg, point = open_resume(Path(resume), cfg, "linprobe")
+    elif cfg.loop.epochs is None:
+        cfg = dataclasses.replace(cfg, loop=dataclasses.replace(cfg.loop, epochs=LINPROBE_EPOCHS))
     env = setup_environment(cfg.loop)
     frozen = frozen_features(cfg.init, cfg.checkpoint, cfg.model, cfg.data, cfg.pool, "bn_linear", cfg.loop.seed,
                              env.device, "linprobe")
     model, data_cfg, info = frozen.model, frozen.data, frozen.info
     init_head(model.head, HEAD_INIT_STD)
-    if cfg.loop.epochs is None:
-        cfg = dataclasses.replace(cfg, loop=dataclasses.replace(cfg.loop, epochs=LINPROBE_EPOCHS))
     batch = cfg.loop.batch_size
     train_images = fixed_subset(
         build_dataset(data_cfg, "train", probe_transform(info) if cfg.augment else eval_transform(info)),
@@ -97,7 +104,7 @@ def linprobe(cfg: LinprobeConfig) -> Path:
     test_images = build_dataset(data_cfg, "test", eval_transform(info))
     if len(train_images) < batch:
         raise ValueError(f"the training set has {len(train_images)} images, fewer than --batch-size {batch}; lower it")
-    run_dir = agree(new_run_dir(cfg.output_dir, f"linprobe-{frozen.name}"))
+    run_dir = agree(point.run_dir if point is not None else new_run_dir(cfg.output_dir, f"linprobe-{frozen.name}"))
     # The encoder (if any) stays in eval mode throughout; the loop switches only the head to train mode.
     head = model.head
     encode = frozen.encode
@@ -129,23 +136,26 @@ def linprobe(cfg: LinprobeConfig) -> Path:
         test_set = TensorDataset(*test_feats)
         evaluate_fn = lambda: evaluate(head, eval_loader(test_set, 4096, env.device), env.device)  # noqa: E731
 
-    make_loader, steps = train_loader(train_set, batch, cfg.loop.seed, env, data_cfg.num_workers if cfg.augment else 0)
-    if env.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / "config.json", to_jsonable(cfg))
+    data = train_loader(train_set, batch, cfg.loop.seed, env, data_cfg.num_workers if cfg.augment else 0)
     extra = dict(command="linprobe", **frozen.provenance, pool=cfg.pool, augment=cfg.augment,
                  optimizer=cfg.optimizer, feature_dim=frozen.dim)
     run = ClassifierRun(
         run_dir, model, evaluate_fn, lambda epoch: classifier_meta(frozen.model_config, info, data_cfg, epoch, extra),
-        info.class_names, f"linear probe {frozen.name}", extra,
+        info.class_names, f"linear probe {frozen.name}", extra, optimizer, cfg.loop.keep_last,
     )
+    progress, loop_state = Progress(), None
+    if point is not None:
+        progress, loop_state = restore(point, model, optimizer, env, len(train_set), data.stream_workers)
+        run.load_state_dict(point.state["classifier"])
+    log = prepare_run_dir(run_dir, cfg, env, progress if point is not None else None)
     loop = TrainLoop(
         model=head, optimizer=optimizer, step_fn=step,
-        make_loader=make_loader, steps_per_epoch=steps, loop=cfg.loop, optim=cfg.optim, env=env,
-        log=open_log(run_dir, cfg.loop.tensorboard and env.is_main), effective_batch=batch * cfg.loop.accum_iter * env.world_size,
-        on_epoch_end=run.on_epoch_end, save=run.save, desc="linprobe",
+        make_loader=data.make, steps_per_epoch=data.steps, loop=cfg.loop, optim=cfg.optim, env=env,
+        log=log, effective_batch=batch * cfg.loop.accum_iter * env.world_size,
+        on_epoch_end=run.on_epoch_end, save=run.save, desc="linprobe", dataset_size=len(train_set),
+        stream_workers=data.stream_workers,
     )
-    loop.run(Progress())
+    run_loop(loop, progress, loop_state, "linprobe", run_dir)
     if env.is_main:
         run.finish()
     return run_dir

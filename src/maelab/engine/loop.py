@@ -122,6 +122,8 @@ class TrainLoop:
     """Polled after every optimizer step: when set, the loop saves and raises TrainingInterrupted."""
     dataset_size: int = 0
     """Recorded in checkpoints: a resume onto a different training set could not be exact."""
+    stream_workers: int | None = None
+    """Recorded in checkpoints for streamed data (:class:`~maelab.engine.seeding.TrainData`)."""
     sharded: bool = False
     """The model is FSDP-sharded: its forward and its state dict are collectives, so ``on_epoch_end``
     and ``save`` run on every rank (they write on rank 0 only)."""
@@ -193,7 +195,7 @@ class TrainLoop:
     def _state(self, generator: torch.Generator | None, sums: EpochSums | None) -> LoopState:
         rng = capture_rng(generator) if generator is not None else None
         return LoopState(rng=rng, sums=sums, nonfinite_skipped=self.nonfinite_skipped, dataset_size=self.dataset_size,
-                         world_size=self.env.world_size)
+                         world_size=self.env.world_size, stream_workers=self.stream_workers)
 
     def _interrupted(self, progress: Progress) -> TrainingInterrupted:
         assert self.stop is not None

@@ -19,21 +19,10 @@ from maelab.data import (
 )
 from maelab.data.builders import first_items
 from maelab.data.transforms import batch_flip_normalize, pretrain_crop_uint8
-from maelab.engine.checkpoint import CheckpointMeta, load_checkpoint
-from maelab.engine.checkpoint_store import (
-    discard_after,
-    find_resumable,
-    remove_stale_temporaries,
-    save_resumable,
-)
-from maelab.engine.config import PretrainConfig, from_jsonable, to_jsonable
+from maelab.engine.checkpoint import CheckpointMeta
+from maelab.engine.config import PretrainConfig, to_jsonable
 from maelab.engine.distributed import agree, rank_rows
-from maelab.engine.fsdp import (
-    full_optimizer_state,
-    full_state_dict,
-    load_optimizer_state,
-    shard_model,
-)
+from maelab.engine.fsdp import shard_model
 from maelab.engine.knn import KnnMonitor
 from maelab.engine.loop import (
     Environment,
@@ -44,9 +33,16 @@ from maelab.engine.loop import (
     setup_environment,
 )
 from maelab.engine.optim import build_adamw
-from maelab.engine.rundir import new_run_dir, open_log, read_json, write_json
+from maelab.engine.resuming import (
+    LOOP_CHANGES,
+    open_resume,
+    prepare_run_dir,
+    restore,
+    run_loop,
+    save_point,
+)
+from maelab.engine.rundir import new_run_dir
 from maelab.engine.seeding import train_loader
-from maelab.engine.signals import TrainingInterrupted, graceful_stop
 from maelab.engine.visualize import (
     reconstruct,
     save_loss_plot,
@@ -62,14 +58,6 @@ NUM_VIS_IMAGES = 8
 PCA_FIT_IMAGES = 1000
 PCA_FIT_PATCHES = 50_000
 DEFAULT_EPOCHS = 3
-# Options that may differ when a run is resumed; everything else comes from the run itself.
-RESUMABLE_CHANGES = {
-    ("loop", "epochs"), ("loop", "stop_after"), ("loop", "device"), ("loop", "log_every"), ("loop", "tensorboard"),
-    ("data", "num_workers"),
-    ("loop", "save_every_steps"), ("loop", "keep_last"), ("loop", "on_nonfinite"), ("loop", "max_nonfinite"),
-    ("data", "max_bad_fraction"),
-}
-RESUMABLE_NAMES = ", ".join(f"--{name.replace('_', '-')}" for _, name in sorted(RESUMABLE_CHANGES))
 
 
 def resolve_model_and_data(cfg: PretrainConfig) -> tuple[MAEConfig, DataConfig]:
@@ -117,32 +105,6 @@ def check_geometry(cfg: PretrainConfig, overrides: dict) -> None:
         )
 
 
-def merge_resume(saved: PretrainConfig, given: PretrainConfig) -> PretrainConfig:
-    """The saved run config, with the few options a resume may change taken from ``given``."""
-    default = PretrainConfig()
-    merged = saved
-    for section in ("options", "data", "optim", "loop"):
-        given_part, default_part = getattr(given, section), getattr(default, section)
-        for f in dataclasses.fields(given_part):
-            value = getattr(given_part, f.name)
-            if value == getattr(default_part, f.name):
-                continue
-            if (section, f.name) not in RESUMABLE_CHANGES:
-                raise ValueError(
-                    f"--{f.name.replace('_', '-')} cannot change when resuming: the run keeps its own "
-                    f"configuration (only {RESUMABLE_NAMES} may change)"
-                )
-            merged = dataclasses.replace(
-                merged, **{section: dataclasses.replace(getattr(merged, section), **{f.name: value})}
-            )
-    # --stop-after and --fsdp belong to one invocation, never to the run (checkpoints are full either way).
-    merged = dataclasses.replace(merged, loop=dataclasses.replace(merged.loop, stop_after=given.loop.stop_after),
-                                 fsdp=given.fsdp)
-    if given.model != default.model and given.model != saved.model:
-        raise ValueError(f"--model cannot change when resuming (the run uses {saved.model})")
-    return merged
-
-
 def mae_step(env: Environment, device_augment: DatasetInfo | None = None):
     """The pre-training step; with ``device_augment`` the batch arrives uint8 and is flipped and normalized here.
 
@@ -188,20 +150,14 @@ def fit_pca_target(model: MaskedAutoencoder, dataset: torch.utils.data.Dataset, 
 
 def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
     """Run (or resume) pre-training; returns the run directory."""
+    point, fsdp = None, cfg.fsdp
     if resume is not None:
-        run_dir = Path(resume)
-        if not (run_dir / "config.json").exists():
-            raise ValueError(f"--resume {run_dir}: no config.json there; pass a maelab pretrain run directory")
-        saved = from_jsonable(PretrainConfig, read_json(run_dir / "config.json"))
-        cfg = merge_resume(saved, cfg)
-        weights_path, state = find_resumable(run_dir)
-        if state["epoch"] >= cfg.loop.epochs:
-            raise ValueError(
-                f"run {run_dir} already finished {state['epoch']} epochs; pass --epochs N with N > {state['epoch']}"
-            )
+        # --fsdp belongs to one invocation, never to the run (checkpoints are full either way).
+        cfg, point = open_resume(Path(resume), cfg, "pretrain", LOOP_CHANGES | {("", "fsdp")})
+        cfg = dataclasses.replace(cfg, fsdp=fsdp)
+        run_dir = point.run_dir
     else:
         run_dir = new_run_dir(cfg.output_dir, f"pretrain-{cfg.model}")
-        state = None
         if cfg.loop.epochs is None:
             cfg = dataclasses.replace(cfg, loop=dataclasses.replace(cfg.loop, epochs=DEFAULT_EPOCHS))
 
@@ -224,57 +180,23 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
         raise ValueError("--fsdp shards the model across the processes of a distributed launch, but this is one "
                          "process; launch with torchrun --nproc-per-node N (N >= 2) -m maelab pretrain ... --fsdp, "
                          "or drop --fsdp")
-    make_loader, steps = train_loader(train_set, cfg.loop.batch_size, cfg.loop.seed, env, data_cfg.num_workers)
+    data = train_loader(train_set, cfg.loop.batch_size, cfg.loop.seed, env, data_cfg.num_workers)
     run_dir = agree(run_dir)
     knn = KnnMonitor(data_cfg, info, env.device, cfg.loop.batch_size) if cfg.knn_every else None
 
     torch.manual_seed(cfg.loop.seed)
     model = build_model(model_cfg).to(env.device)
-    if state is None and model_cfg.target == "pca":
+    if point is None and model_cfg.target == "pca":
         # The basis is fitted on normalized images: with --device-augment the training set yields uint8 crops.
         fit_set = build_dataset(data_cfg, "train", pretrain_transform(info)) if cfg.device_augment else train_set
         fit_pca_target(model, fit_set, cfg.loop.seed)
-    progress, loop_state = Progress(), None
-    if state is not None:
-        weights, _ = load_checkpoint(weights_path, env.device)
-        model.load_state_dict(weights)  # into the plain model: sharding keeps the values
     if cfg.fsdp:
         shard_model(model)
     optimizer = build_adamw(model, cfg.optim)  # after sharding, which replaces the parameters
-    if state is not None:
-        load_optimizer_state(model, optimizer, state["optimizer"])
-        progress = Progress(epoch=state["epoch"], step=state["step"], iter=state.get("iter", 0))
-        loop_state = LoopState.from_state(state.get("loop") or {}, env.device)
-        if loop_state.dataset_size and loop_state.dataset_size != len(train_set):
-            raise ValueError(
-                f"the training set has {len(train_set)} images, but the run was trained on "
-                f"{loop_state.dataset_size}; the data changed since the checkpoint, so the run cannot continue "
-                "exactly. Restore the data, or start a new run"
-            )
-        if progress.iter and data_cfg.dataset == "shards" and saved.data.num_workers != data_cfg.num_workers:
-            raise ValueError(
-                f"{weights_path.name} was saved mid-epoch reading shards with --num-workers {saved.data.num_workers}; "
-                "the stream's order depends on it, so continue with the same --num-workers (or from an epoch-end checkpoint)"
-            )
-        if progress.iter and loop_state.world_size != env.world_size:
-            raise ValueError(
-                f"{weights_path.name} was saved mid-epoch by {loop_state.world_size} process(es); continue it with "
-                f"the same number (this run has {env.world_size}), or resume from an epoch-end checkpoint"
-            )
-        logger.info("resuming %s from %s: epoch %d, %d batches into it, optimizer step %d",
-                    run_dir, weights_path.name, progress.epoch + 1, progress.iter, progress.step)
-
-    if env.is_main:  # the other ranks write nothing
-        run_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(run_dir)
-        if state is not None:
-            discard_after(run_dir, progress.step)
-        write_json(run_dir / "config.json", to_jsonable(cfg))
-    # On resume, TensorBoard drops events after the checkpoint's step, as the JSONL log drops later records.
-    log = open_log(run_dir, cfg.loop.tensorboard and env.is_main,
-                   purge_step=progress.step + 1 if state is not None else None)
-    if env.is_main:
-        log.truncate_to(progress.epoch, progress.iter)
+    progress, loop_state = Progress(), None
+    if point is not None:
+        progress, loop_state = restore(point, model, optimizer, env, len(train_set), data.stream_workers)
+    log = prepare_run_dir(run_dir, cfg, env, progress if point is not None else None)
     vis_imgs = torch.stack([item[0] for item in first_items(vis_set, NUM_VIS_IMAGES)]).to(env.device)
 
     def meta(p: Progress) -> CheckpointMeta:
@@ -295,27 +217,16 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
         return report
 
     def save(p: Progress, state: LoopState) -> None:
-        # Sharded: gather the full weights and optimizer state to rank 0 (collectives), so any world size loads them.
-        weights = full_state_dict(model) if cfg.fsdp else model.state_dict()
-        optim_state = full_optimizer_state(model, optimizer) if cfg.fsdp else optimizer.state_dict()
-        if not env.is_main:
-            return
-        train_state = {"optimizer": optim_state, "epoch": p.epoch, "step": p.step, "iter": p.iter,
-                       "loop": state.state_dict()}
-        save_resumable(run_dir, p.step, weights, meta(p), train_state, cfg.loop.keep_last)
+        save_point(run_dir, model, optimizer, meta(p), cfg.loop.keep_last, p, state, write=env.is_main)
 
     accum = cfg.loop.accum_iter
     loop = TrainLoop(
         model=model, optimizer=optimizer, step_fn=mae_step(env, info if cfg.device_augment else None),
-        make_loader=make_loader, steps_per_epoch=steps, loop=cfg.loop, optim=cfg.optim, env=env, log=log,
+        make_loader=data.make, steps_per_epoch=data.steps, loop=cfg.loop, optim=cfg.optim, env=env, log=log,
         effective_batch=cfg.loop.batch_size * accum * env.world_size, on_epoch_end=on_epoch_end, save=save,
-        desc="pretrain", dataset_size=len(train_set), sharded=cfg.fsdp,
+        desc="pretrain", dataset_size=len(train_set), stream_workers=data.stream_workers, sharded=cfg.fsdp,
     )
-    with graceful_stop() as loop.stop:
-        try:
-            loop.run(progress, loop_state)
-        except TrainingInterrupted as exc:
-            raise TrainingInterrupted(exc.signum, f"{exc}; continue with: maelab pretrain --resume {run_dir}") from None
+    run_loop(loop, progress, loop_state, "pretrain", run_dir)
     logger.info("run directory: %s", run_dir)
     return run_dir
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import hashlib
 import random
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
@@ -154,9 +154,20 @@ class SeededAugment:
             return transform(image)
 
 
-def train_loader(dataset: Dataset, batch_size: int, seed: int, env: Environment, num_workers: int):
-    """``(make(epoch, start=0), steps_per_epoch)`` for the shared loop, for a map-style dataset
-    (:func:`make_loader_fn`) or a streamed :class:`~maelab.data.shards.ShardDataset`.
+class TrainData(NamedTuple):
+    """How the shared loop reads the training set (:func:`train_loader`)."""
+
+    make: Callable[..., Iterable]
+    """``make(epoch, start=0)``: the epoch's batches from batch ``start`` on."""
+    steps: int
+    """Batches per epoch on every rank."""
+    stream_workers: int | None
+    """For a stream, the loader workers its order depends on (a mid-epoch resume needs the same); else None."""
+
+
+def train_loader(dataset: Dataset, batch_size: int, seed: int, env: Environment, num_workers: int) -> TrainData:
+    """How the shared loop reads ``dataset``: a map-style dataset (:func:`make_loader_fn`) or a
+    streamed :class:`~maelab.data.shards.ShardDataset`.
 
     A stream's epoch is the fixed number of batches every (rank, worker) can fill whatever the
     epoch's shard order (:func:`~maelab.data.shards.stream_batches_per_worker`), so every rank runs
@@ -167,8 +178,8 @@ def train_loader(dataset: Dataset, batch_size: int, seed: int, env: Environment,
     if not isinstance(dataset, IterableDataset):
         from maelab.engine.distributed import steps_per_epoch
 
-        return make_loader_fn(dataset, batch_size, seed, env, num_workers), \
-            steps_per_epoch(len(dataset), batch_size, env.world_size)
+        return TrainData(make_loader_fn(dataset, batch_size, seed, env, num_workers),
+                         steps_per_epoch(len(dataset), batch_size, env.world_size), None)
     from maelab.data.shards import StreamPlan, stream_batches_per_worker
 
     workers = max(num_workers, 1)
@@ -181,4 +192,4 @@ def train_loader(dataset: Dataset, batch_size: int, seed: int, env: Environment,
                           pin_memory=env.device.type == "cuda",
                           worker_init_fn=_ignore_stop_signals if num_workers else None)
 
-    return make, per_worker * workers
+    return TrainData(make, per_worker * workers, num_workers)

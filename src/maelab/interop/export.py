@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from maelab.engine.checkpoint import load_checkpoint, read_meta
 from maelab.interop.imported import ImportedModel
 from maelab.interop.load import load_source, source_kind
-from maelab.models.mae import MAEConfig
+from maelab.models.config import MAEConfig
 
 logger = logging.getLogger(__name__)
 

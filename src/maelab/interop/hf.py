@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from maelab.interop.imported import IMAGENET_MEAN, IMAGENET_STD, ImportedModel
-from maelab.models.mae import MAEConfig
+from maelab.models.config import MAEConfig
 
 _DIRECT = {  # maelab key -> ViTMAEForPreTraining key
     "cls_token": "vit.embeddings.cls_token",

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from maelab.interop.imported import ImportedModel, imagenet_info
-from maelab.models.mae import MAEConfig
+from maelab.models.config import MAEConfig
 from maelab.models.registry import get_config, list_models
 
 _ENCODER_KEYS = ("patch_embed.proj.weight", "cls_token", "pos_embed", "blocks.0.attn.qkv.weight", "norm.weight")

@@ -1,6 +1,7 @@
 """MAE and SimMIM architectures and the preset registry."""
 
-from maelab.models.mae import MAEConfig, MAEOutput, MaskedAutoencoder
+from maelab.models.config import MAEConfig
+from maelab.models.mae import MAEOutput, MaskedAutoencoder
 from maelab.models.registry import (
     build_model,
     create_model,

@@ -14,7 +14,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 if TYPE_CHECKING:  # mae.py imports this module
-    from maelab.models.mae import MAEConfig
+    from maelab.models.config import MAEConfig
 
 # LayerNorm eps 1e-6 everywhere, as in the reference code and timm's ViT.
 layer_norm = partial(nn.LayerNorm, eps=1e-6)
