@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from maelab.cli import main
+from maelab.engine.checkpoint_store import discard_after
 from maelab.engine.config import OptimConfig
 from maelab.engine.fsdp import load_optimizer_state
 from maelab.engine.optim import build_adamw
@@ -43,11 +45,12 @@ def _assert_close(a: dict, b: dict) -> None:
         torch.testing.assert_close(y, x, rtol=1e-4, atol=1e-5, msg=key)
 
 
-@pytest.mark.slow  # three interpreter launches, one under torchrun: ~30 s on an idle 2-core machine
+@pytest.mark.slow  # four interpreter launches, two under torchrun: ~40 s on an idle 2-core machine
 def test_fsdp_two_ranks_match_one_process_and_checkpoint_resumes_on_one(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     _run([*COMMON, "--batch-size", "16", "--output-dir", str(one)])
-    out = _run([*COMMON, "--batch-size", "8", "--fsdp", "--save-every-steps", "2", "--output-dir", str(two)], nproc=2)
+    out = _run([*COMMON, "--batch-size", "8", "--fsdp", "--save-every-steps", "2", "--keep-last", "3",
+                "--output-dir", str(two)], nproc=2)
     assert "effective batch 16 (8 per device x 2 devices x 1 accumulation)" in out.stderr
     # Written full by rank 0: the same weights as one process with the same global batch.
     a = load_file(str(one / "checkpoint-last.safetensors"))
@@ -66,6 +69,15 @@ def test_fsdp_two_ranks_match_one_process_and_checkpoint_resumes_on_one(tmp_path
     for i, moments in states[0]["state"].items():
         for name in ("exp_avg", "exp_avg_sq"):
             torch.testing.assert_close(loaded[i][name], moments[name], rtol=1e-3, atol=1e-7)
+    # From its mid-epoch checkpoint (step 2 of 4) two FSDP ranks continue exactly: the full checkpoint is re-sharded.
+    mid = tmp_path / "mid"
+    shutil.copytree(two, mid)
+    discard_after(mid, 2)
+    for ext in ("safetensors", "state.pt"):
+        shutil.copyfile(mid / f"checkpoint-step0000002.{ext}", mid / f"checkpoint-last.{ext}")
+    _run(["pretrain", "--resume", str(mid), "--epochs", "2", "--stop-after", "1", "--fsdp"], nproc=2)
+    c = load_file(str(mid / "checkpoint-last.safetensors"))
+    assert all(torch.equal(b[key], c[key]) for key in b)
     # One plain process continues the FSDP run (its own per-device batch 8 from config.json) to the end.
     _run(["pretrain", "--resume", str(two), "--epochs", "2"])
     last = json.loads((two / "log.jsonl").read_text().splitlines()[-1])
