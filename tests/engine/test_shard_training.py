@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +23,7 @@ from maelab.engine.loop import Environment
 from maelab.engine.seeding import train_loader
 
 CLASSES = ("ant", "bee", "cow")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +134,25 @@ def test_shard_run_resumes_mid_epoch_exactly_with_the_same_workers(shard_dir, tm
     assert all(torch.equal(a[key], b[key]) for key in a)
     ends = [json.loads((run / "log.jsonl").read_text().splitlines()[-1]) for run in (full, mid)]
     assert ends[0]["step"] == ends[1]["step"] == 12 and ends[0]["loss"] == ends[1]["loss"]
+
+
+@pytest.mark.slow  # one torchrun launch of 2 processes: ~15 s
+def test_two_ranks_stream_uneven_shards_in_step(tmp_path):
+    """23 images in shards of 3 (the last holds 2): ranks get unequal shares, but run the same steps (no hang)."""
+    rng = np.random.default_rng(1)
+    for i in range(23 + 6):
+        split, label = ("train" if i < 23 else "test"), i % 2
+        path = tmp_path / "images" / split / CLASSES[label] / f"{i:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, size=(16, 16, 3), dtype=np.uint8)).save(path)
+    assert main(["shard", str(tmp_path / "images"), str(tmp_path / "shards"), "--max-per-shard", "3"]) == 0
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "maelab",
+           "pretrain", "--model", "debug", "--img-size", "16", "--batch-size", "2", "--epochs", "2", "--num-workers", "2",
+           "--dataset", "shards", "--data", str(tmp_path / "shards"), "--no-tensorboard", "--output-dir", str(run)]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # 8 shards over 2 ranks x 2 workers: 2 each, at least 2 + 3 images = 2 batches of 2 per worker, 4 steps per epoch.
+    epochs = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if '"epoch"' in line]
+    assert [r["step"] for r in epochs if r["event"] == "epoch"] == [4, 8]
