@@ -11,6 +11,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from torch.utils.data import IterableDataset
+
 from maelab.data import DatasetInfo
 from maelab.data.config import DatasetNotFoundError
 from maelab.demo.pipeline import GRID_RATIO, load_upload, run_pipeline
@@ -78,6 +80,8 @@ def load_demo_model(checkpoint: Path, device: str = "cpu") -> DemoModel:
         test_set, note = checkpoint_test_set(info, extra, download=False), ""
     except (DatasetNotFoundError, FileNotFoundError, ValueError) as exc:
         test_set, note = None, f"The training dataset's test split is not available here ({exc}); upload an image."
+    if isinstance(test_set, IterableDataset):  # shards stream; the picker needs images by index
+        test_set, note = None, "The training data is streamed from shards (no test image by number); upload an image."
     return DemoModel(weights, model, info, read_meta(weights).epoch, test_set, note)
 
 
