@@ -24,8 +24,8 @@ import torch
 
 from maelab.engine.bench_report import markdown_report, ratios
 from maelab.engine.config import OptimConfig
+from maelab.engine.environment import resolve_device
 from maelab.engine.flops import encoder_flops, mae_flops
-from maelab.engine.loop import resolve_device
 from maelab.engine.optim import build_adamw, set_lr
 from maelab.engine.rundir import write_json
 from maelab.models import MAEConfig, MaskedAutoencoder, get_config

@@ -28,10 +28,10 @@ from maelab.engine.config import LoopConfig, OptimConfig
 from maelab.engine.distributed import (
     all_reduce_mean,
     any_rank,
-    init_from_env,
     maybe_no_sync,
     wrap_ddp,
 )
+from maelab.engine.environment import Environment, resolve_device, setup_environment
 from maelab.engine.optim import lr_at, set_lr, total_grad_norm
 from maelab.engine.resume import (
     EpochSums,
@@ -45,7 +45,7 @@ from maelab.engine.seeding import epoch_seed, make_loader_fn, seed_epoch
 from maelab.engine.signals import StopRequest, TrainingInterrupted
 
 __all__ = ["Environment", "LoopState", "Progress", "StepOutput", "TrainLoop", "TrainingDiverged",
-           "TrainingInterrupted", "make_loader_fn", "setup_environment"]
+           "TrainingInterrupted", "make_loader_fn", "resolve_device", "setup_environment"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,40 +61,6 @@ class StepOutput:
     loss: torch.Tensor
     batch_size: int
     metrics: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Environment:
-    """Where training runs; returned by :func:`setup_environment`, never global."""
-
-    device: torch.device
-    amp_dtype: torch.dtype | None = None
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` (CUDA when available, else CPU) or an explicit device; ValueError for CUDA without one."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but no CUDA device is available; use --device cpu")
-    return device
-
-
-def setup_environment(cfg: LoopConfig) -> Environment:
-    """Resolve the device and autocast dtype from the loop config."""
-    device = resolve_device(cfg.device)
-    amp = None
-    if cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda"):
-        amp = torch.bfloat16
-    device, dist_state = init_from_env(device)
-    return Environment(device=device, amp_dtype=amp, rank=dist_state.rank, world_size=dist_state.world_size)
 
 
 @dataclass

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-if TYPE_CHECKING:  # loop.py imports this module
-    from maelab.engine.loop import Environment
+if TYPE_CHECKING:
+    from maelab.engine.environment import Environment
 
 _MIX = 0x9E3779B97F4A7C15  # odd 64-bit constant: spreads consecutive indices over the seed space
 
