@@ -7,7 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
-from maelab.data.images import DECODE_ERRORS, _decode_jpeg_rgb, load_image
+from maelab.data.images import (
+    DECODE_ERRORS,
+    _decode_jpeg_rgb,
+    load_image,
+    read_jpeg_undecoded,
+)
 
 
 def _pil_rgb(path) -> torch.Tensor:
@@ -33,3 +38,22 @@ def test_broken_jpeg_raises_a_decode_error(tmp_path):
     path.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     with pytest.raises(DECODE_ERRORS):
         load_image(path, 3)
+
+
+@pytest.mark.parametrize(("mode", "fmt"), [("RGB", "JPEG"), ("L", "JPEG"), ("CMYK", "JPEG"), ("RGB", "PNG")])
+def test_read_jpeg_undecoded_gives_bytes_and_size_of_rgb_and_gray_jpegs_only(tmp_path, mode, fmt):
+    path = tmp_path / "x.img"
+    Image.new(mode, (30, 20)).save(path, format=fmt)
+    got = read_jpeg_undecoded(path)
+    if (mode, fmt) in (("RGB", "JPEG"), ("L", "JPEG")):
+        data, size = got
+        assert size == (20, 30) and torch.equal(data, torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8))
+    else:
+        assert got is None  # decoded by load_image (PNG; CMYK: PIL's colour conversion)
+
+
+def test_read_jpeg_undecoded_refuses_an_unreadable_header(tmp_path):
+    path = tmp_path / "bad.jpg"
+    path.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(DECODE_ERRORS):
+        read_jpeg_undecoded(path)

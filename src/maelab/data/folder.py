@@ -201,12 +201,19 @@ class ImageFolderDataset(Dataset):
             if self._bad[i]:
                 continue
             try:
-                image = load_image(Path(self._paths[i]), self.channels)
+                item = self._read(i)
             except DECODE_ERRORS as exc:
-                self._record_bad(i, exc)
+                self.mark_bad(i, exc)
                 continue
-            return self.transform(image), int(self.labels[i])
-        raise AssertionError("unreachable: _record_bad raises before every file is bad")
+            return item, int(self.labels[i])
+        raise AssertionError("unreachable: mark_bad raises before every file is bad")
+
+    def _read(self, i: int):
+        """File ``i`` as an item (raises one of ``DECODE_ERRORS`` when it is unreadable)."""
+        return self.transform(load_image(self.path(i), self.channels))
+
+    def path(self, i: int) -> Path:
+        return Path(self._paths[i])
 
     @property
     def targets(self) -> list[int]:
@@ -217,7 +224,10 @@ class ImageFolderDataset(Dataset):
         """Files found undecodable so far, by any process reading this dataset."""
         return tuple(Path(self._paths[i]) for i in self._bad.nonzero().flatten().tolist())
 
-    def _record_bad(self, i: int, exc: BaseException) -> None:
+    def mark_bad(self, i: int, exc: BaseException) -> None:
+        """Never read file ``i`` again, and log it; ValueError past ``max_bad_fraction``. Any process may
+        call this (the marks are shared): a file found broken after the loader handed its bytes over is
+        marked by the process that tried to decode it."""
         self._bad[i] = True
         count = int(self._bad.sum())
         if count <= WARN_LIMIT:

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -62,25 +64,55 @@ def load_image(path: Path, channels: int) -> torch.Tensor:
         one of ``DECODE_ERRORS`` when the file is not a decodable image.
     """
     assert channels in (1, 3), channels
+    # Opening reads the header only: Pillow's decompression-bomb guard applies to the fast JPEG path too.
+    with _opened(path) as img:
+        if channels == 3 and _torchvision_jpeg(img):
+            fast = _decode_jpeg_rgb(path)
+            if fast is not None:
+                return fast
+        img.load()  # decode now so truncation surfaces here, inside the caller's try
+        converted = to_mode(img, "L" if channels == 1 else "RGB")
+    array = np.array(converted, dtype=np.uint8)  # copy: writable, independent of PIL
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def read_jpeg_undecoded(path: Path) -> tuple[torch.Tensor, tuple[int, int]] | None:
+    """The file's bytes (N,) uint8 and its (height, width) when it is an RGB or gray JPEG, which
+    ``torchvision.io.decode_jpeg`` decodes as :func:`load_image` does; None for any other image (CMYK
+    JPEGs included: PIL's colour conversion), which :func:`load_image` must decode.
+
+    Only the header is parsed (PIL's lazy open), so a file whose header is fine but whose data is
+    broken passes here and fails in ``decode_jpeg``.
+
+    Raises:
+        one of ``DECODE_ERRORS`` when the header is unreadable (:class:`ImageTooLarge` past the bomb guard).
+    """
+    with _opened(path) as img:
+        if not _torchvision_jpeg(img):
+            return None
+        width, height = img.size
+    return read_file(str(path)), (height, width)
+
+
+@contextmanager
+def _opened(path: Path) -> Iterator[Image.Image]:
+    """``Image.open(path)`` (header only), with Pillow's decompression-bomb error as :class:`ImageTooLarge`."""
     try:
-        # Opening reads the header only: Pillow's decompression-bomb guard applies to the fast JPEG path too.
         with Image.open(path) as img:
-            if channels == 3 and img.format == "JPEG" and img.mode in ("RGB", "L"):
-                fast = _decode_jpeg_rgb(path)
-                if fast is not None:
-                    return fast
-            img.load()  # decode now so truncation surfaces here, inside the caller's try
-            converted = to_mode(img, "L" if channels == 1 else "RGB")
+            yield img
     except Image.DecompressionBombError as exc:
         limit = Image.MAX_IMAGE_PIXELS * 2 if Image.MAX_IMAGE_PIXELS else 0
         raise ImageTooLarge(
             f"{path} declares more than {limit} pixels, Pillow's guard against decompression bombs ({exc}); "
             "downscale the image, or raise PIL.Image.MAX_IMAGE_PIXELS if the file is trusted"
         ) from exc
-    array = np.array(converted, dtype=np.uint8)  # copy: writable, independent of PIL
-    if array.ndim == 2:
-        array = array[:, :, None]
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def _torchvision_jpeg(img: Image.Image) -> bool:
+    """A JPEG that libjpeg-turbo (torchvision) decodes to PIL's pixels: RGB or gray, not CMYK."""
+    return img.format == "JPEG" and img.mode in ("RGB", "L")
 
 
 def decode_image_bytes(data: bytes, channels: int | None) -> torch.Tensor:

@@ -79,7 +79,7 @@ def pretrain_transform(info: DatasetInfo, augment: str = "random_resized_crop") 
         resize = round(max(info.img_size) / FIXED_CROP_RATIO)
         geometric = [v2.Resize(resize, interpolation=_BICUBIC, antialias=True), v2.RandomCrop(info.img_size)]
     else:
-        geometric = [v2.RandomResizedCrop(info.img_size, scale=PRETRAIN_SCALE, interpolation=_BICUBIC, antialias=True)]
+        geometric = [_random_resized_crop(info)]
     # Jitter runs on uint8 after channel matching, so a grayscale model sees grayscale jitter.
     jitter = [v2.ColorJitter(**JITTER)] if augment == "crop_jitter" else []
     finish = _finish(info)
@@ -93,12 +93,33 @@ def pretrain_crop_uint8(info: DatasetInfo) -> Callable[[torch.Tensor], torch.Ten
     and normalization follow there with :func:`batch_flip_normalize`.
     uint8 (C_in, H_in, W_in) -> uint8 (channels, H, W).
     """
-    return v2.Compose(
-        [
-            v2.RandomResizedCrop(info.img_size, scale=PRETRAIN_SCALE, interpolation=_BICUBIC, antialias=True),
-            MatchChannels(info.channels),
-        ]
-    )
+    return v2.Compose([_random_resized_crop(info), MatchChannels(info.channels)])
+
+
+class CropBox:
+    """The box :func:`pretrain_crop_uint8`'s RandomResizedCrop cuts from an image of a given size, drawn
+    from the same global-RNG draws, without the pixels (``--decode-on-device`` decodes them later).
+
+    ``(height, width) -> (top, left, crop height, crop width)``; picklable, for loader workers.
+    """
+
+    def __init__(self, info: DatasetInfo) -> None:
+        self.crop = _random_resized_crop(info)
+
+    def __call__(self, height: int, width: int) -> tuple[int, int, int, int]:
+        # make_params reads only the size of its input: a broadcast view of the right shape holds no pixels.
+        shape_only = torch.zeros((1, 1, 1), dtype=torch.uint8).expand(1, height, width)  # (1, height, width)
+        box = self.crop.make_params([shape_only])
+        return box["top"], box["left"], box["height"], box["width"]
+
+
+def resized_crop_uint8(img: torch.Tensor, box: tuple[int, int, int, int], size: tuple[int, int]) -> torch.Tensor:
+    """Cut ``box`` (top, left, height, width) and resize it to ``size`` as RandomResizedCrop does
+    (torchvision's own kernel, bicubic with antialias), on the tensor's device.
+
+    uint8 (C, H_in, W_in) -> uint8 (C, size[0], size[1]).
+    """
+    return TF.resized_crop(img, *box, size=list(size), interpolation=_BICUBIC, antialias=True)
 
 
 def batch_flip_normalize(imgs: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...],
@@ -111,6 +132,10 @@ def batch_flip_normalize(imgs: torch.Tensor, mean: tuple[float, ...], std: tuple
     m = torch.tensor(mean, device=imgs.device).view(1, -1, 1, 1)  # (1, C, 1, 1)
     s = torch.tensor(std, device=imgs.device).view(1, -1, 1, 1)  # (1, C, 1, 1)
     return (imgs.float() / 255 - m) / s
+
+
+def _random_resized_crop(info: DatasetInfo) -> v2.RandomResizedCrop:
+    return v2.RandomResizedCrop(info.img_size, scale=PRETRAIN_SCALE, interpolation=_BICUBIC, antialias=True)
 
 
 def eval_transform(info: DatasetInfo) -> Callable[[torch.Tensor], torch.Tensor]:

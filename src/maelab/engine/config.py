@@ -128,6 +128,10 @@ class PretrainConfig:
     """Write a reconstruction grid every N epochs (and at the end)."""
     device_augment: bool = False
     """Keep crops uint8 until the device and flip + normalize there in batch (for GPUs whose loader lags)."""
+    decode_on_device: bool = False
+    """Image folders of JPEGs: the loader reads the files' bytes and draws the crop boxes only; JPEGs are
+    decoded in batch on the training device (torchvision decode_jpeg; nvJPEG on a GPU), then cropped,
+    resized, flipped and normalized there. Other formats are decoded in the loader. Implies --device-augment."""
     knn_every: int = 0
     """Log kNN accuracy of the cls token (up to 5000 train / 2000 test images) every N epochs; 0 = never."""
     fsdp: bool = False

@@ -18,9 +18,11 @@ from maelab.data import (
     pretrain_transform,
 )
 from maelab.data.builders import first_items
+from maelab.data.encoded_folder import build_encoded_folder, collate_encoded
 from maelab.data.transforms import batch_flip_normalize, pretrain_crop_uint8
 from maelab.engine.checkpoint import CheckpointMeta
 from maelab.engine.config import PretrainConfig, to_jsonable
+from maelab.engine.device_decode import DeviceDecoder, check_decode_on_device
 from maelab.engine.distributed import agree, rank_rows
 from maelab.engine.fsdp import shard_model
 from maelab.engine.knn import KnnMonitor
@@ -105,14 +107,15 @@ def check_geometry(cfg: PretrainConfig, overrides: dict) -> None:
         )
 
 
-def mae_step(env: Environment, device_augment: DatasetInfo | None = None):
-    """The pre-training step; with ``device_augment`` the batch arrives uint8 and is flipped and normalized here.
+def mae_step(env: Environment, device_augment: DatasetInfo | None = None, decoder: DeviceDecoder | None = None):
+    """The pre-training step; with ``device_augment`` the batch arrives uint8 and is flipped and normalized here;
+    with ``decoder`` (``--decode-on-device``, with ``device_augment``) it arrives as JPEG bytes and crop boxes.
 
     ``model`` may be the DDP wrapper of a MaskedAutoencoder or SimMIM.
     """
 
     def step(model, batch, generator: torch.Generator) -> StepOutput:
-        imgs = batch[0].to(env.device, non_blocking=True)
+        imgs = decoder(batch) if decoder is not None else batch[0].to(env.device, non_blocking=True)
         world = env.world_size
         if device_augment is not None:
             # Flips drawn for the whole global batch, like the masks: the same for any world size.
@@ -167,8 +170,13 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
     if cfg.device_augment and data_cfg.augment != "random_resized_crop":
         raise ValueError(f"--device-augment implements the default augmentation only, not --augment {data_cfg.augment}; "
                          "drop one of the two")
-    train_set = build_dataset(data_cfg, "train", pretrain_crop_uint8(info) if cfg.device_augment
-                              else pretrain_transform(info, data_cfg.augment))
+    if cfg.decode_on_device:
+        check_decode_on_device(data_cfg)
+        train_set = build_encoded_folder(data_cfg, info)
+    else:
+        train_set = build_dataset(data_cfg, "train", pretrain_crop_uint8(info) if cfg.device_augment
+                                  else pretrain_transform(info, data_cfg.augment))
+    uint8_batches = cfg.device_augment or cfg.decode_on_device
     vis_set = build_dataset(data_cfg, "test", eval_transform(info))
     if len(train_set) < cfg.loop.batch_size:
         raise ValueError(
@@ -180,7 +188,9 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
         raise ValueError("--fsdp shards the model across the processes of a distributed launch, but this is one "
                          "process; launch with torchrun --nproc-per-node N (N >= 2) -m maelab pretrain ... --fsdp, "
                          "or drop --fsdp")
-    data = train_loader(train_set, cfg.loop.batch_size, cfg.loop.seed, env, data_cfg.num_workers)
+    data = train_loader(train_set, cfg.loop.batch_size, cfg.loop.seed, env, data_cfg.num_workers,
+                        collate_encoded if cfg.decode_on_device else None)
+    decoder = DeviceDecoder(train_set, info, env.device) if cfg.decode_on_device else None
     run_dir = agree(run_dir)
     knn = KnnMonitor(data_cfg, info, env.device, cfg.loop.batch_size) if cfg.knn_every else None
 
@@ -188,7 +198,7 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
     model = build_model(model_cfg).to(env.device)
     if point is None and model_cfg.target == "pca":
         # The basis is fitted on normalized images: with --device-augment the training set yields uint8 crops.
-        fit_set = build_dataset(data_cfg, "train", pretrain_transform(info)) if cfg.device_augment else train_set
+        fit_set = build_dataset(data_cfg, "train", pretrain_transform(info)) if uint8_batches else train_set
         fit_pca_target(model, fit_set, cfg.loop.seed)
     if cfg.fsdp:
         shard_model(model)
@@ -221,7 +231,7 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
 
     accum = cfg.loop.accum_iter
     loop = TrainLoop(
-        model=model, optimizer=optimizer, step_fn=mae_step(env, info if cfg.device_augment else None),
+        model=model, optimizer=optimizer, step_fn=mae_step(env, info if uint8_batches else None, decoder),
         make_loader=data.make, steps_per_epoch=data.steps, loop=cfg.loop, optim=cfg.optim, env=env, log=log,
         effective_batch=cfg.loop.batch_size * accum * env.world_size, on_epoch_end=on_epoch_end, save=save,
         desc="pretrain", dataset_size=len(train_set), stream_workers=data.stream_workers, sharded=cfg.fsdp,

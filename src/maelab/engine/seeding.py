@@ -114,14 +114,15 @@ def rank_share(order: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
     return order[rank::world_size]
 
 
-def make_loader_fn(dataset: Dataset, batch_size: int, seed: int, env: Environment, num_workers: int):
+def make_loader_fn(dataset: Dataset, batch_size: int, seed: int, env: Environment, num_workers: int,
+                   collate_fn: Callable | None = None):
     """A function ``make(epoch, start=0)`` giving that epoch's DataLoader from batch ``start`` on.
 
     The order and every sample's augmentation are fixed by ``(seed, epoch)``; ``start``
     skips batches already trained on (exact mid-epoch resume) without loading them. On N ranks
     ``batch_size`` is per rank: the order is cut into global batches of N x ``batch_size`` and each
     rank takes its share, with the same per-image seeds, so N ranks see what one process with
-    batch N x ``batch_size`` sees.
+    batch N x ``batch_size`` sees. ``collate_fn`` None: the DataLoader's default.
     """
     wrapped = SeededSamples(dataset)
     global_batch = batch_size * env.world_size
@@ -132,7 +133,7 @@ def make_loader_fn(dataset: Dataset, batch_size: int, seed: int, env: Environmen
         base = epoch_seed(seed, epoch, "sample")
         keys = [(i, sample_seed(base, i)) for i in order.tolist()]
         return DataLoader(
-            wrapped, batch_size=batch_size, sampler=keys, drop_last=True, num_workers=num_workers,
+            wrapped, batch_size=batch_size, sampler=keys, drop_last=True, num_workers=num_workers, collate_fn=collate_fn,
             pin_memory=env.device.type == "cuda", worker_init_fn=_ignore_stop_signals if num_workers else None,
             # The loader draws its workers' base seed from this generator, never from the global RNG.
             generator=torch.Generator().manual_seed(base),
@@ -165,7 +166,8 @@ class TrainData(NamedTuple):
     """For a stream, the loader workers its order depends on (a mid-epoch resume needs the same); else None."""
 
 
-def train_loader(dataset: Dataset, batch_size: int, seed: int, env: Environment, num_workers: int) -> TrainData:
+def train_loader(dataset: Dataset, batch_size: int, seed: int, env: Environment, num_workers: int,
+                 collate_fn: Callable | None = None) -> TrainData:
     """How the shared loop reads ``dataset``: a map-style dataset (:func:`make_loader_fn`) or a
     streamed :class:`~maelab.data.shards.ShardDataset`.
 
@@ -178,7 +180,7 @@ def train_loader(dataset: Dataset, batch_size: int, seed: int, env: Environment,
     if not isinstance(dataset, IterableDataset):
         from maelab.engine.distributed import steps_per_epoch
 
-        return TrainData(make_loader_fn(dataset, batch_size, seed, env, num_workers),
+        return TrainData(make_loader_fn(dataset, batch_size, seed, env, num_workers, collate_fn),
                          steps_per_epoch(len(dataset), batch_size, env.world_size), None)
     from maelab.data.shards import StreamPlan, stream_batches_per_worker
 
