@@ -158,6 +158,17 @@ def test_pretrain_decode_on_device_runs_one_epoch(tmp_path):
     assert json.loads((out / "config.json").read_text())["decode_on_device"] is True
 
 
+def test_bench_loader_times_the_decode_on_device_path(tmp_path):
+    write_jpegs(tmp_path / "data", n=20)
+    assert main(["bench", "--models", "debug", "--batch-sizes", "4", "--variants", "mae", "--steps", "1",
+                 "--warmup", "0", "--matmul-size", "64", "--loader", "--dataset", "folder",
+                 "--data", str(tmp_path / "data"), "--output", str(tmp_path / "b")]) == 0
+    loader = json.loads((tmp_path / "b.json").read_text())["loader"]
+    for path in ("train_path", "uint8_device_path", "jpeg_device_decode_path"):
+        assert loader[path]["images"] == 20 and loader[path]["img_per_s"] > 0  # 5 batches of 4
+    assert "JPEG decoded on the device" in (tmp_path / "b.md").read_text()
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--dataset", "synthetic"], "--decode-on-device decodes the JPEG files of an image folder"),
     (["--dataset", "folder", "--augment", "crop_jitter"], "implements the default augmentation only"),

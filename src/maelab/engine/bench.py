@@ -61,6 +61,8 @@ class BenchConfig:
     loader: bool = False
     """Also time the data loader alone on --dataset (images/s, no model)."""
     dataset: str = "fashion_mnist"
+    data: Path | None = None
+    """--dataset's directory for --loader (needed for folder; a folder adds the --decode-on-device path)."""
     loader_workers: int = 0
     output: Path = Path("bench")
     """Stem of the outputs: writes <output>.json and <output>.md."""
@@ -315,7 +317,8 @@ def run_bench(cfg: BenchConfig, argv: list[str] | None = None) -> dict:
     if cfg.loader:
         from maelab.engine.bench_loader import loader_throughput
 
-        report["loader"] = loader_throughput(cfg.dataset, max(cfg.batch_sizes), cfg.loader_workers, device)
+        report["loader"] = loader_throughput(cfg.dataset, max(cfg.batch_sizes), cfg.loader_workers, device,
+                                             cfg.data)
     out = Path(cfg.output)
     json_path, md_path = out.with_name(out.name + ".json"), out.with_name(out.name + ".md")
     json_path.parent.mkdir(parents=True, exist_ok=True)

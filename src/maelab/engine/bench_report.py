@@ -78,4 +78,6 @@ def markdown_report(report: dict) -> str:
         lines += ["", f"Loader alone ({ld['dataset']}, batch {ld['batch_size']}, {ld['num_workers']} workers, "
                       f"to {ld['device']}): training path {ld['train_path']['img_per_s']:.0f} img/s; uint8 crops + "
                       f"on-device flip/normalize {ld['uint8_device_path']['img_per_s']:.0f} img/s"]
+        if "jpeg_device_decode_path" in ld:
+            lines[-1] += f"; JPEG decoded on the device {ld['jpeg_device_decode_path']['img_per_s']:.0f} img/s"
     return "\n".join(lines) + "\n"
