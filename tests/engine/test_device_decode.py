@@ -113,7 +113,8 @@ def test_deterministic_and_independent_of_workers(tmp_path):
     assert not torch.equal(torch.cat(first), torch.cat(other_epoch))
 
 
-def test_mixed_folder_png_and_broken_files(tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_mixed_folder_png_and_broken_files(tmp_path, workers):
     files = write_jpegs(tmp_path, n=20)
     _photo((44, 33), 50).save(files[1].with_suffix(".png"))  # decoded in the loader
     files[1].unlink()
@@ -121,7 +122,7 @@ def test_mixed_folder_png_and_broken_files(tmp_path):
     truncate_data(files[7])  # found by decode_jpeg in the training process
     cfg = _config(tmp_path, max_bad_fraction=0.2)
     reference = cpu_batches(cfg)
-    dataset, batches, decoded = device_batches(cfg)
+    dataset, batches, decoded = device_batches(cfg, workers=workers)
     assert sum(int((~b.encoded).sum()) for b in batches) == 1  # the PNG
     assert set(dataset.bad_files) == {files[4], files[7]}
     # Both paths substitute the next readable file for a broken one, with the broken one's seed.
