@@ -143,7 +143,7 @@ def locate(cfg: DataConfig, split: str) -> Path:
     try:
         root.mkdir(parents=True, exist_ok=True)
         download_and_extract_archive(_URL, str(root), md5=_MD5)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any network/IO failure has the same fix
         raise _not_found(split, searched, f"the download failed ({exc})") from exc
     found = find_batch_dir(root, split)
     if found is None:

@@ -119,7 +119,7 @@ def _download(split: str, searched: list[Path]) -> tuple[Path, Path]:
     try:
         root.mkdir(parents=True, exist_ok=True)
         FashionMNIST(root=str(root), train=split == "train", download=True)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any network/IO failure has the same fix
         raise _not_found(split, searched, reason=f"the download failed ({exc})") from exc
     files = find_split_files(root, split)
     if files is None:
