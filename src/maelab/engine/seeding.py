@@ -133,7 +133,8 @@ def make_loader_fn(dataset: Dataset, batch_size: int, seed: int, env: Environmen
         base = epoch_seed(seed, epoch, "sample")
         keys = [(i, sample_seed(base, i)) for i in order.tolist()]
         return DataLoader(
-            wrapped, batch_size=batch_size, sampler=keys, drop_last=True, num_workers=num_workers, collate_fn=collate_fn,
+            wrapped, batch_size=batch_size, sampler=keys, drop_last=True, num_workers=num_workers,
+            collate_fn=collate_fn,
             pin_memory=env.device.type == "cuda", worker_init_fn=_ignore_stop_signals if num_workers else None,
             # The loader draws its workers' base seed from this generator, never from the global RNG.
             generator=torch.Generator().manual_seed(base),
