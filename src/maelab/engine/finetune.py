@@ -42,14 +42,20 @@ from maelab.engine.distributed import agree
 from maelab.engine.eval_config import FINETUNE_EPOCHS, FinetuneConfig
 from maelab.engine.evaluate import ClassifierRun, evaluate
 from maelab.engine.features import encoder_source, eval_loader
+from maelab.engine.fsdp import check_launch, shard_model
 from maelab.engine.loop import (
     Progress,
     StepOutput,
     TrainLoop,
     setup_environment,
 )
-from maelab.engine.fsdp import check_launch, shard_model
-from maelab.engine.resuming import LOOP_CHANGES, open_resume, prepare_run_dir, restore, run_loop
+from maelab.engine.resuming import (
+    LOOP_CHANGES,
+    open_resume,
+    prepare_run_dir,
+    restore,
+    run_loop,
+)
 from maelab.engine.rundir import new_run_dir
 from maelab.engine.seeding import train_loader
 
