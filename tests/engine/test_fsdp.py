@@ -34,7 +34,7 @@ def _run(args: list[str], nproc: int = 1) -> subprocess.CompletedProcess:
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
     cmd = [*launcher, "-m", "maelab", *args] if nproc > 1 else [sys.executable, "-m", "maelab", *args]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, result.stderr[-8000:]
     return result
 
 
@@ -114,6 +114,14 @@ def test_fsdp_finetune_matches_one_process_and_resumes_on_one(tmp_path):
     last = json.loads((two / "log.jsonl").read_text().splitlines()[-1])
     assert last["event"] == "epoch" and last["epoch"] == 1 and last["step"] == 4 + 8
     assert [row["epoch"] for row in json.loads((two / "metrics.json").read_text())["epochs"]] == [0, 1]
+    # Partial fine-tuning (a wrapper keeps the frozen part in eval mode) with accumulation: the frozen part stays put.
+    part = tmp_path / "part"
+    _run([*FINETUNE, "--batch-size", "8", "--fsdp", "--tune-blocks", "0.5", "--accum-iter", "2", "--output-dir",
+          str(part)], nproc=2)
+    c = load_file(str(part / "checkpoint-last.safetensors"))
+    last_block = f"blocks.{sum(k.endswith('.attn.qkv.weight') for k in c) - 1}."
+    moved = {k for k in c if not torch.equal(c[k], init[k])}
+    assert moved and all(k.startswith((last_block + "mlp.", last_block + "norm2.", "fc_norm.", "head.")) for k in moved)
 
 
 @pytest.mark.parametrize("command", ["pretrain", "finetune"])

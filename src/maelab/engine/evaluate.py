@@ -19,7 +19,8 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from maelab.engine.checkpoint import CheckpointMeta, read_meta, save_checkpoint
-from maelab.engine.fsdp import plain_state_dict
+from maelab.engine.distributed import agree
+from maelab.engine.fsdp import is_sharded, plain_state_dict
 from maelab.engine.resume import LoopState, Progress
 from maelab.engine.resuming import save_point
 from maelab.engine.rundir import write_json
@@ -137,7 +138,10 @@ class ClassifierRun:
             module.training = mode
         row = dict(epoch=epoch, train_loss=record["loss"], **self.result.summary(""))
         self.epochs.append(row)
-        if self.best is None or row["top1"] > self.best["top1"]:
+        better = self.best is None or row["top1"] > self.best["top1"]
+        if is_sharded(self.model):
+            better = agree(better)  # every rank must join the gather below, or none
+        if better:
             self.best = row
             weights = plain_state_dict(self.model)
             if self.write:
