@@ -9,7 +9,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from maelab.cli import main
-from maelab.data.shards import ShardDataset, read_index
+from maelab.data.shards import ShardDataset, _candidates, _Lookahead, read_index
 
 
 @pytest.fixture
@@ -70,3 +70,19 @@ def test_shard_refuses_a_nonempty_output(image_folder, tmp_path):
     assert (out / "x").read_text() == "keep me"
     with pytest.raises(ValueError, match="no shards.json"):
         ShardDataset(tmp_path, "train")
+
+
+def test_a_broken_slot_looks_ahead_then_wraps_to_the_stream_start():
+    made = []
+
+    def stream():
+        made.append(1)
+        return iter("abcd")
+
+    ahead = _Lookahead(stream)
+    ahead.advance(1)  # "a" passed unread
+    assert ahead.get(2) == "c" and ahead.get(4) is None
+    assert list(_candidates(ahead, 2, stream)) == ["c", "d", "a", "b"]  # then the positions before slot 2
+    ahead.advance(3)
+    assert ahead.get(3) == "d" and list(_candidates(ahead, 3, stream)) == ["d", "a", "b", "c"]
+    assert len(made) == 3  # one pass for the epoch, one per wrap-around

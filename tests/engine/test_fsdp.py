@@ -1,4 +1,5 @@
-"""pretrain --fsdp on 2 Gloo CPU ranks (torchrun): the 1-process trajectory, full checkpoints that resume anywhere."""
+"""pretrain / finetune --fsdp on 2 Gloo CPU ranks (torchrun): the 1-process trajectory, full checkpoints that
+resume anywhere."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import torch
 from safetensors.torch import load_file
 
 from maelab.cli import main
+from maelab.engine.checkpoint import load_checkpoint
 from maelab.engine.checkpoint_store import discard_after
+from maelab.engine.classify import build_vit
 from maelab.engine.config import OptimConfig
 from maelab.engine.fsdp import load_optimizer_state
 from maelab.engine.optim import build_adamw
@@ -31,7 +34,7 @@ def _run(args: list[str], nproc: int = 1) -> subprocess.CompletedProcess:
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
     cmd = [*launcher, "-m", "maelab", *args] if nproc > 1 else [sys.executable, "-m", "maelab", *args]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, result.stderr[-8000:]
     return result
 
 
@@ -84,8 +87,55 @@ def test_fsdp_two_ranks_match_one_process_and_checkpoint_resumes_on_one(tmp_path
     assert last["event"] == "epoch" and last["epoch"] == 1 and last["step"] == 4 + 8
 
 
-def test_fsdp_without_a_distributed_launch_exits_2_before_writing(tmp_path, capsys):
+# Fine-tuning without the randomness that depends on the per-rank batch (mixup pairs rows of a batch; drop path
+# draws from the global RNG, the same stream on every rank); crops, RandAugment and erasing are seeded per image.
+FINETUNE = ["finetune", "--init", "none", "--model", "debug", "--dataset", "synthetic", "--synthetic-size", "64",
+            "--epochs", "2", "--stop-after", "1", "--log-every", "1", "--mixup", "0", "--cutmix", "0", "--drop-path", "0",
+            "--lr", "1e-3", "--warmup-epochs", "0", "--no-tensorboard"]
+
+
+@pytest.mark.slow  # three interpreter launches, one under torchrun: ~30 s on an idle 2-core machine
+def test_fsdp_finetune_matches_one_process_and_resumes_on_one(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    _run([*FINETUNE, "--batch-size", "16", "--output-dir", str(one)])
+    out = _run([*FINETUNE, "--batch-size", "8", "--fsdp", "--output-dir", str(two)], nproc=2)
+    assert "effective batch 16 (8 per device x 2 devices x 1 accumulation)" in out.stderr
+    a = load_file(str(one / "checkpoint-last.safetensors"))
+    b = load_file(str(two / "checkpoint-last.safetensors"))
+    _assert_close(a, b)
+    assert b.keys() == load_file(str(two / "checkpoint-best.safetensors")).keys()  # gathered whole too
+    torch.manual_seed(0)  # finetune seeds with --seed 0 before building the classifier: its initial weights
+    init = build_vit(load_checkpoint(one / "checkpoint-last.safetensors")[1].model_config).state_dict()
+    assert (b["blocks.0.attn.qkv.weight"] - init["blocks.0.attn.qkv.weight"]).abs().max() > 1e-3  # 100x the tolerance
+    state = torch.load(two / "checkpoint-last.state.pt", weights_only=True)["optimizer"]
+    assert all(isinstance(k, str) for k in state["state"]) and len(state["param_groups"]) > 2  # layer-decay groups
+    # One plain process continues the FSDP run (per-device batch 8 from config.json) to the end of epoch 2.
+    _run(["finetune", "--resume", str(two), "--epochs", "2"])
+    last = json.loads((two / "log.jsonl").read_text().splitlines()[-1])
+    assert last["event"] == "epoch" and last["epoch"] == 1 and last["step"] == 4 + 8
+    assert [row["epoch"] for row in json.loads((two / "metrics.json").read_text())["epochs"]] == [0, 1]
+    # Partial fine-tuning (a wrapper keeps the frozen part in eval mode) with accumulation: the frozen part stays put.
+    part = tmp_path / "part"
+    _run([*FINETUNE, "--batch-size", "8", "--fsdp", "--tune-blocks", "0.5", "--accum-iter", "2", "--output-dir",
+          str(part)], nproc=2)
+    c = load_file(str(part / "checkpoint-last.safetensors"))
+    last_block = f"blocks.{sum(k.endswith('.attn.qkv.weight') for k in c) - 1}."
+    moved = {k for k in c if not torch.equal(c[k], init[k])}
+    assert moved and all(k.startswith((last_block + "mlp.", last_block + "norm2.", "fc_norm.", "head.")) for k in moved)
+
+
+@pytest.mark.parametrize("command", ["pretrain", "finetune"])
+def test_fsdp_without_a_distributed_launch_exits_2_before_writing(tmp_path, capsys, command):
     out = tmp_path / "run"
-    assert main(["pretrain", "--model", "debug", "--dataset", "synthetic", "--fsdp", "--output-dir", str(out)]) == 2
-    assert "torchrun --nproc-per-node" in capsys.readouterr().err
+    source = ["--model", "debug"] if command == "pretrain" else ["--init", "none", "--model", "debug"]
+    assert main([command, *source, "--dataset", "synthetic", "--fsdp", "--output-dir", str(out)]) == 2
+    assert f"torchrun --nproc-per-node N (N >= 2) -m maelab {command}" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_linprobe_refuses_fsdp(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["linprobe", "--init", "none", "--model", "debug", "--dataset", "synthetic", "--augment", "--fsdp",
+                 "--output-dir", str(out)]) == 2
+    assert "linprobe trains only a small head on a frozen encoder" in capsys.readouterr().err
     assert not out.exists()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +45,33 @@ def shard_dir(tmp_path_factory):
     return root / "out"
 
 
+# Undecodable bytes of several kinds: empty, text, a truncated PNG, a PNG signature then garbage.
+BROKEN = (lambda png: b"", lambda png: b"not an image\n", lambda png: png[: len(png) // 2],
+          lambda png: png[:8] + bytes(64))
+
+
+@pytest.fixture(scope="module")
+def corrupt_shards(shard_dir, tmp_path_factory):
+    """A copy of ``shard_dir`` whose train shards hold 4 undecodable images (the shards' last, first, ... sample:
+    the last of a worker's stream needs the wrap-around); returns (dir, their keys)."""
+    out = tmp_path_factory.mktemp("corrupt") / "shards"
+    shutil.copytree(shard_dir, out)
+    keys = []
+    for n, (path, position) in enumerate(zip(sorted(out.glob("train-*.tar"))[::2], (5, 0, 2, 5))):
+        with tarfile.open(path) as tar:
+            members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+        pngs = [i for i, (m, _) in enumerate(members) if m.name.endswith(".png")]
+        victim = pngs[position]
+        keys.append(members[victim][0].name.split(".")[0])
+        member, data = members[victim]
+        members[victim] = (member, BROKEN[n](data))
+        with tarfile.open(path, "w") as tar:  # rewritten in the same member order
+            for member, data in members:
+                member.size = len(data)
+                tar.addfile(member, io.BytesIO(data))
+    return out, keys
+
+
 def _keys_and_images(batches):
     return [(list(keys), imgs) for imgs, _, keys in batches]
 
@@ -73,6 +102,53 @@ def test_stream_epoch_is_fixed_distinct_per_rank_and_resumes_exactly(shard_dir):
                 torch.testing.assert_close(got, want, rtol=0, atol=0)
     with pytest.raises(ValueError, match="--max-per-shard"):
         train_loader(data, 16, 0, env[0], workers)  # 12 images per consumer cannot fill a batch of 16
+
+
+def test_corrupt_images_in_shards_are_skipped_in_fixed_epochs_that_resume_exactly(corrupt_shards):
+    shards, broken = corrupt_shards
+    cfg = DataConfig(dataset="shards", data=shards, img_size=16, channels=1, max_bad_fraction=0.1)
+    data = build_dataset(cfg, "train", pretrain_transform(dataset_info(cfg))).configured(with_keys=True)
+    env = Environment(torch.device("cpu"))
+    plan = train_loader(data, 4, 7, env, 2)  # 2 workers x 4 shards (24 images) = 12 batches, as with clean shards
+    assert plan.steps == 12
+    full = _keys_and_images(plan.make(0))
+    assert len(full) == 12 and all(imgs.shape == (4, 1, 16, 16) for _, imgs in full)
+    keys = [k for ks, _ in full for k in ks]
+    # Every broken image's slot holds another (decodable) image: 44 distinct keys, 4 of them twice.
+    assert not set(broken) & set(keys) and len(keys) == 48 and len(set(keys)) == 44
+    # Counted in the main process although the workers found them, named SHARD/KEY: the shard that holds them.
+    named = [name.split("/") for name in data.bad_files]
+    assert len(named) == 4 and {key for _, key in named} == set(broken)
+    for shard, key in named:
+        with tarfile.open(shards / shard) as tar:
+            assert f"{key}.png" in tar.getnames()
+    for start in (1, 5):  # a mid-epoch resume skips the first batches undecoded: the same batches after
+        rest = _keys_and_images(plan.make(0, start))
+        assert [k for k, _ in rest] == [k for k, _ in full[start:]]
+        for (_, got), (_, want) in zip(rest, full[start:]):
+            torch.testing.assert_close(got, want, rtol=0, atol=0)
+    # Read without a plan (evaluation), the stream yields every decodable image once.
+    once = [k for _, _, k in build_dataset(cfg, "train", None).configured(with_keys=True)]
+    assert len(once) == 44 and set(once) == set(keys)
+
+
+def test_pretrain_from_corrupt_shards_reports_the_skipped_images_or_stops_past_the_fraction(
+        corrupt_shards, tmp_path, caplog, capsys):
+    shards, broken = corrupt_shards
+    args = ["pretrain", "--model", "debug", "--img-size", "16", "--batch-size", "8", "--epochs", "1", "--vis-every", "5",
+            "--dataset", "shards", "--data", str(shards), "--num-workers", "2", "--no-tensorboard"]
+    run = tmp_path / "run"
+    assert main([*args, "--max-bad-fraction", "0.1", "--output-dir", str(run)]) == 0
+    epoch = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if '"epoch"' in line]
+    assert epoch[-1]["step"] == 6 and epoch[-1]["skipped_files"] == 4  # the clean shards' 6 steps
+    report = [r.message for r in caplog.records if "unreadable image files skipped" in r.message]
+    assert report and report[-1].startswith("4 unreadable image files skipped")
+    assert {name.split("/")[1] for name in report[-1].split("first: ")[1].rstrip(")").split(", ")} == set(broken)
+    # 4 of 48 is more than the default --max-bad-fraction 0.05: a clear error, exit status 2.
+    assert main([*args, "--output-dir", str(tmp_path / "strict")]) == 2
+    err = capsys.readouterr().err
+    assert "images in the shards could not be decoded, more than --max-bad-fraction 0.05" in err
+    assert "maelab shard" in err
 
 
 def test_pretrain_finetune_linprobe_knn_from_shards(shard_dir, tmp_path):
@@ -116,11 +192,15 @@ def test_bad_shard_dir_exits_2_before_writing(shard_dir, tmp_path, capsys, probl
     assert not out.exists()
 
 
-def test_shard_run_resumes_mid_epoch_exactly_with_the_same_workers(shard_dir, tmp_path, capsys):
+@pytest.mark.parametrize("corrupt", [False, True], ids=["clean", "corrupt"])
+def test_shard_run_resumes_mid_epoch_exactly_with_the_same_workers(shard_dir, corrupt_shards, tmp_path, capsys,
+                                                                   corrupt):
+    """With corrupt images too: their slots' substitutes do not move the batches a resume skips undecoded."""
     full, mid = tmp_path / "full", tmp_path / "mid"
+    data = corrupt_shards[0] if corrupt else shard_dir
     args = ["pretrain", "--model", "debug", "--img-size", "16", "--batch-size", "4", "--epochs", "1", "--vis-every", "5",
-            "--dataset", "shards", "--data", str(shard_dir), "--num-workers", "2", "--no-tensorboard", "--lr", "1e-3",
-            "--warmup-epochs", "0", "--save-every-steps", "1", "--keep-last", "20"]
+            "--dataset", "shards", "--data", str(data), "--num-workers", "2", "--no-tensorboard", "--lr", "1e-3",
+            "--warmup-epochs", "0", "--save-every-steps", "1", "--keep-last", "20", "--max-bad-fraction", "0.1"]
     assert main([*args, "--output-dir", str(full)]) == 0  # 2 workers x 4 shards x 24 images: 12 steps of 4
     shutil.copytree(full, mid)
     discard_after(mid, 5)  # as if stopped after step 5: odd, so worker 1 serves the first batch after it

@@ -90,7 +90,7 @@ def build_dataset(
     if cfg.dataset == "shards":
         from maelab.data.shards import ShardDataset
 
-        data = ShardDataset(cfg.data, split, transform, channels=info.channels)
+        data = ShardDataset(cfg.data, split, transform, channels=info.channels, max_bad_fraction=cfg.max_bad_fraction)
         logger.info("shards %s split: %d images in %d shards", split, len(data), len(data.urls))
         return data
     if cfg.dataset == "folder":

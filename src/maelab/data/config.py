@@ -39,9 +39,9 @@ class DataConfig:
         augment: pre-training augmentation (paper Table 1e): "none" (center crop only),
             "fixed_crop" (fixed-size random crop + flip), "random_resized_crop" (the paper's
             default) or "crop_jitter" (random-size crop + flip + color jitter).
-        max_bad_fraction: image folders only: stop with an error once more than
-            this fraction of the files turned out unreadable (they are skipped
-            until then).
+        max_bad_fraction: image folders and shards: stop with an error once more
+            than this fraction of the images turned out unreadable (they are
+            skipped until then).
     """
 
     dataset: DatasetName = "fashion_mnist"

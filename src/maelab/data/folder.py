@@ -160,15 +160,59 @@ def folder_stats(root: Path, channels: int) -> tuple[tuple[float, ...], tuple[fl
     return mean, std
 
 
+class BadMarks:
+    """Which of ``count`` samples turned out undecodable, seen by every process reading them.
+
+    The marks live in shared memory, so what DataLoader workers find is counted in the main
+    process. :meth:`mark` logs a sample (the first ``WARN_LIMIT`` by name) and raises ValueError
+    once more than ``max_bad_fraction`` of the samples are bad.
+
+    Args:
+        name: sample index -> how the log and the error name it (picklable, e.g. a bound method).
+        what: the samples in messages ("image files"); fix: what the error tells the user to do first.
+    """
+
+    def __init__(self, count: int, max_bad_fraction: float, name: Callable[[int], str],
+                 what: str = "image files", fix: str = "repair or delete the broken files") -> None:
+        self.flags = torch.zeros(count, dtype=torch.bool).share_memory_()  # (N,) seen by all workers
+        self.max_bad_fraction, self.name, self.what, self.fix = max_bad_fraction, name, what, fix
+
+    def __getitem__(self, i: int) -> bool:
+        return bool(self.flags[i])
+
+    def names(self) -> tuple[str, ...]:
+        """The bad samples found so far, by any process, in index order."""
+        return tuple(self.name(i) for i in self.flags.nonzero().flatten().tolist())
+
+    def mark(self, i: int, exc: BaseException, where: str = "") -> None:
+        """Never read sample ``i`` again, and log it (``where`` adds context); ValueError past the fraction."""
+        self.flags[i] = True
+        count = int(self.flags.sum())
+        if count <= WARN_LIMIT:
+            suffix = "; further bad files are logged at debug level" if count == WARN_LIMIT else ""
+            logger.warning("skipping undecodable image %s%s (%s); %d bad so far%s", self.name(i), where, exc, count,
+                           suffix)
+        else:
+            logger.debug("skipping undecodable image %s%s (%s)", self.name(i), where, exc)
+        total = len(self.flags)
+        if count > self.max_bad_fraction * total:
+            first = ", ".join(self.names()[:WARN_LIMIT])
+            raise ValueError(
+                f"{count} of {total} {self.what} could not be decoded, more than --max-bad-fraction "
+                f"{self.max_bad_fraction:g} (first: {first}); {self.fix}, check that "
+                "--data points at the right directory, or raise --max-bad-fraction"
+            )
+
+
 class ImageFolderDataset(Dataset):
     """Decodes image files on access; undecodable files are skipped, not fatal.
 
     A file that cannot be decoded when it is read (broken from the start, or damaged
     after the scan) is replaced by the next decodable index (deterministic: the same
     substitute in every process), marked bad so it is not retried, and logged (the first
-    ``WARN_LIMIT`` by name). The marks live in shared memory, so :attr:`bad_files` counts
-    what every DataLoader worker found. Once more than ``max_bad_fraction`` of the files
-    are bad, a ``ValueError`` stops the run.
+    ``WARN_LIMIT`` by name). The marks are shared (:class:`BadMarks`), so :attr:`bad_files`
+    counts what every DataLoader worker found. Once more than ``max_bad_fraction`` of the
+    files are bad, a ``ValueError`` stops the run.
 
     Items: (transform(uint8 (channels, H, W)), label int).
     """
@@ -189,7 +233,7 @@ class ImageFolderDataset(Dataset):
         self.channels = channels
         self.transform = transform
         self.max_bad_fraction = max_bad_fraction
-        self._bad = torch.zeros(len(self._paths), dtype=torch.bool).share_memory_()  # (N,) seen by all workers
+        self._bad = BadMarks(len(self._paths), max_bad_fraction, self._name)
 
     def __len__(self) -> int:
         return len(self._paths)
@@ -215,6 +259,9 @@ class ImageFolderDataset(Dataset):
     def path(self, i: int) -> Path:
         return Path(self._paths[i])
 
+    def _name(self, i: int) -> str:
+        return str(self._paths[i])
+
     @property
     def targets(self) -> list[int]:
         return self.labels.tolist()
@@ -222,26 +269,13 @@ class ImageFolderDataset(Dataset):
     @property
     def bad_files(self) -> tuple[Path, ...]:
         """Files found undecodable so far, by any process reading this dataset."""
-        return tuple(Path(self._paths[i]) for i in self._bad.nonzero().flatten().tolist())
+        return tuple(Path(name) for name in self._bad.names())
 
     def mark_bad(self, i: int, exc: BaseException) -> None:
         """Never read file ``i`` again, and log it; ValueError past ``max_bad_fraction``. Any process may
         call this (the marks are shared): a file found broken after the loader handed its bytes over is
         marked by the process that tried to decode it."""
-        self._bad[i] = True
-        count = int(self._bad.sum())
-        if count <= WARN_LIMIT:
-            suffix = "; further bad files are logged at debug level" if count == WARN_LIMIT else ""
-            logger.warning("skipping undecodable image %s (%s); %d bad so far%s", self._paths[i], exc, count, suffix)
-        else:
-            logger.debug("skipping undecodable image %s (%s)", self._paths[i], exc)
-        if count > self.max_bad_fraction * len(self):
-            first = ", ".join(str(p) for p in self.bad_files[:WARN_LIMIT])
-            raise ValueError(
-                f"{count} of {len(self)} image files could not be decoded, more than --max-bad-fraction "
-                f"{self.max_bad_fraction:g} (first: {first}); repair or delete the broken files, check that "
-                "--data points at the right directory, or raise --max-bad-fraction"
-            )
+        self._bad.mark(i, exc)
 
 
 def _nonempty_scan(root: Path) -> list[Path]:

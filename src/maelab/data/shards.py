@@ -13,11 +13,18 @@ image is read at most once per epoch across all ranks and DataLoader workers, an
 distinct data. A consumer may get one shard more than another, so training epochs have a fixed
 length every consumer can fill (:func:`stream_batches_per_worker`); the few images beyond it are
 skipped that epoch (different ones each epoch).
+
+An image that cannot be decoded is skipped, counted and reported as in the image folder dataset
+(:class:`~maelab.data.folder.BadMarks`, ``--max-bad-fraction``). In a training epoch its slot is
+filled with the next decodable image of the stream (wrapping to the stream's start), so the
+epoch keeps its length, every other image keeps its slot, and a mid-epoch resume still skips the
+batches already trained on without decoding them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import random
@@ -28,7 +35,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from maelab.data import folder
-from maelab.data.images import decode_image_bytes
+from maelab.data.images import DECODE_ERRORS, decode_image_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -170,12 +177,13 @@ class ShardDataset(IterableDataset):
         with_keys: also yield each sample's key (for checks and debugging).
         channels: decode to 1 or 3 channels (None: as stored).
         limit: only the first ``limit`` images of the split in written order (a fixed random subset).
-        plan: training epochs' fixed length and resume offset (None: every image of my shards once).
+        plan: training epochs' fixed length and resume offset (None: every decodable image of my shards once).
+        max_bad_fraction: stop with a ValueError once more than this fraction of the split is undecodable.
     """
 
     def __init__(self, shard_dir: Path, split: str, transform: Callable | None = None, rank: int = 0,
                  world_size: int = 1, seed: int = 0, with_keys: bool = False, channels: int | None = None,
-                 limit: int | None = None, plan: StreamPlan | None = None) -> None:
+                 limit: int | None = None, plan: StreamPlan | None = None, max_bad_fraction: float = 0.05) -> None:
         super().__init__()
         part = read_index(shard_dir)["splits"].get(split)
         if part is None:
@@ -191,10 +199,30 @@ class ShardDataset(IterableDataset):
         self.transform, self.rank, self.world_size = transform, rank, world_size
         self.seed, self.epoch, self.with_keys = seed, 0, with_keys
         self.channels, self.limit, self.plan = channels, limit, plan
+        # Keys are the images' indices in the split (write_shards), so the marks are indexed by key.
+        self.bad = folder.BadMarks(part["images"], max_bad_fraction, self._name, what="images in the shards",
+                                   fix="write the shards again from a repaired image folder (maelab shard)")
+        self._written: dict[int, int] | None = None
 
     def __len__(self) -> int:
         """Images in the split (or the limit); a training epoch reads a few less (see :class:`StreamPlan`)."""
         return self.num_images
+
+    @property
+    def bad_files(self) -> tuple[str, ...]:
+        """Samples found undecodable so far (``SHARD/KEY``), by any process reading this dataset."""
+        return self.bad.names()
+
+    def _name(self, key: int) -> str:
+        """``SHARD/KEY`` of the sample with ``key``: where write_shards' seeded order put it."""
+        if self._written is None:
+            order = list(range(len(self.bad.flags)))
+            random.Random(f"{WRITE_SEED}:{self.split}").shuffle(order)
+            self._written = {k: position for position, k in enumerate(order)}
+        position, shard = self._written.get(key, -1), 0
+        while shard + 1 < len(self.urls) and position >= self.offsets[self.urls[shard + 1]]:
+            shard += 1
+        return f"{Path(self.urls[shard]).name}/{key:09d}"
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -233,28 +261,95 @@ class ShardDataset(IterableDataset):
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         plan = self.plan
-        if plan is not None:
-            # On a resume at global batch ``start``, loader worker 0 must serve batch ``start``: rotate the roles.
-            worker = (worker + plan.start) % num_workers
-        samples = self._raw(self.my_shards(worker, num_workers))
-        if plan is not None:
-            consumer = self.rank * num_workers + worker
+        if plan is None:
+            for sample in self._raw(self.my_shards(worker, num_workers)):
+                image = self._decode(sample)
+                if image is not None:
+                    yield self._item(image, sample, int(sample["__key__"]))
+            return
+        # On a resume at global batch ``start``, loader worker 0 must serve batch ``start``: rotate the roles.
+        worker = (worker + plan.start) % num_workers
+        shards, consumer = self.my_shards(worker, num_workers), self.rank * num_workers + worker
+
+        def stream() -> Iterator[dict]:
+            """My undecoded samples in this epoch's order; the same sequence on every call."""
+            samples = self._raw(shards)
             if plan.shuffle_buffer > 1:
                 rng = random.Random(f"{self.seed}:{self.epoch}:{consumer}")
                 samples = wds.shuffle(plan.shuffle_buffer, initial=plan.shuffle_buffer, rng=rng)(samples)
-            # Global batch k comes from role k mod W: the first ``start`` batches hold this many of mine.
-            skipped = max(0, -(-(plan.start - worker) // num_workers))
-            first, end = skipped * plan.batch_size, plan.batches_per_worker * plan.batch_size
-            samples = (s for i, s in zip(range(end), samples) if i >= first)
-        for sample in samples:
-            yield self._item(sample)
+            return samples
 
-    def _item(self, sample: dict):
-        image, label = decode_sample(sample, self.channels)
+        # Global batch k comes from role k mod W: the first ``start`` batches hold this many of mine.
+        skipped = max(0, -(-(plan.start - worker) // num_workers))
+        first, end = skipped * plan.batch_size, plan.batches_per_worker * plan.batch_size
+        ahead = _Lookahead(stream)
+        ahead.advance(first)  # undecoded: a broken image there took a substitute without moving any other slot
+        for slot in range(first, end):
+            yield self._fill(ahead, slot, stream)
+            ahead.advance(slot + 1)
+
+    def _fill(self, ahead: _Lookahead, slot: int, stream: Callable[[], Iterator[dict]]):
+        """The item of ``slot``: its own sample, or when that is undecodable the next decodable one of the
+        stream (wrapping to its start), augmented with the RNGs of the slot's own sample."""
+        own = ahead.get(slot)
+        assert own is not None, "stream_batches_per_worker promised this many samples"
+        for sample in _candidates(ahead, slot, stream):
+            image = self._decode(sample)
+            if image is not None:
+                return self._item(image, sample, int(own["__key__"]))
+        raise ValueError(f"no image of the shards {self.shard_dir}/{self.split}-* read by this loader worker can be "
+                         "decoded; write the shards again from a repaired image folder (maelab shard)")
+
+    def _decode(self, sample: dict) -> torch.Tensor | None:
+        """The sample's uint8 image, or None when it is undecodable (marked bad, logged, counted)."""
+        key = int(sample["__key__"])
+        if self.bad[key]:
+            return None
+        try:
+            image, _ = decode_sample(sample, self.channels)
+        except DECODE_ERRORS as exc:
+            self.bad.mark(key, exc, where=f" ({sample.get('__url__', '')})")
+            return None
+        return image
+
+    def _item(self, image: torch.Tensor, sample: dict, augment_key: int):
+        label = int(sample["cls"])
         if self.transform is not None:
             if self.plan is not None and self.plan.augment is not None:
-                image = self.plan.augment(self.transform, image, int(sample["__key__"]))
+                image = self.plan.augment(self.transform, image, augment_key)
             else:
                 image = self.transform(image)
         return (image, label, sample["__key__"]) if self.with_keys else (image, label)
 
+
+def _candidates(ahead: _Lookahead, slot: int, stream: Callable[[], Iterator[dict]]) -> Iterator[dict]:
+    """The samples from ``slot`` to the stream's end, then (wrapping) those before ``slot``."""
+    position = slot
+    while (sample := ahead.get(position)) is not None:
+        yield sample
+        position += 1
+    yield from itertools.islice(stream(), slot)
+
+
+class _Lookahead:
+    """Positions of a sample stream read in order, with a look ahead at later ones (kept until passed)."""
+
+    def __init__(self, make: Callable[[], Iterator[dict]]) -> None:
+        self.samples, self.buffer, self.base = iter(make()), [], 0  # buffer[k] is position base + k
+
+    def get(self, position: int) -> dict | None:
+        """The sample at ``position`` (>= the current one); None past the stream's end."""
+        while position - self.base >= len(self.buffer):
+            sample = next(self.samples, None)
+            if sample is None:
+                return None
+            self.buffer.append(sample)
+        return self.buffer[position - self.base]
+
+    def advance(self, position: int) -> None:
+        """Forget the positions before ``position``, reading past unread ones without keeping them."""
+        drop = min(position - self.base, len(self.buffer))
+        del self.buffer[:drop]
+        self.base += drop
+        while self.base < position and next(self.samples, None) is not None:
+            self.base += 1

@@ -92,9 +92,9 @@ def wrap_ddp(model: nn.Module, world_size: int, device: torch.device) -> nn.Modu
     """``model`` wrapped in DistributedDataParallel when running on several ranks, else itself.
 
     Only parameters that require grad are synchronized, so frozen encoders cost nothing. A model
-    sharded by FSDP (:mod:`maelab.engine.fsdp`) synchronizes itself and is returned as is.
+    sharded by FSDP (:mod:`maelab.engine.fsdp`), or holding one, synchronizes itself and is returned as is.
     """
-    if world_size <= 1 or isinstance(model, FSDPModule) or not any(p.requires_grad for p in model.parameters()):
+    if world_size <= 1 or _fsdp_root(model) is not None or not any(p.requires_grad for p in model.parameters()):
         return model
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
@@ -105,9 +105,15 @@ def maybe_no_sync(net: nn.Module, sync: bool) -> contextlib.AbstractContextManag
     (it runs once, on the last one)."""
     if not sync and isinstance(net, nn.parallel.DistributedDataParallel):
         return net.no_sync()
-    if not sync and isinstance(net, FSDPModule):
-        return _fsdp_no_sync(net)
+    root = None if sync else _fsdp_root(net)
+    if root is not None:
+        return _fsdp_no_sync(root)
     return contextlib.nullcontext()
+
+
+def _fsdp_root(model: nn.Module) -> FSDPModule | None:
+    """The outermost FSDP module in ``model`` (itself, or a sharded model inside a plain wrapper)."""
+    return next((m for m in model.modules() if isinstance(m, FSDPModule)), None)
 
 
 @contextlib.contextmanager

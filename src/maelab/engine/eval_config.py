@@ -76,6 +76,10 @@ class FinetuneConfig:
     a trailing .5 adds the MLP half of one more block (0.5 = norm2 + mlp of the last block)."""
     output_dir: Path | None = None
     """Run directory; default runs/finetune-<model>-<time>. Never overwritten."""
+    fsdp: bool = False
+    """Shard the classifier across the torchrun processes (FSDP2 ``fully_shard``, one unit per block) instead
+    of replicating it (DDP); for models too large for one device. Checkpoints stay full, so they load back on
+    any number of processes. Belongs to one invocation: a resume may turn it on or off."""
 
     def __post_init__(self) -> None:
         if not 0 < self.layer_decay <= 1:
@@ -125,10 +129,17 @@ class LinprobeConfig(FeatureSource):
     loop: LoopConfig = field(default_factory=LoopConfig)
     output_dir: Path | None = None
     """Run directory; default runs/linprobe-<model>-<time>. Never overwritten."""
+    fsdp: bool = False
+    """Refused: the probe trains a head of a few thousand weights on a frozen encoder, which needs no
+    gradients or optimizer state, so there is nothing worth sharding (torchrun alone runs it data-parallel)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.momentum < 1:
             raise ValueError(f"--momentum must be in [0, 1); got {self.momentum}")
+        if self.fsdp:
+            raise ValueError("--fsdp is for fine-tuning and pre-training: linprobe trains only a small head on a "
+                             "frozen encoder (no encoder gradients or optimizer state to shard); drop --fsdp, "
+                             "torchrun alone runs the probe data-parallel")
         if self.init == "pixels" and self.augment:
             raise ValueError("--init pixels probes cached pixel features only; drop --augment")
 

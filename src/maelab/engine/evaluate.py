@@ -19,6 +19,8 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from maelab.engine.checkpoint import CheckpointMeta, read_meta, save_checkpoint
+from maelab.engine.distributed import agree
+from maelab.engine.fsdp import is_sharded, plain_state_dict
 from maelab.engine.resume import LoopState, Progress
 from maelab.engine.resuming import save_point
 from maelab.engine.rundir import write_json
@@ -111,16 +113,18 @@ class ClassifierRun:
     ``model`` is the whole classifier (what checkpoints hold); ``optimizer`` trains (part of) it.
     The per-epoch evaluations and the best one so far travel in the resumable checkpoint
     (:meth:`state_dict`), so a resumed run writes the same metrics.json as an uninterrupted one.
+    An FSDP-sharded ``model`` is evaluated and gathered by every rank (collectives); only the
+    one with ``write`` writes files and logs.
     """
 
     def __init__(
         self, run_dir: Path, model: nn.Module, evaluate_fn: Callable[[], EvalResult],
         meta: Callable[[int], CheckpointMeta], class_names: Sequence[str], title: str, extra: dict[str, Any],
-        optimizer: torch.optim.Optimizer, keep_last: int,
+        optimizer: torch.optim.Optimizer, keep_last: int, write: bool = True,
     ) -> None:
         self.run_dir, self.model, self.evaluate_fn, self.meta = run_dir, model, evaluate_fn, meta
         self.class_names, self.title, self.extra = tuple(class_names), title, extra
-        self.optimizer, self.keep_last = optimizer, keep_last
+        self.optimizer, self.keep_last, self.write = optimizer, keep_last, write
         self.epochs: list[dict[str, float]] = []
         self.best: dict[str, float] | None = None
         self.result: EvalResult | None = None
@@ -134,9 +138,16 @@ class ClassifierRun:
             module.training = mode
         row = dict(epoch=epoch, train_loss=record["loss"], **self.result.summary(""))
         self.epochs.append(row)
-        if self.best is None or row["top1"] > self.best["top1"]:
+        better = self.best is None or row["top1"] > self.best["top1"]
+        if is_sharded(self.model):
+            better = agree(better)  # every rank must join the gather below, or none
+        if better:
             self.best = row
-            save_checkpoint(self.run_dir / BEST, self.model.state_dict(), self.meta(epoch + 1))
+            weights = plain_state_dict(self.model)
+            if self.write:
+                save_checkpoint(self.run_dir / BEST, weights, self.meta(epoch + 1))
+        if not self.write:
+            return self.result.summary()
         logger.info("epoch %d: test top-1 %.2f%%, top-5 %.2f%% (best %.2f%%)",
                     epoch + 1, row["top1"], row["top5"], self.best["top1"])
         return self.result.summary()
@@ -160,7 +171,7 @@ class ClassifierRun:
     def save(self, progress: Progress, loop_state: LoopState) -> None:
         """The resumable checkpoint (``TrainLoop.save``): weights, optimizer, loop state and the evaluations."""
         save_point(self.run_dir, self.model, self.optimizer, self.meta(progress.epoch), self.keep_last, progress,
-                   loop_state, extra={"classifier": self.state_dict()})
+                   loop_state, extra={"classifier": self.state_dict()}, write=self.write)
 
     def finish(self) -> dict[str, Any]:
         """Write metrics.json and confusion.png for the final model; returns the metrics."""

@@ -42,13 +42,20 @@ from maelab.engine.distributed import agree
 from maelab.engine.eval_config import FINETUNE_EPOCHS, FinetuneConfig
 from maelab.engine.evaluate import ClassifierRun, evaluate
 from maelab.engine.features import encoder_source, eval_loader
+from maelab.engine.fsdp import check_launch, shard_model
 from maelab.engine.loop import (
     Progress,
     StepOutput,
     TrainLoop,
     setup_environment,
 )
-from maelab.engine.resuming import open_resume, prepare_run_dir, restore, run_loop
+from maelab.engine.resuming import (
+    LOOP_CHANGES,
+    open_resume,
+    prepare_run_dir,
+    restore,
+    run_loop,
+)
 from maelab.engine.rundir import new_run_dir
 from maelab.engine.seeding import train_loader
 
@@ -118,9 +125,11 @@ def build_optimizer(model: nn.Module, cfg: FinetuneConfig) -> torch.optim.AdamW:
 
 def finetune(cfg: FinetuneConfig, resume: Path | None = None) -> Path:
     """Fine-tune and evaluate every epoch, or continue the run in ``resume``; returns the run directory."""
-    point = None
+    point, fsdp = None, cfg.fsdp
     if resume is not None:
-        cfg, point = open_resume(Path(resume), cfg, "finetune")
+        # --fsdp belongs to one invocation, never to the run (checkpoints are full either way).
+        cfg, point = open_resume(Path(resume), cfg, "finetune", LOOP_CHANGES | {("", "fsdp")})
+        cfg = dataclasses.replace(cfg, fsdp=fsdp)
     elif cfg.loop.epochs is None:
         cfg = dataclasses.replace(cfg, loop=dataclasses.replace(cfg.loop, epochs=FINETUNE_EPOCHS))
     source = encoder_source(cfg.init, cfg.checkpoint, cfg.model, "finetune")
@@ -143,6 +152,7 @@ def finetune(cfg: FinetuneConfig, resume: Path | None = None) -> Path:
     else:
         run_dir = new_run_dir(cfg.output_dir, f"finetune-{name}" + ("-scratch" if cfg.init == "none" else ""))
     env = setup_environment(loop_cfg)
+    check_launch(cfg.fsdp, env.world_size, "finetune")
     data = train_loader(train_set, batch, loop_cfg.seed, env, data_cfg.num_workers)
     run_dir = agree(run_dir)
 
@@ -153,8 +163,10 @@ def finetune(cfg: FinetuneConfig, resume: Path | None = None) -> Path:
     init_head(vit.head, HEAD_INIT_STD)
     frozen = freeze_for_partial_tuning(vit, cfg.tune_blocks)
     vit.to(env.device)
+    if cfg.fsdp:
+        shard_model(vit)
     model = FrozenInEval(vit, frozen) if frozen else vit
-    optimizer = build_optimizer(vit, cfg)
+    optimizer = build_optimizer(vit, cfg)  # after sharding, which replaces the parameters
 
     # timm's Mixup draws from numpy's global RNG, which the loop seeds per epoch and checkpoints.
     mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.smoothing,
@@ -179,6 +191,7 @@ def finetune(cfg: FinetuneConfig, resume: Path | None = None) -> Path:
         run_dir, vit, lambda: evaluate(vit, test_batches, env.device),
         lambda epoch: classifier_meta(vit_cfg, info, data_cfg, epoch, extra), info.class_names,
         f"finetune {name}" + (" (scratch)" if cfg.init == "none" else ""), extra, optimizer, loop_cfg.keep_last,
+        write=env.is_main,
     )
     progress, loop_state = Progress(), None
     if point is not None:
@@ -192,7 +205,7 @@ def finetune(cfg: FinetuneConfig, resume: Path | None = None) -> Path:
         make_loader=data.make, steps_per_epoch=data.steps, loop=loop_cfg, optim=cfg.optim, env=env,
         log=log, effective_batch=batch * loop_cfg.accum_iter * env.world_size,
         on_epoch_end=run.on_epoch_end, save=run.save, desc="finetune", dataset_size=len(train_set),
-        stream_workers=data.stream_workers,
+        stream_workers=data.stream_workers, sharded=cfg.fsdp,
     )
     run_loop(loop, progress, loop_state, "finetune", run_dir)
     if env.is_main:

@@ -42,8 +42,21 @@ def shard_model(model: nn.Module) -> nn.Module:
     return model
 
 
+def check_launch(fsdp: bool, world_size: int, command: str) -> None:
+    """ValueError naming the fix when ``--fsdp`` is asked for outside a distributed launch."""
+    if fsdp and world_size < 2:
+        raise ValueError(f"--fsdp shards the model across the processes of a distributed launch, but this is one "
+                         f"process; launch with torchrun --nproc-per-node N (N >= 2) -m maelab {command} ... --fsdp, "
+                         "or drop --fsdp")
+
+
 def is_sharded(model: nn.Module) -> bool:
     return isinstance(model, FSDPModule)
+
+
+def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``model.state_dict()``; gathered whole onto rank 0 when ``model`` is sharded (a collective call then)."""
+    return full_state_dict(model) if is_sharded(model) else model.state_dict()
 
 
 def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -24,7 +24,7 @@ from maelab.engine.checkpoint import CheckpointMeta
 from maelab.engine.config import PretrainConfig, to_jsonable
 from maelab.engine.device_decode import DeviceDecoder, check_decode_on_device
 from maelab.engine.distributed import agree, rank_rows
-from maelab.engine.fsdp import shard_model
+from maelab.engine.fsdp import check_launch, shard_model
 from maelab.engine.knn import KnnMonitor
 from maelab.engine.loop import (
     Environment,
@@ -184,10 +184,7 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
             "lower --batch-size"
         )
     env = setup_environment(cfg.loop)
-    if cfg.fsdp and env.world_size < 2:
-        raise ValueError("--fsdp shards the model across the processes of a distributed launch, but this is one "
-                         "process; launch with torchrun --nproc-per-node N (N >= 2) -m maelab pretrain ... --fsdp, "
-                         "or drop --fsdp")
+    check_launch(cfg.fsdp, env.world_size, "pretrain")
     data = train_loader(train_set, cfg.loop.batch_size, cfg.loop.seed, env, data_cfg.num_workers,
                         collate_encoded if cfg.decode_on_device else None)
     decoder = DeviceDecoder(train_set, info, env.device) if cfg.decode_on_device else None

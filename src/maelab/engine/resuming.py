@@ -31,10 +31,10 @@ from maelab.engine.checkpoint_store import (
 from maelab.engine.config import from_jsonable, to_jsonable
 from maelab.engine.fsdp import (
     full_optimizer_state,
-    full_state_dict,
     is_sharded,
     load_model_state,
     load_optimizer_state,
+    plain_state_dict,
 )
 from maelab.engine.loop import Environment, TrainLoop
 from maelab.engine.resume import LoopState, Progress
@@ -191,9 +191,8 @@ def save_point(
     An FSDP-sharded ``model`` is gathered whole (weights, and the optimizer state by parameter name), so
     the checkpoint loads on any world size: every rank calls this, only the one with ``write`` writes.
     """
-    sharded = is_sharded(model)
-    weights = full_state_dict(model) if sharded else model.state_dict()
-    optimizer_state = full_optimizer_state(model, optimizer) if sharded else optimizer.state_dict()
+    weights = plain_state_dict(model)
+    optimizer_state = full_optimizer_state(model, optimizer) if is_sharded(model) else optimizer.state_dict()
     if not write:
         return
     train_state = {"optimizer": optimizer_state, "epoch": progress.epoch, "step": progress.step,
