@@ -227,6 +227,19 @@ def block_masking(
     return mask_from_binary(binary)
 
 
+def check_grid_masking(grid_size: tuple[int, int], mask_ratio: float) -> tuple[int, int]:
+    """ValueError unless grid masking can keep exactly one patch of every 2x2 group; returns (rows, cols)."""
+    rows, cols = _check_grid(grid_size)
+    if abs(mask_ratio - 0.75) > 1e-9:
+        raise ValueError(f"grid masking keeps one of every 2x2 patches, so mask_ratio must be 0.75; got {mask_ratio}")
+    if rows % 2 or cols % 2:
+        raise ValueError(
+            f"grid masking needs an even patch grid to keep exactly 1/4; got {rows}x{cols} "
+            "patches: choose an image size / patch size giving even sides, or use 'random'"
+        )
+    return rows, cols
+
+
 def grid_masking(
     batch: int,
     grid_size: tuple[int, int],
@@ -238,14 +251,7 @@ def grid_masking(
     The ratio is fixed by the pattern, so only 0.75 is accepted, and the patch grid must
     have even sides for exactly one in four patches to stay visible.
     """
-    rows, cols = _check_grid(grid_size)
-    if abs(mask_ratio - 0.75) > 1e-9:
-        raise ValueError(f"grid masking keeps one of every 2x2 patches, so mask_ratio must be 0.75; got {mask_ratio}")
-    if rows % 2 or cols % 2:
-        raise ValueError(
-            f"grid masking needs an even patch grid to keep exactly 1/4; got {rows}x{cols} "
-            "patches: choose an image size / patch size giving even sides, or use 'random'"
-        )
+    rows, cols = check_grid_masking(grid_size, mask_ratio)
     r = torch.arange(rows, device=device)
     c = torch.arange(cols, device=device)
     keep = (r[:, None] % 2 == 0) & (c[None, :] % 2 == 0)  # (h, w)

@@ -164,6 +164,8 @@ def test_registry_names_and_overrides():
         (dict(target="dvae"), "target must be one of"),
         (dict(mask_strategy="checker"), "mask_strategy must be one of"),
         (dict(decoder_depth=0), "at least 1"),
+        (dict(mask_strategy="grid", img_size=(24, 24), patch_size=8), "even patch grid"),  # 3x3 patches
+        (dict(mask_strategy="grid", mask_ratio=0.5), "must be 0.75"),
     ],
 )
 def test_invalid_configs_are_value_errors(overrides, message):

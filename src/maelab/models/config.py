@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from maelab.masking import MASK_STRATEGIES, num_visible
+from maelab.masking import MASK_STRATEGIES, check_grid_masking, num_visible
 from maelab.targets import TARGET_KINDS, default_pca_components, grid_shape, target_dim
 
 ARCHS: tuple[str, ...] = ("mae", "simmim")
@@ -91,6 +91,8 @@ class MAEConfig:
                     "in the encoder: leave mask_strategy 'random' and encoder_mask_tokens False"
                 )
         num_visible(self.num_patches, self.mask_ratio)
+        if self.mask_strategy == "grid":  # found here, before a run starts, not at its first step
+            check_grid_masking(self.grid_size, self.mask_ratio)
 
     @property
     def grid_size(self) -> tuple[int, int]:
