@@ -17,7 +17,9 @@ Sweeps share cells: the paper's default (ratio 0.75, random masks, normalized pi
 of almost every sweep. Unless ``reuse=False``, a cell whose every stage has the same configuration
 as a finished cell of a sibling sweep (another sweep directory under the same parent) takes that
 cell's numbers instead of training again; its result.json names the source in ``reused_from``.
-Training is deterministic at a fixed seed, so this changes no number, only the wall time spent.
+Training is deterministic at a fixed seed, so with the same code this changes no number, only the
+wall time spent; the most recently finished match is taken, since a cell run by an older maelab may
+differ in the last digits where a later commit changed the numerics.
 Turn it off for sweeps whose wall times are compared (mask tokens, equal-time SimMIM vs MAE) so
 every cell of the comparison is timed under the same machine load.
 """
@@ -100,8 +102,9 @@ def _run_cells(sweep: Sweep, sweep_dir: Path, cells: list[Cell], isolate: bool, 
 
 
 def _equal_finished_cell(cell: Cell, sweep_dir: Path) -> Path | None:
-    """A cell finished ok (and not itself reused) in a sibling sweep directory with the same stage configs."""
+    """The newest cell finished ok (and not itself reused) in a sibling sweep directory with the same stage configs."""
     want = _canonical(cell)
+    matches = []
     for other in sorted(sweep_dir.parent.glob("*/cells/*")):
         if other.parent.parent.resolve() == sweep_dir.resolve() or not (other / "cell.json").is_file():
             continue
@@ -113,8 +116,8 @@ def _equal_finished_cell(cell: Cell, sweep_dir: Path) -> Path | None:
         except (ValueError, TypeError, KeyError):
             continue
         if saved == want:
-            return other
-    return None
+            matches.append(other)
+    return max(matches, key=lambda d: (d / RESULT).stat().st_mtime_ns, default=None)
 
 
 def _canonical(cell: Cell) -> Any:
