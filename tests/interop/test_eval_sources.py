@@ -60,3 +60,21 @@ def test_a_damaged_release_is_refused_before_training(official_files, tmp_path, 
     assert main(["linprobe", "--checkpoint", str(bad), *DATA, "--output-dir", str(out)]) == 2
     assert "blocks.0.attn.qkv.weight" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_init_none_takes_an_official_release_architecture_only(official_files, tmp_path):
+    out = tmp_path / "lp"
+    assert main(["linprobe", "--init", "none", "--checkpoint", str(official_files["full"]), *DATA, "--epochs", "1",
+                 "--output-dir", str(out)]) == 0
+    release = load_source(official_files["full"]).encoder_weights()
+    got = _encoder_in(out)
+    assert got["blocks.0.attn.qkv.weight"].shape == release["blocks.0.attn.qkv.weight"].shape
+    assert not torch.equal(got["blocks.0.attn.qkv.weight"], release["blocks.0.attn.qkv.weight"])
+
+
+def test_pixels_with_a_missing_release_is_refused(tmp_path, capsys):
+    out = tmp_path / "knn"
+    missing = tmp_path / "nowhere.pth"
+    assert main(["knn", "--init", "pixels", "--checkpoint", str(missing), *DATA[:4], "--output-dir", str(out)]) == 2
+    assert "nowhere.pth does not exist" in capsys.readouterr().err
+    assert not out.exists()

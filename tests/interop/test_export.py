@@ -140,3 +140,9 @@ def test_export_refusals(maelab_checkpoint, official_files, tmp_path, capsys):
                  "-o", str(tmp_path / "z.safetensors")]) == 2
     assert "contradicts" in capsys.readouterr().err
     assert not (tmp_path / "y.safetensors").exists() and not (tmp_path / "z.safetensors").exists()
+
+
+def test_negative_head_classes_is_refused_before_reading(tmp_path, capsys):
+    missing = tmp_path / "never-read.safetensors"
+    assert main(["export", str(missing), "--to", "timm", "--head-classes", "-3"]) == 2
+    assert "--head-classes must be 0" in capsys.readouterr().err

@@ -133,9 +133,13 @@ def build_vit(cfg: dict, drop_path_rate: float = 0.0) -> VisionTransformer:
     return model
 
 
+# The probe's BatchNorm epsilon (the paper's recipe); the timm export folds the BatchNorm with the same value.
+PROBE_BN_EPS = 1e-6
+
+
 def bn_linear_head(dim: int, num_classes: int) -> nn.Sequential:
-    """The probe head: BatchNorm1d(affine=False, eps 1e-6) standardizes the features, then a linear layer."""
-    return nn.Sequential(nn.BatchNorm1d(dim, affine=False, eps=1e-6), nn.Linear(dim, num_classes))
+    """The probe head: BatchNorm1d(affine=False) standardizes the features, then a linear layer."""
+    return nn.Sequential(nn.BatchNorm1d(dim, affine=False, eps=PROBE_BN_EPS), nn.Linear(dim, num_classes))
 
 
 def pixel_config(info: DatasetInfo, head: str) -> dict:

@@ -130,11 +130,15 @@ def encoder_source(init: str, checkpoint: Path | None, model: str, command: str)
 
     if source_kind(checkpoint) == "maelab":
         meta = mae_meta(checkpoint, command)
-        config, data, name = MAEConfig.from_dict(meta.model_config), dict(meta.extra.get("data") or {}), \
-            str(meta.extra.get("model_name", "mae"))
-    else:  # an official .pth or a Hugging Face directory: its architecture, no data provenance
+        config, data = MAEConfig.from_dict(meta.model_config), dict(meta.extra.get("data") or {})
+        name = str(meta.extra.get("model_name", "mae"))
+    elif init == "none":  # an official .pth or a Hugging Face directory: its architecture, no data provenance
         imported = load_source(checkpoint)
         config, data, name = imported.config, {}, imported.name
+    elif not Path(checkpoint).exists():
+        raise ValueError(f"--checkpoint {checkpoint} does not exist")
+    else:  # pixels from a foreign checkpoint: it has no data defaults, so its weights are not read
+        config, data, name = None, {}, "pixels"
     if init == "pixels":
         config, name = None, "pixels"
     return EncoderSource(init, Path(checkpoint), config, None, data, name)

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from maelab.engine.checkpoint import load_checkpoint, read_meta
+from maelab.engine.classify import PROBE_BN_EPS
 from maelab.interop.imported import ImportedModel
 from maelab.interop.load import load_source, source_kind
 from maelab.models.config import MAEConfig
@@ -23,6 +24,9 @@ _SUFFIX = {"timm": "-timm.safetensors", "hf": "-hf", "onnx": "-encoder.onnx", "s
 # timm's architectures with the same shapes as maelab's presets (at 224x224).
 _TIMM_NAMES = {(768, 12, 12, 16): "vit_base_patch16", (1024, 24, 16, 16): "vit_large_patch16",
                (1280, 32, 16, 14): "vit_huge_patch14"}
+# A classifier checkpoint's architecture entries that are also timm VisionTransformer arguments.
+_CLASSIFIER_TIMM_KEYS = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio",
+                         "num_classes", "global_pool", "fc_norm")
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,10 @@ class ExportConfig:
     the file with no other argument; 0 writes none, for the ``.mae`` tags (vit_base_patch16_224.mae).
     Fine-tuned and probed checkpoints always carry their own trained head."""
 
+    def __post_init__(self) -> None:
+        if self.head_classes < 0:
+            raise ValueError(f"--head-classes must be 0 (no head) or a class count; got {self.head_classes}")
+
 
 def timm_kwargs(c: MAEConfig) -> dict:
     """``timm.create_model`` keyword arguments that give this encoder's architecture (no head)."""
@@ -63,8 +71,7 @@ def timm_name(c: MAEConfig, head: bool = True) -> str:
 def export_timm(imported: ImportedModel, output: Path, head_classes: int = 1000) -> Path:
     """The encoder as a timm ``VisionTransformer`` state dict (safetensors), with a zero-initialized
     ``head_classes``-way head unless it is 0 (a 1000-way head lets timm's untagged ImageNet names load it)."""
-    if head_classes < 0:
-        raise ValueError(f"--head-classes must be 0 (no head) or a class count; got {head_classes}")
+    assert head_classes >= 0, head_classes  # ExportConfig refuses negative counts
     weights = imported.encoder_weights()
     if head_classes:
         dim = imported.config.embed_dim
@@ -93,11 +100,8 @@ def export_timm_classifier(path: Path, output: Path) -> Path:
     if cfg.get("features") == "pixels" or cfg.get("head") not in ("linear", "bn_linear"):
         raise ValueError(f"{path} is a raw-pixel or headless probe; only ViT classifiers export to timm")
     if cfg["head"] == "bn_linear":
-        weights = fold_bn_linear(weights, eps=1e-6)
-    kwargs = dict(img_size=list(cfg["img_size"]), patch_size=cfg["patch_size"], in_chans=cfg["in_chans"],
-                  embed_dim=cfg["embed_dim"], depth=cfg["depth"], num_heads=cfg["num_heads"],
-                  mlp_ratio=cfg["mlp_ratio"], num_classes=cfg["num_classes"], global_pool=cfg["global_pool"],
-                  fc_norm=cfg["fc_norm"])
+        weights = fold_bn_linear(weights, eps=PROBE_BN_EPS)
+    kwargs = {key: cfg[key] for key in _CLASSIFIER_TIMM_KEYS} | {"img_size": list(cfg["img_size"])}
     info = meta.data_info or {}
     # timm drops a file's head unless the overlay's class count equals the model's: the overlay names it.
     overlay = {"num_classes": cfg["num_classes"]}
