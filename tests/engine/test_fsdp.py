@@ -19,7 +19,7 @@ from maelab.engine.checkpoint import load_checkpoint
 from maelab.engine.checkpoint_store import discard_after
 from maelab.engine.classify import build_vit
 from maelab.engine.config import OptimConfig
-from maelab.engine.fsdp import load_optimizer_state
+from maelab.engine.fsdp import build_sharded, full_state_dict, load_optimizer_state
 from maelab.engine.optim import build_adamw
 from maelab.models import MaskedAutoencoder, get_config
 
@@ -139,3 +139,26 @@ def test_linprobe_refuses_fsdp(tmp_path, capsys):
                  "--output-dir", str(out)]) == 2
     assert "linprobe trains only a small head on a frozen encoder" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_build_sharded_builds_weights_once_in_host_memory_and_the_rest_on_meta(tmp_path):
+    """Rank 0's build(True) supplies the weights; the sharded copy is built on the meta device, so no
+    device holds the whole model (one Gloo rank here; the torchrun tests above cover two)."""
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'rdzv'}", rank=0, world_size=1)
+    try:
+        calls = []
+
+        def build(materialize: bool) -> torch.nn.Module:
+            torch.manual_seed(0)
+            model = MaskedAutoencoder(get_config("debug"))
+            calls.append((materialize, model.pos_embed.device.type))
+            return model
+
+        model = build_sharded(build, torch.device("cpu"), is_main=True)
+        assert calls == [(True, "cpu"), (False, "meta")]
+        got = full_state_dict(model)
+        torch.manual_seed(0)
+        expected = MaskedAutoencoder(get_config("debug")).state_dict()
+        assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in expected)
+    finally:
+        torch.distributed.destroy_process_group()

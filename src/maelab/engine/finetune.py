@@ -42,7 +42,7 @@ from maelab.engine.distributed import agree
 from maelab.engine.eval_config import FINETUNE_EPOCHS, FinetuneConfig
 from maelab.engine.evaluate import ClassifierRun, evaluate
 from maelab.engine.features import encoder_source, eval_loader
-from maelab.engine.fsdp import check_launch, shard_model
+from maelab.engine.fsdp import build_sharded, check_launch
 from maelab.engine.loop import (
     Progress,
     StepOutput,
@@ -92,17 +92,16 @@ def finetune_transform(info: DatasetInfo, rand_augment: str, reprob: float):
     return transforms.Compose(steps)
 
 
-def freeze_for_partial_tuning(model: VisionTransformer, tune_blocks: float | None) -> list[nn.Module]:
-    """Freeze all but the last ``tune_blocks`` blocks (+ final norms + head); returns the frozen
-    modules, which are kept in eval mode. A trailing .5 also tunes the MLP half (norm2 + mlp)
-    of the block before them. ``None`` tunes everything."""
+def partial_tuning_split(model: VisionTransformer, tune_blocks: float | None) -> tuple[list[nn.Module], list[nn.Module]]:
+    """The (tuned, frozen) modules of partial fine-tuning: the last ``tune_blocks`` blocks (+ final norms + head)
+    train, the rest is frozen and kept in eval mode. A trailing .5 also tunes the MLP half (norm2 + mlp) of
+    the block before them. ``None`` tunes everything (nothing frozen)."""
     if tune_blocks is None:
-        return []
+        return [model], []
     depth = len(model.blocks)
     whole, half = int(tune_blocks), tune_blocks % 1 > 0
     if whole + half > depth:
         raise ValueError(f"--tune-blocks {tune_blocks} exceeds the encoder's {depth} blocks; use at most {depth}")
-    model.requires_grad_(False)
     first_tuned = depth - whole
     tuned: list[nn.Module] = [*model.blocks[first_tuned:], model.norm, model.fc_norm, model.head]
     frozen: list[nn.Module] = [model.patch_embed, *model.blocks[:first_tuned]]
@@ -110,8 +109,16 @@ def freeze_for_partial_tuning(model: VisionTransformer, tune_blocks: float | Non
         block = model.blocks[first_tuned - 1]
         tuned += [block.norm2, block.mlp, block.ls2]
         frozen[-1:] = [block.norm1, block.attn, block.ls1, block.drop_path1]
-    for module in tuned:
-        module.requires_grad_(True)
+    return tuned, frozen
+
+
+def freeze_for_partial_tuning(model: VisionTransformer, tune_blocks: float | None) -> list[nn.Module]:
+    """Turn off the gradients of :func:`partial_tuning_split`'s frozen part; returns it."""
+    tuned, frozen = partial_tuning_split(model, tune_blocks)
+    if frozen:
+        model.requires_grad_(False)
+        for module in tuned:
+            module.requires_grad_(True)
     return frozen
 
 
@@ -156,15 +163,18 @@ def finetune(cfg: FinetuneConfig, resume: Path | None = None) -> Path:
     data = train_loader(train_set, batch, loop_cfg.seed, env, data_cfg.num_workers)
     run_dir = agree(run_dir)
 
+    def build(materialize: bool) -> VisionTransformer:
+        vit = build_vit(vit_cfg, cfg.drop_path)
+        if materialize:
+            if cfg.init == "pretrained":
+                load_encoder(vit, source.pretrained)
+            init_head(vit.head, HEAD_INIT_STD)
+        freeze_for_partial_tuning(vit, cfg.tune_blocks)  # before sharding, which keeps the flags
+        return vit
+
     torch.manual_seed(loop_cfg.seed)
-    vit = build_vit(vit_cfg, cfg.drop_path)
-    if cfg.init == "pretrained":
-        load_encoder(vit, source.pretrained)
-    init_head(vit.head, HEAD_INIT_STD)
-    frozen = freeze_for_partial_tuning(vit, cfg.tune_blocks)
-    vit.to(env.device)
-    if cfg.fsdp:
-        shard_model(vit)
+    vit = build_sharded(build, env.device, env.is_main) if cfg.fsdp else build(True).to(env.device)
+    frozen = partial_tuning_split(vit, cfg.tune_blocks)[1]
     model = FrozenInEval(vit, frozen) if frozen else vit
     optimizer = build_optimizer(vit, cfg)  # after sharding, which replaces the parameters
 

@@ -11,13 +11,17 @@ Checkpoints are always the plain, full state dict under the model's own keys, ga
 world size, with or without FSDP. Gathering is a collective: every rank calls the save function,
 rank 0 writes.
 
-Build the optimizer *after* :func:`shard_model`: sharding replaces the parameters.
+:func:`build_sharded` builds a sharded model without the whole model ever on a device: rank 0 builds it
+in host memory, every rank builds a weightless copy on the meta device, shards it, and receives its
+shards of rank 0's weights. Build the optimizer *after* sharding: it replaces the parameters.
 :func:`load_model_state` and :func:`load_optimizer_state` load full checkpoints into a sharded or
 plain model; the latter takes either kind of optimizer state (a plain ``optimizer.state_dict()`` or
 a full, name-keyed one). :func:`maelab.engine.resuming.save_point` gathers and writes them.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -39,6 +43,23 @@ def shard_model(model: nn.Module) -> nn.Module:
     for block in (*model.blocks, *getattr(model, "decoder_blocks", ())):
         fully_shard(block)
     fully_shard(model)
+    return model
+
+
+def build_sharded(build: Callable[[bool], nn.Module], device: torch.device, is_main: bool) -> nn.Module:
+    """The model ``build(True)`` makes on rank 0, sharded across the default process group on ``device``.
+
+    ``build(materialize)`` makes the model with its final structure and ``requires_grad`` flags;
+    with ``materialize=False`` it runs under the meta device and may skip setting weights. Rank 0
+    calls ``build(True)`` in host memory; its weights reach the shards by broadcast, so no device
+    ever holds the whole model (only rank 0's host memory does, once). A collective call.
+    """
+    full = build(True).state_dict() if is_main else {}
+    with torch.device("meta"):
+        model = build(False)  # shapes and flags only: no memory, no initialization work
+    shard_model(model)
+    model.to_empty(device=device)
+    set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
     return model
 
 

@@ -24,7 +24,7 @@ from maelab.engine.checkpoint import CheckpointMeta
 from maelab.engine.config import PretrainConfig, to_jsonable
 from maelab.engine.device_decode import DeviceDecoder, check_decode_on_device
 from maelab.engine.distributed import agree, rank_rows
-from maelab.engine.fsdp import check_launch, shard_model
+from maelab.engine.fsdp import build_sharded, check_launch
 from maelab.engine.knn import KnnMonitor
 from maelab.engine.loop import (
     Environment,
@@ -191,14 +191,16 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
     run_dir = agree(run_dir)
     knn = KnnMonitor(data_cfg, info, env.device, cfg.loop.batch_size) if cfg.knn_every else None
 
+    def build(materialize: bool) -> torch.nn.Module:
+        model = build_model(model_cfg)
+        if materialize and point is None and model_cfg.target == "pca":
+            # The basis is fitted on normalized images: with --device-augment the training set yields uint8 crops.
+            fit_set = build_dataset(data_cfg, "train", pretrain_transform(info)) if uint8_batches else train_set
+            fit_pca_target(model, fit_set, cfg.loop.seed)  # on the CPU: fit_pca works there
+        return model
+
     torch.manual_seed(cfg.loop.seed)
-    model = build_model(model_cfg).to(env.device)
-    if point is None and model_cfg.target == "pca":
-        # The basis is fitted on normalized images: with --device-augment the training set yields uint8 crops.
-        fit_set = build_dataset(data_cfg, "train", pretrain_transform(info)) if uint8_batches else train_set
-        fit_pca_target(model, fit_set, cfg.loop.seed)
-    if cfg.fsdp:
-        shard_model(model)
+    model = build_sharded(build, env.device, env.is_main) if cfg.fsdp else build(True).to(env.device)
     optimizer = build_adamw(model, cfg.optim)  # after sharding, which replaces the parameters
     progress, loop_state = Progress(), None
     if point is not None:

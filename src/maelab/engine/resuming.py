@@ -137,7 +137,8 @@ def restore(
 
     ``model`` may be FSDP-sharded (a collective then); ``stream_workers``: :class:`~maelab.engine.seeding.TrainData`'s.
     """
-    weights, _ = load_checkpoint(point.weights, env.device)
+    # A sharded model takes its shards from host memory, one tensor at a time: no device holds the whole model.
+    weights, _ = load_checkpoint(point.weights, torch.device("cpu") if is_sharded(model) else env.device)
     load_model_state(model, weights)
     load_optimizer_state(model, optimizer, point.state["optimizer"])
     progress = point.progress
