@@ -133,7 +133,7 @@ def test_corrupt_images_in_shards_are_skipped_in_fixed_epochs_that_resume_exactl
 
 
 def test_pretrain_from_corrupt_shards_reports_the_skipped_images_or_stops_past_the_fraction(
-        corrupt_shards, tmp_path, caplog, capsys):
+        corrupt_shards, tmp_path, caplog):
     shards, broken = corrupt_shards
     args = ["pretrain", "--model", "debug", "--img-size", "16", "--batch-size", "8", "--epochs", "1", "--vis-every", "5",
             "--dataset", "shards", "--data", str(shards), "--num-workers", "2", "--no-tensorboard"]
@@ -144,11 +144,16 @@ def test_pretrain_from_corrupt_shards_reports_the_skipped_images_or_stops_past_t
     report = [r.message for r in caplog.records if "unreadable image files skipped" in r.message]
     assert report and report[-1].startswith("4 unreadable image files skipped")
     assert {name.split("/")[1] for name in report[-1].split("first: ")[1].rstrip(")").split(", ")} == set(broken)
-    # 4 of 48 is more than the default --max-bad-fraction 0.05: a clear error, exit status 2.
-    assert main([*args, "--output-dir", str(tmp_path / "strict")]) == 2
-    err = capsys.readouterr().err
-    assert "images in the shards could not be decoded, more than --max-bad-fraction 0.05" in err
-    assert "maelab shard" in err
+    # 4 of 48 is more than the default --max-bad-fraction 0.05: a clear error, exit status 2. In a process of its
+    # own: the workers that found the images must stop with the error, not hang the interpreter's exit.
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+    strict = subprocess.run([sys.executable, "-m", "maelab", *args, "--output-dir", str(tmp_path / "strict")],
+                            env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert strict.returncode == 2, strict.stderr[-3000:]
+    error = [line for line in strict.stderr.splitlines() if line.startswith("maelab: error:")]
+    assert len(error) == 1 and "Traceback" not in strict.stderr  # the one-line error, not the worker's traceback
+    assert "images in the shards could not be decoded, more than --max-bad-fraction 0.05" in error[0]
+    assert "maelab shard" in error[0]
 
 
 def test_pretrain_finetune_linprobe_knn_from_shards(shard_dir, tmp_path):

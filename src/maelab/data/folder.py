@@ -194,7 +194,11 @@ class BadMarks:
                            suffix)
         else:
             logger.debug("skipping undecodable image %s%s (%s)", self.name(i), where, exc)
-        total = len(self.flags)
+        self.check()
+
+    def check(self) -> None:
+        """ValueError naming the first bad samples once more than ``max_bad_fraction`` of them are bad."""
+        count, total = int(self.flags.sum()), len(self.flags)
         if count > self.max_bad_fraction * total:
             first = ", ".join(self.names()[:WARN_LIMIT])
             raise ValueError(
@@ -233,7 +237,7 @@ class ImageFolderDataset(Dataset):
         self.channels = channels
         self.transform = transform
         self.max_bad_fraction = max_bad_fraction
-        self._bad = BadMarks(len(self._paths), max_bad_fraction, self._name)
+        self.bad_marks = BadMarks(len(self._paths), max_bad_fraction, self._name)
 
     def __len__(self) -> int:
         return len(self._paths)
@@ -242,7 +246,7 @@ class ImageFolderDataset(Dataset):
         n = len(self)
         for step in range(n):
             i = (index + step) % n
-            if self._bad[i]:
+            if self.bad_marks[i]:
                 continue
             try:
                 item = self._read(i)
@@ -269,13 +273,13 @@ class ImageFolderDataset(Dataset):
     @property
     def bad_files(self) -> tuple[Path, ...]:
         """Files found undecodable so far, by any process reading this dataset."""
-        return tuple(Path(name) for name in self._bad.names())
+        return tuple(Path(name) for name in self.bad_marks.names())
 
     def mark_bad(self, i: int, exc: BaseException) -> None:
         """Never read file ``i`` again, and log it; ValueError past ``max_bad_fraction``. Any process may
         call this (the marks are shared): a file found broken after the loader handed its bytes over is
         marked by the process that tried to decode it."""
-        self._bad.mark(i, exc)
+        self.bad_marks.mark(i, exc)
 
 
 def _nonempty_scan(root: Path) -> list[Path]:

@@ -200,7 +200,7 @@ class ShardDataset(IterableDataset):
         self.seed, self.epoch, self.with_keys = seed, 0, with_keys
         self.channels, self.limit, self.plan = channels, limit, plan
         # Keys are the images' indices in the split (write_shards), so the marks are indexed by key.
-        self.bad = folder.BadMarks(part["images"], max_bad_fraction, self._name, what="images in the shards",
+        self.bad_marks = folder.BadMarks(part["images"], max_bad_fraction, self._name, what="images in the shards",
                                    fix="write the shards again from a repaired image folder (maelab shard)")
         self._written: dict[int, int] | None = None
 
@@ -211,12 +211,12 @@ class ShardDataset(IterableDataset):
     @property
     def bad_files(self) -> tuple[str, ...]:
         """Samples found undecodable so far (``SHARD/KEY``), by any process reading this dataset."""
-        return self.bad.names()
+        return self.bad_marks.names()
 
     def _name(self, key: int) -> str:
         """``SHARD/KEY`` of the sample with ``key``: where write_shards' seeded order put it."""
         if self._written is None:
-            order = list(range(len(self.bad.flags)))
+            order = list(range(len(self.bad_marks.flags)))
             random.Random(f"{WRITE_SEED}:{self.split}").shuffle(order)
             self._written = {k: position for position, k in enumerate(order)}
         position, shard = self._written.get(key, -1), 0
@@ -303,12 +303,12 @@ class ShardDataset(IterableDataset):
     def _decode(self, sample: dict) -> torch.Tensor | None:
         """The sample's uint8 image, or None when it is undecodable (marked bad, logged, counted)."""
         key = int(sample["__key__"])
-        if self.bad[key]:
+        if self.bad_marks[key]:
             return None
         try:
             image, _ = decode_sample(sample, self.channels)
         except DECODE_ERRORS as exc:
-            self.bad.mark(key, exc, where=f" ({sample.get('__url__', '')})")
+            self.bad_marks.mark(key, exc, where=f" ({sample.get('__url__', '')})")
             return None
         return image
 

@@ -49,6 +49,7 @@ from maelab.engine.loop import (
     TrainLoop,
     setup_environment,
 )
+from maelab.engine.optim import adamw
 from maelab.engine.resuming import (
     LOOP_CHANGES,
     open_resume,
@@ -127,7 +128,7 @@ def build_optimizer(model: nn.Module, cfg: FinetuneConfig) -> torch.optim.AdamW:
     groups = param_groups_layer_decay(
         model, cfg.optim.weight_decay, no_weight_decay_list=NO_WEIGHT_DECAY, layer_decay=cfg.layer_decay,
     )
-    return torch.optim.AdamW(groups, lr=0.0, betas=(cfg.optim.beta1, cfg.optim.beta2))
+    return adamw(groups, cfg.optim)
 
 
 def finetune(cfg: FinetuneConfig, resume: Path | None = None) -> Path:

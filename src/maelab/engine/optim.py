@@ -17,7 +17,14 @@ NO_DECAY_NAMES = ("cls_token", "mask_token", "encoder_mask_token", "pos_embed", 
 def build_adamw(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices only; lr is set per step by :func:`lr_at`."""
     groups = param_groups_weight_decay(model, cfg.weight_decay, no_weight_decay_list=NO_DECAY_NAMES)
-    return torch.optim.AdamW(groups, lr=0.0, betas=(cfg.beta1, cfg.beta2), foreach=True)
+    return adamw(groups, cfg)
+
+
+def adamw(groups: list[dict], cfg: OptimConfig) -> torch.optim.AdamW:
+    """AdamW over ``groups`` with the fused kernel (CPU and CUDA): one pass over each tensor instead of the
+    foreach path's ~10 (on a 2-core CPU, ViT-B's optimizer step took 3-7x less time); results agree with the
+    foreach path to float rounding."""
+    return torch.optim.AdamW(groups, lr=0.0, betas=(cfg.beta1, cfg.beta2), fused=True)
 
 
 def lr_at(step: float, base_lr: float, min_lr: float, warmup_steps: float, total_steps: float) -> float:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import random
 import signal
+import traceback
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, NamedTuple
@@ -105,6 +106,26 @@ def _ignore_stop_signals(worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+def worker_batches(loader: DataLoader, dataset: Dataset) -> Iterator:
+    """``loader``'s batches; an error raised in a worker stops the workers before it propagates.
+
+    A worker's error reaches the main process with the loader's iterator (which owns the workers) in
+    its traceback's frames. Left there, the workers outlive the error until interpreter exit, where
+    multiprocessing ends them with SIGTERM, which they ignore (:func:`_ignore_stop_signals`): the
+    process would hang instead of exiting. Clearing those frames lets the iterator shut its workers
+    down at once. Too many undecodable images is re-raised from the dataset's shared marks as its
+    one-line error instead of the worker's traceback.
+    """
+    try:
+        yield from loader
+    except Exception as exc:
+        traceback.clear_frames(exc.__traceback__)
+        marks = getattr(dataset, "bad_marks", None)
+        if marks is not None:
+            marks.check()
+        raise
+
+
 def rank_share(order: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
     """This rank's share of an order of whole global batches: positions rank, rank + N, rank + 2N, ...
 
@@ -116,7 +137,7 @@ def rank_share(order: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
 
 def make_loader_fn(dataset: Dataset, batch_size: int, seed: int, env: Environment, num_workers: int,
                    collate_fn: Callable | None = None):
-    """A function ``make(epoch, start=0)`` giving that epoch's DataLoader from batch ``start`` on.
+    """A function ``make(epoch, start=0)`` giving that epoch's batches from batch ``start`` on.
 
     The order and every sample's augmentation are fixed by ``(seed, epoch)``; ``start``
     skips batches already trained on (exact mid-epoch resume) without loading them. On N ranks
@@ -127,18 +148,18 @@ def make_loader_fn(dataset: Dataset, batch_size: int, seed: int, env: Environmen
     wrapped = SeededSamples(dataset)
     global_batch = batch_size * env.world_size
 
-    def make(epoch: int, start: int = 0) -> DataLoader:
+    def make(epoch: int, start: int = 0) -> Iterator:
         order = epoch_order(len(dataset), global_batch, seed, epoch)[start * global_batch:]  # (K * N * B,)
         order = rank_share(order, env.rank, env.world_size)  # (K * B,)
         base = epoch_seed(seed, epoch, "sample")
         keys = [(i, sample_seed(base, i)) for i in order.tolist()]
-        return DataLoader(
+        return worker_batches(DataLoader(
             wrapped, batch_size=batch_size, sampler=keys, drop_last=True, num_workers=num_workers,
             collate_fn=collate_fn,
             pin_memory=env.device.type == "cuda", worker_init_fn=_ignore_stop_signals if num_workers else None,
             # The loader draws its workers' base seed from this generator, never from the global RNG.
             generator=torch.Generator().manual_seed(base),
-        )
+        ), dataset)
 
     return make
 
@@ -188,11 +209,11 @@ def train_loader(dataset: Dataset, batch_size: int, seed: int, env: Environment,
     workers = max(num_workers, 1)
     per_worker = stream_batches_per_worker(dataset.counts, batch_size, env.world_size, num_workers)
 
-    def make(epoch: int, start: int = 0) -> DataLoader:
+    def make(epoch: int, start: int = 0) -> Iterator:
         plan = StreamPlan(batch_size, per_worker, start, augment=SeededAugment(seed, epoch))
         part = dataset.configured(rank=env.rank, world_size=env.world_size, seed=seed, epoch=epoch, plan=plan)
-        return DataLoader(part, batch_size=batch_size, drop_last=True, num_workers=num_workers,
-                          pin_memory=env.device.type == "cuda",
-                          worker_init_fn=_ignore_stop_signals if num_workers else None)
+        return worker_batches(DataLoader(part, batch_size=batch_size, drop_last=True, num_workers=num_workers,
+                                         pin_memory=env.device.type == "cuda",
+                                         worker_init_fn=_ignore_stop_signals if num_workers else None), part)
 
     return TrainData(make, per_worker * workers, num_workers)
