@@ -236,7 +236,6 @@ class ImageFolderDataset(Dataset):
         self.class_names = index.class_names
         self.channels = channels
         self.transform = transform
-        self.max_bad_fraction = max_bad_fraction
         self.bad_marks = BadMarks(len(self._paths), max_bad_fraction, self._name)
 
     def __len__(self) -> int:

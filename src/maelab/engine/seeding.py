@@ -16,7 +16,7 @@ import signal
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -126,6 +126,17 @@ def worker_batches(loader: DataLoader, dataset: Dataset) -> Iterator:
         raise
 
 
+def _training_batches(data: Dataset, dataset: Dataset, batch_size: int, num_workers: int, env: Environment,
+                      **loader_args: Any) -> Iterator:
+    """The batches of a training DataLoader over ``data`` (``dataset``, or a view of it) with the settings every
+    training loader shares: whole batches, pinned memory on CUDA, workers that survive a stop signal, and
+    :func:`worker_batches` to end those workers with an error."""
+    loader = DataLoader(data, batch_size=batch_size, drop_last=True, num_workers=num_workers,
+                        pin_memory=env.device.type == "cuda",
+                        worker_init_fn=_ignore_stop_signals if num_workers else None, **loader_args)
+    return worker_batches(loader, dataset)
+
+
 def rank_share(order: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
     """This rank's share of an order of whole global batches: positions rank, rank + N, rank + 2N, ...
 
@@ -153,13 +164,9 @@ def make_loader_fn(dataset: Dataset, batch_size: int, seed: int, env: Environmen
         order = rank_share(order, env.rank, env.world_size)  # (K * B,)
         base = epoch_seed(seed, epoch, "sample")
         keys = [(i, sample_seed(base, i)) for i in order.tolist()]
-        return worker_batches(DataLoader(
-            wrapped, batch_size=batch_size, sampler=keys, drop_last=True, num_workers=num_workers,
-            collate_fn=collate_fn,
-            pin_memory=env.device.type == "cuda", worker_init_fn=_ignore_stop_signals if num_workers else None,
-            # The loader draws its workers' base seed from this generator, never from the global RNG.
-            generator=torch.Generator().manual_seed(base),
-        ), dataset)
+        # The loader draws its workers' base seed from this generator, never from the global RNG.
+        return _training_batches(wrapped, dataset, batch_size, num_workers, env, sampler=keys, collate_fn=collate_fn,
+                                 generator=torch.Generator().manual_seed(base))
 
     return make
 
@@ -212,8 +219,6 @@ def train_loader(dataset: Dataset, batch_size: int, seed: int, env: Environment,
     def make(epoch: int, start: int = 0) -> Iterator:
         plan = StreamPlan(batch_size, per_worker, start, augment=SeededAugment(seed, epoch))
         part = dataset.configured(rank=env.rank, world_size=env.world_size, seed=seed, epoch=epoch, plan=plan)
-        return worker_batches(DataLoader(part, batch_size=batch_size, drop_last=True, num_workers=num_workers,
-                                         pin_memory=env.device.type == "cuda",
-                                         worker_init_fn=_ignore_stop_signals if num_workers else None), part)
+        return _training_batches(part, part, batch_size, num_workers, env)
 
     return TrainData(make, per_worker * workers, num_workers)

@@ -51,8 +51,12 @@ class ExportConfig:
     Fine-tuned and probed checkpoints always carry their own trained head."""
 
     def __post_init__(self) -> None:
-        if self.head_classes < 0:
-            raise ValueError(f"--head-classes must be 0 (no head) or a class count; got {self.head_classes}")
+        check_head_classes(self.head_classes)  # before the checkpoint is read
+
+
+def check_head_classes(head_classes: int) -> None:
+    if head_classes < 0:
+        raise ValueError(f"--head-classes must be 0 (no head) or a class count; got {head_classes}")
 
 
 def timm_kwargs(c: MAEConfig) -> dict:
@@ -71,7 +75,7 @@ def timm_name(c: MAEConfig, head: bool = True) -> str:
 def export_timm(imported: ImportedModel, output: Path, head_classes: int = 1000) -> Path:
     """The encoder as a timm ``VisionTransformer`` state dict (safetensors), with a zero-initialized
     ``head_classes``-way head unless it is 0 (a 1000-way head lets timm's untagged ImageNet names load it)."""
-    assert head_classes >= 0, head_classes  # ExportConfig refuses negative counts
+    check_head_classes(head_classes)
     weights = imported.encoder_weights()
     if head_classes:
         dim = imported.config.embed_dim
