@@ -1,17 +1,4 @@
 #!/usr/bin/env bash
 # The same benchmark rerun on the idle machine (no other jobs; see uptime lines in run.log).
-# Step counts are small to keep the whole run to minutes on a 2-core machine shared with other jobs.
 set -euo pipefail
-export PYTHONPATH=${PYTHONPATH:-$PWD/src}
-python -m maelab bench --models fashion --batch-sizes 64 \
-  --variants mae mask_tokens decoder1 decoder8 compile bf16 grad_ckpt --steps 5 --warmup 2 \
-  --output results/bench/quiet/cpu-fashion
-python -m maelab bench --models tiny --batch-sizes 64 --variants mae mask_tokens decoder1 \
-  --steps 2 --warmup 1 --output results/bench/quiet/cpu-vit-tiny
-python -m maelab bench --models base --batch-sizes 8 --variants mae mask_tokens decoder1 \
-  --steps 2 --warmup 1 --output results/bench/quiet/cpu-vit-base
-python -m maelab bench --models large --batch-sizes 2 --variants mae mask_tokens \
-  --steps 2 --warmup 1 --output results/bench/quiet/cpu-vit-large
-# The data path alone next to a fashion training step at batch 256 (run separately, after the above).
-python -m maelab bench --models fashion --batch-sizes 256 --variants mae --steps 3 --warmup 1 --loader \
-  --dataset fashion_mnist --output results/bench/quiet/cpu-fashion-loader
+(uptime; bash "$(dirname "$0")/../run_cpu.sh" results/bench/quiet; uptime) > results/bench/quiet/run.log 2>&1
