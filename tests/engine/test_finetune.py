@@ -214,3 +214,11 @@ def test_rand_augment_at_full_magnitude_works_with_current_pillow():
     data = build_dataset(cfg, "train", transform)
     for i in range(40):
         assert data[i % len(data)][0].shape == (1, 32, 32)
+
+
+def test_train_subset_limits_the_training_images(pretrained_run, tmp_path):
+    """--train-subset trains on that many images (it was once ignored by finetune), the test split stays whole."""
+    out = tmp_path / "subset"
+    assert _finetune(pretrained_run, out, "--train-subset", "40", "--batch-size", "8") == 0
+    assert [e["step"] for e in _epochs(out)] == [5]  # 40 images / batch 8
+    assert json.loads((out / "metrics.json").read_text())["test_images"] == 32

@@ -41,7 +41,7 @@ from maelab.engine.classify import (
 from maelab.engine.distributed import agree
 from maelab.engine.eval_config import FINETUNE_EPOCHS, FinetuneConfig
 from maelab.engine.evaluate import ClassifierRun, evaluate
-from maelab.engine.features import encoder_source, eval_loader
+from maelab.engine.features import encoder_source, eval_loader, fixed_subset
 from maelab.engine.fsdp import build_sharded, check_launch
 from maelab.engine.loop import (
     Progress,
@@ -146,7 +146,8 @@ def finetune(cfg: FinetuneConfig, resume: Path | None = None) -> Path:
     info = labeled_info(data_cfg)
     vit_cfg = classifier_config(mae_cfg, data_cfg, info.num_classes, global_pool="avg", head="linear")
     loop_cfg = cfg.loop
-    train_set = build_dataset(data_cfg, "train", finetune_transform(info, cfg.rand_augment, cfg.reprob))
+    train_set = fixed_subset(build_dataset(data_cfg, "train", finetune_transform(info, cfg.rand_augment, cfg.reprob)),
+                             cfg.data.train_subset)
     test_set = build_dataset(data_cfg, "test", eval_transform(info))
     batch = loop_cfg.batch_size
     if len(train_set) < batch:

@@ -120,7 +120,8 @@ def worker_batches(loader: DataLoader, dataset: Dataset) -> Iterator:
         yield from loader
     except Exception as exc:
         traceback.clear_frames(exc.__traceback__)
-        marks = getattr(dataset, "bad_marks", None)
+        # A Subset (--train-subset) holds the dataset that marks its images.
+        marks = getattr(getattr(dataset, "dataset", dataset), "bad_marks", None)
         if marks is not None:
             marks.check()
         raise
