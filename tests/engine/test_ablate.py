@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from pathlib import Path
 
 import pytest
 import yaml
@@ -207,3 +208,41 @@ def test_identical_cell_of_a_sibling_sweep_is_reused_not_retrained(finished, mon
     trained.clear()
     run_sweep(path, sweep_dir.parent / "other-noreuse", isolate=False, only=("mask_ratio=0.75",), reuse=False)
     assert trained == ["mask_ratio=0.75-seed0"]
+
+
+def test_added_finetune_reuses_the_pretraining_and_evaluations_of_a_sibling(finished, monkeypatch):
+    """A sweep that adds fine-tuning to finished cells links their pre-training, linear probe and kNN
+    runs in and runs only the fine-tuning, on the linked checkpoint."""
+    tmp, sweep_dir = finished
+    with_ft = {**SWEEP, "name": "with_ft", "grid": {"options.mask_ratio": [0.75]},
+               "eval": {**SWEEP["eval"], "finetune": {"loop.epochs": 1, "loop.batch_size": 16, "data.train_subset": 32}}}
+    ran = []
+    for stage in ablate.STAGES:
+        real = ablate._STAGE_FNS[stage]
+        monkeypatch.setitem(ablate._STAGE_FNS, stage,
+                            lambda cell, d, real=real, stage=stage: ran.append(stage) or real(cell, d))
+    path = tmp / "with_ft.yaml"
+    path.write_text(yaml.safe_dump(with_ft))
+    out_dir, failed = run_sweep(path, sweep_dir.parent / "with_ft", isolate=False)
+    assert failed == 0
+    assert ran == ["finetune"]
+    row = _rows(out_dir)["mask_ratio=0.75-seed0"]
+    assert row["stages_reused"] == "pretrain linprobe knn" and not row["reused_from"]
+    # The newest pre-training of that configuration among the sibling sweeps run so far in this module.
+    source_dir = Path(row["stages_reused_from"])
+    assert source_dir.name == "mask_ratio=0.75-seed0" and source_dir.parent.parent != out_dir
+    source = _rows(source_dir.parent.parent)["mask_ratio=0.75-seed0"]
+    for key in ("linprobe_top1", "knn_top1", "pretrain_loss", "pretrain_wall_s"):
+        assert row[key] == source[key], key
+    assert 0 <= float(row["finetune_top1"]) <= 100
+    cell = out_dir / "cells" / "mask_ratio=0.75-seed0"
+    linked = cell / "pretrain" / "checkpoint-last.safetensors"
+    assert linked.read_bytes() == (source_dir / "pretrain" / "checkpoint-last.safetensors").read_bytes()
+    assert json.loads((cell / "finetune" / "config.json").read_text())["checkpoint"] == str(cell / "pretrain")
+    assert "took these stages" in (out_dir / "results.md").read_text()
+    # A rerun skips the finished cell; with reuse off everything trains again.
+    ran.clear()
+    run_sweep(path, sweep_dir.parent / "with_ft", isolate=False)
+    assert ran == []
+    run_sweep(path, sweep_dir.parent / "with_ft-noreuse", isolate=False, reuse=False)
+    assert ran == list(ablate.STAGES)

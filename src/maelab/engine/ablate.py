@@ -20,6 +20,9 @@ cell's numbers instead of training again; its result.json names the source in ``
 Training is deterministic at a fixed seed, so with the same code this changes no number, only the
 wall time spent; the most recently finished match is taken, since a cell run by an older maelab may
 differ in the last digits where a later commit changed the numerics.
+When only some stages agree (a sweep that adds fine-tuning to cells pre-trained before, say), the
+pre-training run and every stage configured alike are linked in from the newest such cell and only
+the rest runs (:func:`_reuse_finished_stages`).
 Turn it off for sweeps whose wall times are compared (mask tokens, equal-time SimMIM vs MAE) so
 every cell of the comparison is timed under the same machine load.
 """
@@ -37,14 +40,19 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from maelab.engine.ablate_config import Cell, Sweep, load_sweep, resolve_sweep_path
+from maelab.engine.ablate_config import (
+    STAGES,
+    Cell,
+    Sweep,
+    load_sweep,
+    resolve_sweep_path,
+)
 from maelab.engine.config import PretrainConfig, from_jsonable, to_jsonable
 from maelab.engine.eval_config import FinetuneConfig, KnnConfig, LinprobeConfig
 from maelab.engine.rundir import read_json, write_json
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("pretrain", "linprobe", "knn", "finetune")
 RESULT = "result.json"
 LOCK = "ablate.lock"
 
@@ -90,6 +98,8 @@ def _run_cells(sweep: Sweep, sweep_dir: Path, cells: list[Cell], isolate: bool, 
                         cell.name, source)
             write_json(cell_dir / RESULT, {**_read_result(source), "reused_from": str(source)})
             continue
+        if reuse and not (cell_dir / "pretrain.done.json").exists():
+            _reuse_finished_stages(cell, cell_dir, sweep_dir)
         if isolate:
             _run_subprocess(cell_dir)
         else:
@@ -118,6 +128,48 @@ def _equal_finished_cell(cell: Cell, sweep_dir: Path) -> Path | None:
         if saved == want:
             matches.append(other)
     return max(matches, key=lambda d: (d / RESULT).stat().st_mtime_ns, default=None)
+
+
+def _reuse_finished_stages(cell: Cell, cell_dir: Path, sweep_dir: Path) -> None:
+    """Take the finished stages of a cell of any sweep beside this one that pre-trained with the same
+    configuration (the newest such run whose checkpoint is still there): its pre-training run, and each
+    later stage configured the same. The runs are hard-linked (copied across file systems) into
+    ``cell_dir``, so the stages still to run (e.g. a fine-tuning added to a sweep) find the checkpoint
+    where they expect it. Each reused stage's numbers carry ``<stage>_reused_from``."""
+    want = _canonical(cell)
+    matches = []
+    for other in sorted(sweep_dir.parent.glob("*/cells/*")):
+        if other.resolve() == cell_dir.resolve() or not (other / "pretrain.done.json").is_file():
+            continue
+        if not any((other / "pretrain").glob("checkpoint-last*.safetensors")):
+            continue
+        try:
+            saved = _canonical(cell_from_json(read_json(other / "cell.json")))
+        except (ValueError, TypeError, KeyError, OSError):
+            continue
+        if saved["pretrain"] == want["pretrain"]:
+            matches.append((other, saved))
+    if not matches:
+        return
+    source, saved = max(matches, key=lambda m: (m[0] / "pretrain.done.json").stat().st_mtime_ns)
+    for stage in STAGES:
+        done = source / f"{stage}.done.json"
+        if want[stage] is None or saved[stage] != want[stage] or not done.is_file():
+            continue
+        if (cell_dir / stage).exists():
+            shutil.rmtree(cell_dir / stage)
+        shutil.copytree(source / stage, cell_dir / stage, symlinks=True, copy_function=_link_or_copy)
+        numbers = read_json(done)
+        origin = numbers.get(f"{stage}_reused_from", str(source))  # the run that trained it, through any chain
+        write_json(cell_dir / f"{stage}.done.json", {**numbers, f"{stage}_reused_from": origin})
+        logger.info("%s: %s taken from %s (same configuration)", cell.name, stage, origin)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def _canonical(cell: Cell) -> Any:

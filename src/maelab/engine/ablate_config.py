@@ -45,6 +45,8 @@ EVAL_KEYS = {"train_subset", "linprobe", "knn", "finetune"}
 # Set by ablate itself for each cell.
 PRETRAIN_RESERVED = {"output_dir", "loop.seed"}
 EVAL_RESERVED = {"output_dir", "checkpoint", "init"}
+STAGES = ("pretrain", "linprobe", "knn", "finetune")
+"""A cell's runs, in the order they run (each evaluation reads the pre-training checkpoint)."""
 
 
 @dataclass(frozen=True)

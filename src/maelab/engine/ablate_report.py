@@ -9,14 +9,14 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from maelab.engine.ablate_config import Sweep
+from maelab.engine.ablate_config import STAGES, Sweep
 from maelab.engine.rundir import read_json
 
 METRICS = ("linprobe_top1", "knn_top1", "finetune_top1")
 NAMES = {"linprobe_top1": "linear probe", "knn_top1": "kNN", "finetune_top1": "fine-tune"}
 COLUMNS = ("cell", "label", "seed", "status", "pretrain_wall_s", "pretrain_epochs", "pretrain_loss",
            "pretrain_img_per_s", "linprobe_top1", "linprobe_best_top1", "knn_top1", "finetune_top1",
-           "finetune_best_top1", "error", "reused_from")
+           "finetune_best_top1", "error", "reused_from", "stages_reused", "stages_reused_from")
 
 
 def collect(sweep: Sweep, sweep_dir: Path) -> list[dict[str, Any]]:
@@ -25,6 +25,10 @@ def collect(sweep: Sweep, sweep_dir: Path) -> list[dict[str, Any]]:
     for cell in sweep.cells:
         path = sweep_dir / "cells" / cell.name / "result.json"
         result = read_json(path) if path.exists() else {"status": "missing"}
+        reused = [s for s in STAGES if result.get(f"{s}_reused_from")]
+        if reused:
+            result = {**result, "stages_reused": " ".join(reused),
+                      "stages_reused_from": result[f"{reused[0]}_reused_from"]}
         rows.append({"cell": cell.name, "label": cell.label, "seed": cell.seed, **cell.overrides, **result})
     return rows
 
@@ -85,6 +89,13 @@ def markdown(sweep: Sweep, groups: list[dict[str, Any]], rows: list[dict[str, An
                   ""]
         lines += [f"- `{r['cell']}`: `{Path(r['reused_from']).parent.parent.name}/{Path(r['reused_from']).name}`"
                   for r in reused]
+    partly = [r for r in rows if r.get("stages_reused") and not r.get("reused_from")]
+    if partly:
+        lines += ["", "Cells that took these stages (numbers and wall time) from a cell configured the same for them:",
+                  ""]
+        lines += [f"- `{r['cell']}`: {r['stages_reused'].replace(' ', ', ')} from "
+                  f"`{Path(r['stages_reused_from']).parent.parent.name}/{Path(r['stages_reused_from']).name}`"
+                  for r in partly]
     bad = [r for r in rows if r["status"] != "ok"]
     if bad:
         lines += ["", "Cells not finished:", ""]
