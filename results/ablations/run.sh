@@ -36,20 +36,21 @@ machine() {
 
 # Reference points under the sweeps' evaluation protocol (10,000-image train subset, full test split):
 # the same linear probe and kNN on a random-init encoder and on raw pixels. Skipped once done.
+# The fine-tuning sweeps' recipe from random init (the paper's "from scratch" reference) is finetune-none.
+FINETUNE_ARGS="--epochs 5 --warmup-epochs 1 --mixup 0 --cutmix 0 --rand-augment '' --reprob 0"
 baselines() {
   local dest=$OUT/baselines
   mkdir -p "$dest" "$RUNS/baselines"
-  for init in none pixels; do
-    for cmd in linprobe knn; do
-      local name=$cmd-$init run=$RUNS/baselines/$cmd-$init
+  for name in linprobe-none knn-none linprobe-pixels knn-pixels finetune-none; do
+      local cmd=${name%-*} init=${name#*-} run=$RUNS/baselines/$name
       [[ -f $dest/$name/stdout.log && ( -f $run/metrics.json || -f $run/knn.json ) ]] && continue
       rm -rf "$run"; mkdir -p "$dest/$name"
       local args="$cmd --init $init --train-subset 10000 --output-dir $run"
+      [[ $cmd == finetune ]] && args="$args $FINETUNE_ARGS"
       echo "PYTHONPATH=src python -m maelab $args" > "$dest/$name/command.txt"
       machine > "$dest/$name/machine.txt"
-      PYTHONPATH=src /usr/bin/time -v python -m maelab $args > "$dest/$name/stdout.log" 2>&1
-      tar -C "$run" --exclude='*.safetensors' -cf - . | tar -C "$dest/$name" -xf -
-    done
+      eval "PYTHONPATH=src /usr/bin/time -v python -m maelab $args" > "$dest/$name/stdout.log" 2>&1
+      tar -C "$run" --exclude='*.safetensors' --exclude='*.state.pt' -cf - . | tar -C "$dest/$name" -xf -
   done
 }
 
