@@ -38,7 +38,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from maelab.engine.ablate_config import (
     STAGES,
@@ -113,21 +113,29 @@ def _run_cells(sweep: Sweep, sweep_dir: Path, cells: list[Cell], isolate: bool, 
 
 def _equal_finished_cell(cell: Cell, sweep_dir: Path) -> Path | None:
     """The newest cell finished ok (and not itself reused) in a sibling sweep directory with the same stage configs."""
-    want = _canonical(cell)
-    matches = []
-    for other in sorted(sweep_dir.parent.glob("*/cells/*")):
-        if other.parent.parent.resolve() == sweep_dir.resolve() or not (other / "cell.json").is_file():
-            continue
+    own = sweep_dir.resolve()
+
+    def usable(other: Path) -> bool:
+        if other.parent.parent.resolve() == own:
+            return False
         result = _read_result(other)
-        if result is None or result.get("status") != "ok" or "reused_from" in result:
+        return result is not None and result.get("status") == "ok" and "reused_from" not in result
+
+    want = _canonical(cell)
+    matches = [other for other, saved in _sibling_configs(sweep_dir, usable) if saved == want]
+    return max(matches, key=lambda d: (d / RESULT).stat().st_mtime_ns, default=None)
+
+
+def _sibling_configs(sweep_dir: Path, usable: Callable[[Path], bool]) -> Iterator[tuple[Path, Any]]:
+    """(cell directory, canonical stage configs) of each cell of the sweep directories under ``sweep_dir``'s
+    parent that ``usable`` accepts; a cell.json that no longer parses (an older maelab's) is skipped."""
+    for other in sorted(sweep_dir.parent.glob("*/cells/*")):
+        if not (other / "cell.json").is_file() or not usable(other):
             continue
         try:
-            saved = _canonical(cell_from_json(read_json(other / "cell.json")))
-        except (ValueError, TypeError, KeyError):
+            yield other, _canonical(cell_from_json(read_json(other / "cell.json")))
+        except (ValueError, TypeError, KeyError, OSError):
             continue
-        if saved == want:
-            matches.append(other)
-    return max(matches, key=lambda d: (d / RESULT).stat().st_mtime_ns, default=None)
 
 
 def _reuse_finished_stages(cell: Cell, cell_dir: Path, sweep_dir: Path) -> None:
@@ -136,19 +144,15 @@ def _reuse_finished_stages(cell: Cell, cell_dir: Path, sweep_dir: Path) -> None:
     later stage configured the same. The runs are hard-linked (copied across file systems) into
     ``cell_dir``, so the stages still to run (e.g. a fine-tuning added to a sweep) find the checkpoint
     where they expect it. Each reused stage's numbers carry ``<stage>_reused_from``."""
+    own = cell_dir.resolve()
+
+    def usable(other: Path) -> bool:
+        return (other.resolve() != own and (other / "pretrain.done.json").is_file()
+                and any((other / "pretrain").glob("checkpoint-last*.safetensors")))
+
     want = _canonical(cell)
-    matches = []
-    for other in sorted(sweep_dir.parent.glob("*/cells/*")):
-        if other.resolve() == cell_dir.resolve() or not (other / "pretrain.done.json").is_file():
-            continue
-        if not any((other / "pretrain").glob("checkpoint-last*.safetensors")):
-            continue
-        try:
-            saved = _canonical(cell_from_json(read_json(other / "cell.json")))
-        except (ValueError, TypeError, KeyError, OSError):
-            continue
-        if saved["pretrain"] == want["pretrain"]:
-            matches.append((other, saved))
+    matches = [(other, saved) for other, saved in _sibling_configs(sweep_dir, usable)
+               if saved["pretrain"] == want["pretrain"]]
     if not matches:
         return
     source, saved = max(matches, key=lambda m: (m[0] / "pretrain.done.json").stat().st_mtime_ns)

@@ -87,20 +87,24 @@ def markdown(sweep: Sweep, groups: list[dict[str, Any]], rows: list[dict[str, An
     if reused:
         lines += ["", "Cells whose numbers (and wall time) come from an identically configured cell of another sweep:",
                   ""]
-        lines += [f"- `{r['cell']}`: `{Path(r['reused_from']).parent.parent.name}/{Path(r['reused_from']).name}`"
-                  for r in reused]
+        lines += [f"- `{r['cell']}`: `{_sweep_and_cell(r['reused_from'])}`" for r in reused]
     partly = [r for r in rows if r.get("stages_reused") and not r.get("reused_from")]
     if partly:
         lines += ["", "Cells that took these stages (numbers and wall time) from a cell configured the same for them:",
                   ""]
         lines += [f"- `{r['cell']}`: {r['stages_reused'].replace(' ', ', ')} from "
-                  f"`{Path(r['stages_reused_from']).parent.parent.name}/{Path(r['stages_reused_from']).name}`"
-                  for r in partly]
+                  f"`{_sweep_and_cell(r['stages_reused_from'])}`" for r in partly]
     bad = [r for r in rows if r["status"] != "ok"]
     if bad:
         lines += ["", "Cells not finished:", ""]
         lines += [f"- `{r['cell']}`: {r['status']}" + (f" ({r['error']})" if r.get("error") else "") for r in bad]
     return "\n".join(lines) + "\n"
+
+
+def _sweep_and_cell(cell_dir: str) -> str:
+    """``<sweep>/<cell>`` of a cell directory ``.../<sweep>/cells/<cell>``."""
+    path = Path(cell_dir)
+    return f"{path.parent.parent.name}/{path.name}"
 
 
 def _plot(sweep: Sweep, groups: list[dict[str, Any]], sweep_dir: Path) -> None:
