@@ -7,14 +7,17 @@ import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import tyro
 
-from maelab.engine.bench import BenchConfig
-from maelab.engine.config import PretrainConfig
-from maelab.engine.eval_config import FinetuneConfig, KnnConfig, LinprobeConfig
-from maelab.engine.loop import TrainingDiverged, TrainingInterrupted
+from maelab.bench.runner import BenchConfig
+from maelab.evaluate.config import FinetuneConfig, KnnConfig, LinprobeConfig
+from maelab.interop.export import ExportConfig
+from maelab.pretrain.config import PretrainConfig
+from maelab.train.loop import TrainingDiverged
+from maelab.train.signals import TrainingInterrupted
+from maelab.visualize.reconstruct import ReconstructConfig
 
 logger = logging.getLogger("maelab")
 
@@ -28,7 +31,7 @@ class Pretrain:
     """Continue the run in this directory (its own config is used; --epochs may extend it)."""
 
     def run(self) -> None:
-        from maelab.engine.pretrain import pretrain
+        from maelab.pretrain.command import pretrain
 
         pretrain(self.config, self.resume)
 
@@ -37,26 +40,12 @@ class Pretrain:
 class Reconstruct:
     """Draw original / masked / reconstructed images from a checkpoint (the paper's Figs. 2-4)."""
 
-    checkpoint: tyro.conf.Positional[Path]
-    """A pre-training checkpoint (.safetensors) or run directory, an official MAE .pth, or a Hugging Face directory."""
-    images: tyro.conf.Positional[tuple[Path, ...]] = ()
-    """Image files (default: the first test images of the checkpoint's dataset)."""
-    dataset: str | None = None
-    """Dataset to draw images from when no files are given (default: the checkpoint's)."""
-    data: Path | None = None
-    num_images: int = 8
-    mask_ratio: float = 0.75
-    mask_strategy: str = "random"
-    seed: int = 0
-    output: Annotated[Path, tyro.conf.arg(aliases=("-o",))] = Path("reconstruction.png")
-    device: str = "cpu"
-    target: Literal["pixel", "norm_pixel"] | None = None
-    """What an official .pth predicts, when its name (mae_visualize_* / *_full) does not say."""
+    config: Annotated[ReconstructConfig, tyro.conf.arg(name="")]
 
     def run(self) -> None:
-        from maelab.engine.reconstruct import ReconstructConfig, run_reconstruct
+        from maelab.visualize.reconstruct import run_reconstruct
 
-        run_reconstruct(ReconstructConfig(**{k: getattr(self, k) for k in self.__dataclass_fields__}))
+        run_reconstruct(self.config)
 
 
 @dataclass(frozen=True)
@@ -64,7 +53,7 @@ class Models:
     """List the model presets with their sizes and parameter counts."""
 
     def run(self) -> None:
-        from maelab.engine.report import models_table
+        from maelab.models.registry import models_table
 
         print(models_table())
 
@@ -78,7 +67,7 @@ class Finetune:
     """Continue the run in this directory (its own config is used; --epochs may extend it)."""
 
     def run(self) -> None:
-        from maelab.engine.finetune import finetune
+        from maelab.evaluate.finetune import finetune
 
         finetune(self.config, self.resume)
 
@@ -93,7 +82,7 @@ class Linprobe:
     """Continue the run in this directory (its own config is used; --epochs may extend it)."""
 
     def run(self) -> None:
-        from maelab.engine.linprobe import linprobe
+        from maelab.evaluate.linprobe import linprobe
 
         linprobe(self.config, self.resume)
 
@@ -106,7 +95,7 @@ class Knn:
     config: Annotated[KnnConfig, tyro.conf.arg(name="")]
 
     def run(self) -> None:
-        from maelab.engine.knn import run_knn
+        from maelab.evaluate.knn import run_knn
 
         run_knn(self.config)
 
@@ -119,9 +108,9 @@ class Bench:
     config: Annotated[BenchConfig, tyro.conf.arg(name="")] = field(default_factory=BenchConfig)
 
     def run(self) -> None:
-        from maelab.engine.bench import run_bench
+        from maelab.bench.runner import run_bench
 
-        run_bench(self.config, sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] == "bench" else None)
+        run_bench(self.config)
 
 
 @dataclass(frozen=True)
@@ -163,26 +152,12 @@ class Export:
     ONNX (the encoder, checked through onnxruntime) or plain safetensors; a fine-tuned or probed
     classifier to timm with its head."""
 
-    checkpoint: tyro.conf.Positional[Path]
-    """A maelab checkpoint or run directory, an official MAE .pth, or a Hugging Face directory."""
-    to: Literal["timm", "hf", "onnx", "safetensors"]
-    output: Annotated[Path | None, tyro.conf.arg(aliases=("-o",))] = None
-    """Output file (a directory for hf); default: beside the checkpoint."""
-    encoder_only: bool = False
-    """hf / safetensors: the encoder alone (timm and onnx always export the encoder)."""
-    target: Literal["pixel", "norm_pixel"] | None = None
-    """What an official .pth predicts, when its name (mae_visualize_* / *_full) does not say."""
-    img_size: int | None = None
-    """Export for this input size (position embeddings resampled to the new patch grid)."""
-    head_classes: int = 1000
-    """timm, pre-training checkpoints: a zero-initialized (untrained) head of this many classes, so timm's
-    ImageNet names (vit_base_patch16_224) load the file as-is; 0: no head (for the .mae tags). A fine-tuned
-    or probed checkpoint exports its own trained head."""
+    config: Annotated[ExportConfig, tyro.conf.arg(name="")]
 
     def run(self) -> None:
-        from maelab.interop.export import ExportConfig, run_export
+        from maelab.interop.export import run_export
 
-        run_export(ExportConfig(**{k: getattr(self, k) for k in self.__dataclass_fields__}))
+        run_export(self.config)
 
 
 @dataclass(frozen=True)
@@ -203,7 +178,7 @@ class Ablate:
     training it again (recorded as reused_from). Turn off when the sweep compares wall times."""
 
     def run(self) -> int:
-        from maelab.engine.ablate import run_sweep
+        from maelab.ablate.runner import run_sweep
 
         _, failed = run_sweep(self.sweep, self.output_dir, self.isolate, self.only, self.reuse)
         if failed:
@@ -218,7 +193,7 @@ COMMANDS = {"pretrain": Pretrain, "reconstruct": Reconstruct, "models": Models, 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``maelab`` console script; returns the exit status."""
-    from maelab.engine.distributed import env_rank, shutdown
+    from maelab.train.distributed import env_rank, shutdown
 
     # Under torchrun only rank 0 reports progress; the others speak up for warnings and errors.
     logging.basicConfig(level=logging.INFO if env_rank() == 0 else logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
@@ -229,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(argv: list[str] | None) -> int:
-    from maelab.engine.distributed import shutdown
+    from maelab.train.distributed import shutdown
 
     try:
         # Inside the try: a top-level config's own validation raises ValueError out of tyro.

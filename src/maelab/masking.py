@@ -38,10 +38,15 @@ class MaskSample:
         return self.ids_keep.shape[1]
 
 
+def check_mask_ratio(mask_ratio: float, name: str = "mask_ratio") -> None:
+    """The one range check of a mask ratio; ``name`` is how the caller's user spells it (e.g. ``--mask-ratio``)."""
+    if not 0.0 < mask_ratio < 1.0:
+        raise ValueError(f"{name} must be in the open interval (0, 1), e.g. 0.75 (the paper's); got {mask_ratio}")
+
+
 def num_visible(num_patches: int, mask_ratio: float) -> int:
     """Number of visible patches for a ratio, as the reference code counts it: int(L * (1 - r))."""
-    if not 0.0 < mask_ratio < 1.0:
-        raise ValueError(f"mask_ratio must be in the open interval (0, 1); got {mask_ratio}")
+    check_mask_ratio(mask_ratio)
     keep = int(num_patches * (1.0 - mask_ratio))
     if keep < 1:
         raise ValueError(
@@ -143,8 +148,7 @@ def coarse_random_masking(
     rows, cols = _check_grid(grid_size)
     if mask_patch < 1:
         raise ValueError(f"mask_patch_size must be at least 1 patch; got {mask_patch}")
-    if not 0.0 < mask_ratio < 1.0:
-        raise ValueError(f"mask_ratio must be in the open interval (0, 1); got {mask_ratio}")
+    check_mask_ratio(mask_ratio)
     coarse_rows, coarse_cols = -(-rows // mask_patch), -(-cols // mask_patch)
     num_coarse = coarse_rows * coarse_cols
     num_mask = math.ceil(num_coarse * mask_ratio)

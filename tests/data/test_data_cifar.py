@@ -12,12 +12,7 @@ import pytest
 import torch
 
 from maelab.data import DataConfig, DatasetNotFoundError, build_dataset, dataset_info
-from maelab.data.cifar import (
-    UnsafePickleError,
-    load_split,
-    read_batch,
-    restricted_loads,
-)
+from maelab.data.cifar import UnsafePickleError, load_split, read_batch, restricted_loads
 
 
 class _Exploit:

@@ -12,13 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import maelab.data as data_pkg
-from maelab.data import (
-    DataConfig,
-    DatasetInfo,
-    build_dataset,
-    dataset_info,
-    pretrain_transform,
-)
+from maelab.data import DataConfig, DatasetInfo, build_dataset, dataset_info, pretrain_transform
 
 
 def test_defaults_match_the_interface() -> None:

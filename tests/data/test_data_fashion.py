@@ -9,13 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from maelab.data import (
-    DataConfig,
-    DatasetNotFoundError,
-    build_dataset,
-    dataset_info,
-    fashion_mnist,
-)
+from maelab.data import DataConfig, DatasetNotFoundError, build_dataset, dataset_info, fashion_mnist
 from maelab.data.idx import write_idx
 
 REAL_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")

@@ -7,12 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from maelab.data.images import (
-    DECODE_ERRORS,
-    _decode_jpeg_rgb,
-    load_image,
-    read_jpeg_undecoded,
-)
+from maelab.data.images import DECODE_ERRORS, _decode_jpeg_rgb, load_image, read_jpeg_undecoded
 
 
 def _pil_rgb(path) -> torch.Tensor:

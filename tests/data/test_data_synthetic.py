@@ -5,13 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from maelab.data import (
-    DataConfig,
-    build_dataset,
-    dataset_info,
-    eval_transform,
-    synthetic,
-)
+from maelab.data import DataConfig, build_dataset, dataset_info, eval_transform, synthetic
 
 
 def _raw(cfg: DataConfig, split: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,8 +14,8 @@ from maelab.data import eval_transform
 from maelab.data.images import load_image
 from maelab.demo.attention import block_cls_attention, cls_attention_map
 from maelab.demo.pipeline import ImageTooLarge, load_upload, run_pipeline
-from maelab.engine.reconstruct import load_mae
 from maelab.masking import mask_from_binary
+from maelab.visualize.reconstruct import load_mae
 
 
 @pytest.fixture(scope="module")

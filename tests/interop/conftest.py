@@ -34,7 +34,7 @@ def perturb(model: torch.nn.Module, seed: int, skip: tuple[str, ...] = ()) -> No
 def maelab_checkpoint(tmp_path) -> Path:
     """A maelab "mae" checkpoint: the debug preset with 3 channels, perturbed weights (sin-cos
     position tables kept, as training keeps them fixed)."""
-    from maelab.engine.checkpoint import CheckpointMeta, save_checkpoint
+    from maelab.checkpoint import CheckpointMeta, save_checkpoint
     from maelab.models import create_model
 
     torch.manual_seed(0)

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
+from maelab.checkpoint import load_checkpoint
 from maelab.cli import main
-from maelab.engine.checkpoint import load_checkpoint
 from maelab.interop import load_source
 
 DATA = ["--dataset", "synthetic", "--synthetic-size", "64", "--batch-size", "16", "--log-every", "2"]

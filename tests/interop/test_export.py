@@ -51,7 +51,7 @@ def test_timm_export_of_vit_base_loads_by_its_timm_name(tmp_path):
     pretrained=True, pretrained_cfg_overlay=dict(file=...))`` loads the default export (its zero
     1000-way head gives zero logits), as does ``num_classes=0``; ``--head-classes 0`` loads by the
     ``.mae`` tag, whose pretrained config has no head."""
-    from maelab.engine.checkpoint import CheckpointMeta, save_checkpoint
+    from maelab.checkpoint import CheckpointMeta, save_checkpoint
     from maelab.models import create_model
 
     torch.manual_seed(0)

@@ -9,9 +9,9 @@ import timm
 import torch
 from safetensors import safe_open
 
+from maelab.checkpoint import load_checkpoint
 from maelab.cli import main
-from maelab.engine.checkpoint import load_checkpoint
-from maelab.engine.classify import load_classifier
+from maelab.evaluate.classifier import load_classifier
 from maelab.interop.export import fold_bn_linear
 
 DATA = ["--dataset", "synthetic", "--synthetic-size", "64", "--batch-size", "16", "--log-every", "2", "--epochs", "1"]

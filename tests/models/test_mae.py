@@ -5,14 +5,7 @@ import torch
 from torch import nn
 
 from maelab.masking import random_masking
-from maelab.models import (
-    MAEConfig,
-    MAEOutput,
-    MaskedAutoencoder,
-    create_model,
-    get_config,
-    list_models,
-)
+from maelab.models import MAEConfig, MAEOutput, MaskedAutoencoder, create_model, get_config, list_models
 from maelab.targets import patchify
 
 # Loss of create_model("debug") seeded with 0 on the fixed input below. A change in
@@ -158,8 +151,8 @@ def test_registry_names_and_overrides():
     "overrides,message",
     [
         (dict(patch_size=5), "must divide"),
-        (dict(decoder_num_heads=3), "decoder_num_heads=3 must divide"),
-        (dict(num_heads=3), "num_heads=3 must divide"),
+        (dict(decoder_num_heads=3), "decoder_num_heads=3 does not divide the decoder width decoder_embed_dim="),
+        (dict(num_heads=3), "num_heads=3 does not divide the encoder width embed_dim="),
         (dict(mask_ratio=1.0), "open interval"),
         (dict(target="dvae"), "target must be one of"),
         (dict(mask_strategy="checker"), "mask_strategy must be one of"),

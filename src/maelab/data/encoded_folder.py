@@ -3,7 +3,7 @@
 A worker reads a JPEG's bytes and its size from the header (no pixel is decoded) and draws the
 RandomResizedCrop box with the sample's seeded RNG, exactly the draws the uint8 crop transform of
 ``--device-augment`` makes; the training process decodes the batch (``torchvision.io.decode_jpeg``, on
-its device) and cuts the boxes there (:mod:`maelab.engine.device_decode`). Other files (PNG, CMYK
+its device) and cuts the boxes there (:mod:`maelab.train.device_decode`). Other files (PNG, CMYK
 JPEGs, ...) are decoded and cropped in the worker as before, so a folder may mix formats; broken files
 are skipped and counted as in :class:`~maelab.data.folder.ImageFolderDataset`.
 """
@@ -88,7 +88,7 @@ def collate_encoded(items: list[tuple[EncodedItem, int]]) -> EncodedBatch:
 class EncodedFolderDataset(ImageFolderDataset):
     """An image folder's training split as :class:`EncodedItem` s (see the module docstring).
 
-    Must be read through :class:`~maelab.engine.seeding.SeededSamples`, which seeds the global RNGs
+    Must be read through :class:`~maelab.train.loader.SeededSamples`, which seeds the global RNGs
     per item: the box is drawn from them, and the item records the seed to be redrawn with.
     Items: (EncodedItem, label int).
     """

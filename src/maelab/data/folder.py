@@ -26,12 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from maelab.data.images import (
-    DECODE_ERRORS,
-    IMAGE_EXTENSIONS,
-    is_image_file,
-    load_image,
-)
+from maelab.data.images import DECODE_ERRORS, IMAGE_EXTENSIONS, is_image_file, load_image
 
 logger = logging.getLogger(__name__)
 

@@ -13,14 +13,14 @@ from pathlib import Path
 
 from torch.utils.data import IterableDataset
 
+from maelab.checkpoint import LAST, read_meta, resolve_checkpoint
 from maelab.data import DatasetInfo
 from maelab.data.config import DatasetNotFoundError
 from maelab.demo.pipeline import GRID_RATIO, load_upload, run_pipeline
-from maelab.engine.checkpoint import LAST, read_meta, resolve_checkpoint
-from maelab.engine.reconstruct import checkpoint_test_set, load_mae
-from maelab.engine.rundir import DEFAULT_RUNS
 from maelab.masking import MASK_STRATEGIES
 from maelab.models import MaskedAutoencoder
+from maelab.train.rundir import DEFAULT_RUNS
+from maelab.visualize.reconstruct import checkpoint_test_set, load_mae
 
 logger = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ from PIL import Image, ImageOps
 from maelab.data import DatasetInfo, eval_transform
 from maelab.data.images import DECODE_ERRORS, to_mode
 from maelab.demo.attention import cls_attention_map
-from maelab.engine.visualize import reconstruct
 from maelab.masking import MASK_STRATEGIES, mask_from_binary
 from maelab.models import MaskedAutoencoder
+from maelab.visualize.figures import reconstruct
 
 MAX_PIXELS = 40_000_000
 """Largest image (width x height, after JPEG draft reduction) that is decoded at all."""

@@ -6,15 +6,16 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
+import tyro
 from safetensors.torch import save_file
 
-from maelab.engine.checkpoint import load_checkpoint, read_meta
-from maelab.engine.classify import PROBE_BN_EPS
+from maelab.checkpoint import load_checkpoint, read_meta
 from maelab.interop.imported import ImportedModel
 from maelab.interop.load import load_source, source_kind
+from maelab.models.classifier import PROBE_BN_EPS
 from maelab.models.config import MAEConfig
 
 logger = logging.getLogger(__name__)
@@ -33,10 +34,10 @@ _CLASSIFIER_TIMM_KEYS = ("img_size", "patch_size", "in_chans", "embed_dim", "dep
 class ExportConfig:
     """What to export, where, and in which format."""
 
-    checkpoint: Path
+    checkpoint: tyro.conf.Positional[Path]
     """A maelab checkpoint or run directory, an official MAE .pth, or a Hugging Face directory."""
     to: Literal["timm", "hf", "onnx", "safetensors"]
-    output: Path | None = None
+    output: Annotated[Path | None, tyro.conf.arg(aliases=("-o",))] = None
     """Output file (directory for hf); default: beside the checkpoint, named after it and the format."""
     encoder_only: bool = False
     """hf / safetensors: write the encoder alone (timm and onnx always do)."""

@@ -4,12 +4,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from maelab.checkpoint import LAST, load_checkpoint
 from maelab.data import DatasetInfo
-from maelab.engine.checkpoint import LAST, load_checkpoint
 from maelab.interop.imported import ImportedModel
 from maelab.models.mae import MAEConfig, is_decoder_key
 
 SOURCES = "a maelab checkpoint (.safetensors or run directory), an official MAE .pth, or a Hugging Face directory"
+
+
+class NotPretraining(ValueError):
+    """A maelab checkpoint of another kind (e.g. a fine-tuned classifier) where a pre-training one is needed;
+    commands reword it with :meth:`for_command`."""
+
+    def __init__(self, path: Path, kind: str) -> None:
+        self.path, self.kind = Path(path), kind
+        super().__init__(f"{path} is a {kind!r} checkpoint; this needs a pre-training ('mae') checkpoint, or {SOURCES}")
+
+    def for_command(self, command: str) -> ValueError:
+        return ValueError(f"{self.path} is a {self.kind!r} checkpoint; {command} needs a pre-training ('mae') "
+                          "checkpoint written by `maelab pretrain` (its run directory or checkpoint-last.safetensors)")
 
 
 def load_source(
@@ -60,10 +73,7 @@ def source_kind(path: Path) -> str:
 def _load_maelab(path: Path) -> ImportedModel:
     weights, meta = load_checkpoint(path)
     if meta.kind != "mae":
-        raise ValueError(
-            f"{path} is a {meta.kind!r} checkpoint; this needs a pre-training ('mae') checkpoint, "
-            f"or {SOURCES}"
-        )
+        raise NotPretraining(path, meta.kind)
     config = MAEConfig.from_dict(meta.model_config)
     raw = dict(meta.data_info or {})
     info = DatasetInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}) if raw else None

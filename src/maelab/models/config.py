@@ -12,6 +12,23 @@ from maelab.targets import TARGET_KINDS, default_pca_components, grid_shape, tar
 ARCHS: tuple[str, ...] = ("mae", "simmim")
 
 
+class InvalidConfig(ValueError):
+    """An architecture that cannot be built. The message names the fields involved; a command line
+    rewords it with its own option names (:meth:`render`), so the check lives only here."""
+
+    def __init__(self, problem: str, **fields: object) -> None:
+        self.problem, self.fields = problem, fields
+        super().__init__(self.render(lambda name, value: f"{name}={value}"))
+
+    def render(self, name_value) -> str:
+        """The message with each ``{field}`` shown as ``name_value(field, value)``."""
+        return self.problem.format(**{k: name_value(k, v) for k, v in self.fields.items()})
+
+
+def _multiples(value: int, unit: int) -> str:
+    return f"{max(unit, value // unit * unit)} or {(value // unit + 1) * unit}"
+
+
 def _pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     if isinstance(value, int):
         return (value, value)
@@ -56,6 +73,14 @@ class MAEConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "img_size", _pair(self.img_size))
+        height, width = self.img_size
+        patch = self.patch_size
+        if patch >= 1 and (height % patch or width % patch):
+            side = height if height % patch else width
+            raise InvalidConfig(
+                f"{{img_size}} is not a multiple of the patch size {patch} (the patch size {patch} must divide "
+                f"the image size); allowed: multiples of {patch}, e.g. {_multiples(side, patch)}",
+                img_size=height if height == width else self.img_size)
         grid_shape(self.img_size, self.patch_size)
         for name in ("in_chans", "embed_dim", "depth", "num_heads", "decoder_embed_dim", "decoder_num_heads"):
             if getattr(self, name) < 1:
@@ -67,9 +92,15 @@ class MAEConfig:
             (self.decoder_embed_dim, self.decoder_num_heads, "decoder_"),
         ):
             if dim % heads:
-                raise ValueError(f"{what}num_heads={heads} must divide {what}embed_dim={dim}")
+                allowed = [h for h in range(1, dim + 1) if dim % h == 0]
+                raise InvalidConfig(
+                    f"{{{what}num_heads}} does not divide the {(what or 'encoder_')[:-1]} width {{{what}embed_dim}}; "
+                    f"allowed head counts for width {dim}: {allowed}",
+                    **{f"{what}num_heads": heads, f"{what}embed_dim": dim})
             if dim % 4:
-                raise ValueError(f"{what}embed_dim={dim} must be divisible by 4 for the 2-D sin-cos position embedding")
+                raise InvalidConfig(
+                    f"{{{what}embed_dim}} must be a multiple of 4 (divisible by 4 for the 2-D sin-cos position "
+                    f"embedding), e.g. {_multiples(dim, 4)}", **{f"{what}embed_dim": dim})
         if self.target not in TARGET_KINDS:
             raise ValueError(f"target must be one of {', '.join(TARGET_KINDS)}; got {self.target!r}")
         if self.pca_components is not None and not 1 <= self.pca_components <= self.patch_dim:

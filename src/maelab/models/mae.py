@@ -12,13 +12,8 @@ from dataclasses import dataclass
 import torch
 from timm.models.vision_transformer import Block
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from maelab.masking import (
-    MaskSample,
-    mask_from_binary,
-    sample_mask,
-)
+from maelab.masking import MaskSample, mask_from_binary, sample_mask
 from maelab.models.config import MAEConfig
 from maelab.models.vit_parts import (
     add_vit_encoder,
@@ -26,13 +21,12 @@ from maelab.models.vit_parts import (
     init_linear_and_norm,
     init_patch_embed,
     layer_norm,
+    prepend_cls,
+    replace_masked,
+    run_blocks,
 )
 from maelab.pos_embed import sincos_2d
-from maelab.targets import (
-    PCABasis,
-    make_target,
-    masked_mse,
-)
+from maelab.targets import PCABasis, make_target, masked_mse
 
 
 @dataclass(frozen=True)
@@ -79,7 +73,7 @@ class MaskedAutoencoder(nn.Module):
         self.decoder_pred = nn.Linear(c.decoder_embed_dim, c.target_dim)
         self.grad_checkpointing = False
         if c.target == "pca":
-            # Fitted on training patches by the engine (set_pca_basis) and saved with the weights;
+            # Fitted on training patches by pre-training (set_pca_basis) and saved with the weights;
             # std stays 0 until then, which forward() refuses.
             k, dim = c.num_pca_components, c.patch_dim
             self.register_buffer("target_pca_mean", torch.zeros(dim))
@@ -97,10 +91,7 @@ class MaskedAutoencoder(nn.Module):
 
     def _run_blocks(self, blocks: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
         """(B, N, D) -> (B, N, D) through ``blocks``, checkpointed when enabled and training."""
-        use_ckpt = self.grad_checkpointing and self.training and torch.is_grad_enabled()
-        for block in blocks:
-            x = checkpoint(block, x, use_reentrant=False) if use_ckpt else block(x)
-        return x
+        return run_blocks(blocks, x, self.grad_checkpointing and self.training and torch.is_grad_enabled())
 
     def reset_parameters(self) -> None:
         """Initialization of the paper's reference code."""
@@ -167,14 +158,12 @@ class MaskedAutoencoder(nn.Module):
         """
         x = self.patch_embed(imgs)  # (B, L, D)
         if sample is not None and self.config.encoder_mask_tokens:
-            w = sample.mask.unsqueeze(-1).to(x.dtype)  # (B, L, 1)
-            x = x * (1.0 - w) + self.encoder_mask_token.to(x.dtype) * w  # (B, L, D)
+            x = replace_masked(x, sample.mask, self.encoder_mask_token)  # (B, L, D)
         x = x + self.pos_embed[:, 1:, :]  # (B, L, D)
         if sample is not None and not self.config.encoder_mask_tokens:
             index = sample.ids_keep.unsqueeze(-1).expand(-1, -1, x.shape[-1])  # (B, L_keep, D)
             x = torch.gather(x, 1, index)  # (B, L_keep, D)
-        cls = (self.cls_token + self.pos_embed[:, :1, :]).expand(x.shape[0], -1, -1)  # (B, 1, D)
-        return torch.cat([cls, x], dim=1)  # (B, 1 + L_enc, D)
+        return prepend_cls(self, x)  # (B, 1 + L_enc, D)
 
     # ------------------------------------------------------------------ decoder
     def forward_decoder(self, latent: torch.Tensor, sample: MaskSample) -> torch.Tensor:

@@ -22,6 +22,9 @@ from maelab.models.vit_parts import (
     check_inputs,
     init_linear_and_norm,
     init_patch_embed,
+    prepend_cls,
+    replace_masked,
+    run_blocks,
 )
 from maelab.pos_embed import sincos_2d
 from maelab.targets import make_target, masked_l1
@@ -40,7 +43,12 @@ class SimMIM(nn.Module):
         add_vit_encoder(self, c)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, c.embed_dim))
         self.decoder_pred = nn.Linear(c.embed_dim, c.patch_dim)
+        self.grad_checkpointing = False
         self.reset_parameters()
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block's activations in the backward pass instead of storing them (timm's name)."""
+        self.grad_checkpointing = enable
 
     def reset_parameters(self) -> None:
         c = self.config
@@ -66,13 +74,9 @@ class SimMIM(nn.Module):
         """
         x = self.patch_embed(imgs)  # (B, L, D)
         if mask is not None:
-            w = mask.unsqueeze(-1).to(x.dtype)  # (B, L, 1)
-            x = x * (1.0 - w) + self.mask_token.to(x.dtype) * w  # (B, L, D)
-        x = x + self.pos_embed[:, 1:, :]  # (B, L, D)
-        cls = (self.cls_token + self.pos_embed[:, :1, :]).expand(x.shape[0], -1, -1)  # (B, 1, D)
-        x = torch.cat([cls, x], dim=1)  # (B, 1 + L, D)
-        for block in self.blocks:
-            x = block(x)
+            x = replace_masked(x, mask, self.mask_token)  # (B, L, D)
+        x = prepend_cls(self, x + self.pos_embed[:, 1:, :])  # (B, 1 + L, D)
+        x = run_blocks(self.blocks, x, self.grad_checkpointing and self.training and torch.is_grad_enabled())
         return self.norm(x)
 
     def sample_mask(

@@ -12,6 +12,7 @@ import torch
 from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 if TYPE_CHECKING:  # mae.py imports this module
     from maelab.models.config import MAEConfig
@@ -61,3 +62,22 @@ def init_linear_and_norm(root: nn.Module) -> None:
         elif isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
+
+
+def replace_masked(x: torch.Tensor, mask: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
+    """Patch embeddings (B, L, D) with the masked ones (``mask`` (B, L), 1 = masked) replaced by ``token``."""
+    w = mask.unsqueeze(-1).to(x.dtype)  # (B, L, 1)
+    return x * (1.0 - w) + token.to(x.dtype) * w  # (B, L, D)
+
+
+def prepend_cls(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """(B, N, D) -> (B, 1 + N, D): the cls token (with its position embedding) first."""
+    cls = (module.cls_token + module.pos_embed[:, :1, :]).expand(x.shape[0], -1, -1)  # (B, 1, D)
+    return torch.cat([cls, x], dim=1)  # (B, 1 + N, D)
+
+
+def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, checkpointed: bool) -> torch.Tensor:
+    """(B, N, D) -> (B, N, D) through ``blocks``; ``checkpointed`` recomputes activations in the backward pass."""
+    for block in blocks:
+        x = checkpoint(block, x, use_reentrant=False) if checkpointed else block(x)
+    return x

@@ -1,0 +1,164 @@
+"""Typed, frozen configuration of the evaluation commands: finetune, linprobe, knn.
+
+Recipe defaults follow the paper's appendix (see the README of each field); schedule
+lengths are sized for a CPU rather than the paper's 100/90 epochs on ImageNet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from maelab.data.config import DatasetName
+from maelab.train.config import LoopConfig, OptimConfig
+
+FINETUNE_EPOCHS = 10
+LINPROBE_EPOCHS = 90
+
+
+@dataclass(frozen=True)
+class EvalDataOptions:
+    """Which labeled data to evaluate on; unset options come from the pre-training checkpoint."""
+
+    dataset: DatasetName | None = None
+    """Dataset (default: the one the checkpoint was pre-trained on)."""
+    data: Path | None = None
+    """Directory holding the data (default: the checkpoint's, when the dataset is the same)."""
+    download: bool = True
+    img_size: int | None = None
+    """Evaluate at this resolution; the position embedding is resampled (default: pre-training size)."""
+    channels: int | None = None
+    """Must equal the checkpoint's input channels; the data is converted to them anyway."""
+    synthetic_size: int | None = None
+    """Synthetic train images (default: the checkpoint's)."""
+    num_workers: int = 0
+    train_subset: int | None = None
+    """Use a fixed random subset of this many train images (default: all); the test split stays whole."""
+
+    def __post_init__(self) -> None:
+        if self.train_subset is not None and self.train_subset < 1:
+            raise ValueError(f"--train-subset must be at least 1 (or unset for all images); got {self.train_subset}")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """End-to-end fine-tuning (or partial fine-tuning, or training from scratch) of the encoder."""
+
+    checkpoint: Path | None = None
+    """A maelab pre-training checkpoint (.safetensors) or run directory, an official MAE .pth
+    (mae_pretrain_vit_base.pth, ..._full.pth, mae_visualize_*.pth) or a Hugging Face ViT-MAE / ViT
+    directory; optional with --init none."""
+    init: Literal["pretrained", "none"] = "pretrained"
+    """"none" trains the same ViT from random init (the supervised-from-scratch baseline)."""
+    model: str = "mae_vit_fashion"
+    """Preset giving the architecture when --init none is used without --checkpoint."""
+    data: EvalDataOptions = field(default_factory=EvalDataOptions)
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(blr=1e-3, min_lr=1e-6, weight_decay=0.05, beta2=0.999, warmup_epochs=1.0)
+    )
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    layer_decay: float = 0.75
+    """Layer-wise lr decay: block i gets decay^(depth + 1 - (i + 1)); 1 turns it off."""
+    drop_path: float = 0.1
+    mixup: float = 0.8
+    """Mixup alpha (0 turns it off)."""
+    cutmix: float = 1.0
+    """CutMix alpha (0 turns it off)."""
+    smoothing: float = 0.1
+    """Label smoothing."""
+    rand_augment: str = "rand-m9-mstd0.5-inc1"
+    """timm RandAugment spec (the paper's RandAug(9, 0.5)); "" turns it off."""
+    reprob: float = 0.25
+    """Random erasing probability."""
+    tune_blocks: float | None = None
+    """Partial fine-tuning: train only the last k blocks (+ final norm + head); 0 = frozen encoder;
+    a trailing .5 adds the MLP half of one more block (0.5 = norm2 + mlp of the last block)."""
+    output_dir: Path | None = None
+    """Run directory; default runs/finetune-<model>-<time>. Never overwritten."""
+    fsdp: bool = False
+    """Shard the classifier across the torchrun processes (FSDP2 ``fully_shard``, one unit per block) instead
+    of replicating it (DDP); for models too large for one device. Checkpoints stay full, so they load back on
+    any number of processes. Belongs to one invocation: a resume may turn it on or off."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.layer_decay <= 1:
+            raise ValueError(f"--layer-decay must be in (0, 1]; got {self.layer_decay}")
+        for name in ("drop_path", "smoothing", "reprob"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1); got {getattr(self, name)}")
+        if self.mixup < 0 or self.cutmix < 0:
+            raise ValueError("--mixup and --cutmix are Beta-distribution alphas: use 0 (off) or a positive value")
+        if self.tune_blocks is not None and (self.tune_blocks < 0 or (2 * self.tune_blocks) % 1):
+            raise ValueError(
+                f"--tune-blocks must be a whole or half number >= 0 (e.g. 0, 0.5, 1, 2); got {self.tune_blocks}"
+            )
+
+
+Init = Literal["pretrained", "none", "pixels"]
+
+
+@dataclass(frozen=True)
+class FeatureSource:
+    """Where frozen features come from (shared by linprobe and knn)."""
+
+    checkpoint: Path | None = None
+    """A maelab pre-training checkpoint (.safetensors) or run directory, an official MAE .pth or a
+    Hugging Face ViT-MAE / ViT directory; optional with --init none/pixels."""
+    init: Init = "pretrained"
+    """Features from: the checkpoint's encoder; "none": a random-init encoder of the same architecture
+    (the checkpoint's, else --model's; seeded by --seed); "pixels": no encoder, the flattened
+    normalized pixels (C*H*W) at the data's native size or --img-size (the raw-pixel floor)."""
+    model: str = "mae_vit_fashion"
+    """Preset giving the architecture when --init none is used without --checkpoint."""
+
+
+@dataclass(frozen=True)
+class LinprobeConfig(FeatureSource):
+    """Linear probing: a BatchNorm + linear head on the frozen encoder's features."""
+
+    pool: Literal["token", "avg"] = "token"
+    """Features: the cls token after the final norm (the paper), or the mean of the patch tokens."""
+    augment: bool = False
+    """Random resized crop + flip, running the frozen encoder every step (default: cached features;
+    not with --init pixels)."""
+    optimizer: Literal["lars", "sgd"] = "lars"
+    momentum: float = 0.9
+    data: EvalDataOptions = field(default_factory=EvalDataOptions)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(blr=0.1, weight_decay=0.0, warmup_epochs=10.0))
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    output_dir: Path | None = None
+    """Run directory; default runs/linprobe-<model>-<time>. Never overwritten."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"--momentum must be in [0, 1); got {self.momentum}")
+        if self.init == "pixels" and self.augment:
+            raise ValueError("--init pixels probes cached pixel features only; drop --augment")
+
+
+@dataclass(frozen=True)
+class KnnConfig(FeatureSource):
+    """Weighted k-nearest-neighbour classification on frozen features (Wu et al. 2018)."""
+
+    seed: int = 0
+    """Seed of the random encoder (--init none)."""
+    k: int = 20
+    temperature: float = 0.07
+    pool: Literal["token", "avg"] = "token"
+    data: EvalDataOptions = field(default_factory=EvalDataOptions)
+    batch_size: int = 256
+    device: str = "auto"
+    output_dir: Path | None = None
+    """Run directory; default runs/knn-<model>-<time>. Never overwritten."""
+    tensorboard: bool = True
+    """Also write the result into TensorBoard event files in the run directory (when tensorboard is installed)."""
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError(f"--k must be at least 1; got {self.k}")
+        if self.temperature <= 0:
+            raise ValueError(f"--temperature must be positive; got {self.temperature}")
+        if self.batch_size < 1:
+            raise ValueError(f"--batch-size must be at least 1; got {self.batch_size}")
+

@@ -1,0 +1,70 @@
+"""The labeled data an evaluation runs on, and how it is batched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
+
+from maelab.data import DataConfig, DatasetInfo, dataset_info
+from maelab.evaluate.config import EvalDataOptions
+from maelab.models import MAEConfig
+
+
+def resolve_data(
+    opts: EvalDataOptions, saved: dict[str, Any], model: MAEConfig | None, fixed_channels: bool,
+) -> DataConfig:
+    """The data to evaluate on: explicit options, else the pre-training data, at the model's geometry.
+
+    ``fixed_channels``: the weights fix the input channels (any pre-trained encoder), so
+    ``--channels`` may only repeat them. ``model`` None (raw pixels): the data's native size
+    and channels unless ``--img-size`` / ``--channels`` say otherwise.
+    """
+    dataset = opts.dataset or saved.get("dataset") or "fashion_mnist"
+    same = dataset == saved.get("dataset")
+    data = opts.data if opts.data is not None else (Path(saved["data"]) if same and saved.get("data") else None)
+    synthetic = opts.synthetic_size or (saved.get("synthetic_size") if same else None) or 512
+    if model is None:
+        return DataConfig(dataset=dataset, data=data, download=opts.download, img_size=opts.img_size,
+                          channels=opts.channels, synthetic_size=synthetic, num_workers=opts.num_workers)
+    height, width = model.img_size
+    if opts.img_size is None and height != width:
+        raise ValueError(f"the checkpoint's images are {height}x{width}; pass a square --img-size to evaluate it")
+    size = opts.img_size or height
+    if size % model.patch_size:
+        raise ValueError(f"--img-size {size} is not a multiple of the patch size {model.patch_size}; pick one that is")
+    channels = model.in_chans
+    if opts.channels is not None and opts.channels != model.in_chans:
+        if fixed_channels:
+            raise ValueError(
+                f"--channels {opts.channels} does not fit the checkpoint, whose patch embedding takes "
+                f"{model.in_chans}-channel images; omit --channels (the data is converted to {model.in_chans})"
+            )
+        channels = opts.channels
+    return DataConfig(dataset=dataset, data=data, download=opts.download, img_size=size, channels=channels,
+                      synthetic_size=synthetic, num_workers=opts.num_workers)
+
+
+def labeled_info(data: DataConfig) -> DatasetInfo:
+    info = dataset_info(data)
+    if info.num_classes < 2:
+        raise ValueError(f"{data.dataset} has {info.num_classes} classes; classification needs a labeled dataset")
+    return info
+
+
+def eval_loader(dataset: Dataset, batch_size: int, device: torch.device, num_workers: int = 0) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      pin_memory=device.type == "cuda")
+
+
+def fixed_subset(dataset: Dataset, limit: int | None) -> Dataset:
+    """The same ``limit`` random images on every call (all of them when ``limit`` is None or large)."""
+    if limit is None or len(dataset) <= limit:
+        return dataset
+    if isinstance(dataset, IterableDataset):  # shards: written in random order, so their first images
+        return dataset.configured(limit=limit)
+    # Random rather than the first ones: datasets stored class by class would otherwise lose whole classes.
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:limit]
+    return Subset(dataset, order.tolist())

@@ -1,0 +1,189 @@
+"""``maelab finetune``: end-to-end, partial or from-scratch fine-tuning on the shared loop.
+
+Recipe (paper appendix): AdamW (0.9, 0.999), lr = blr * batch / 256 with blr 1e-3, weight
+decay 0.05, layer-wise lr decay 0.75, drop path 0.1, RandAugment (9, 0.5), mixup 0.8,
+cutmix 1.0, label smoothing 0.1, random erasing 0.25, average pooling + fc_norm.
+
+Augmentation is timm's training pipeline (the reference code's) on PIL images: timm's
+RandAugment is PIL-only and works on mode "L", so 1-channel images need no special path; the
+uint8 tensors from the datasets are channel-matched and turned into PIL first.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from timm.data import Mixup
+from timm.data.auto_augment import rand_augment_transform
+from timm.data.random_erasing import RandomErasing
+from timm.data.transforms import RandomResizedCropAndInterpolation
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.models.vision_transformer import VisionTransformer
+from timm.optim import param_groups_layer_decay
+from torch import nn
+from torchvision import transforms
+from torchvision.transforms import v2
+
+from maelab.data import DatasetInfo, MatchChannels, build_dataset, eval_transform
+from maelab.evaluate.classifier import classifier_config, classifier_meta
+from maelab.evaluate.config import FINETUNE_EPOCHS, FinetuneConfig
+from maelab.evaluate.data import eval_loader, fixed_subset, labeled_info, resolve_data
+from maelab.evaluate.metrics import ClassifierRun, evaluate
+from maelab.evaluate.source import encoder_source, load_encoder
+from maelab.models.classifier import FrozenInEval, build_vit, init_head
+from maelab.train.distributed import agree
+from maelab.train.environment import setup_environment
+from maelab.train.fsdp import build_sharded, check_launch
+from maelab.train.loader import train_loader
+from maelab.train.loop import StepOutput
+from maelab.train.optim import adamw
+from maelab.train.run import TrainSpec, check_batch_size, open_run, train
+from maelab.train.rundir import new_run_dir
+
+logger = logging.getLogger(__name__)
+
+HEAD_INIT_STD = 2e-5
+# Never decayed: the learned tokens and position table (biases and norms are excluded as 1-D).
+NO_WEIGHT_DECAY = ("pos_embed", "cls_token")
+MAX_MAGNITUDE = 9.99
+
+
+def finetune_transform(info: DatasetInfo, rand_augment: str, reprob: float):
+    """uint8 (C_in, H, W) -> float (channels, img, img): crop, flip, RandAugment, normalize, erase.
+
+    The pipeline of timm's ``create_transform(is_training=True)`` (the reference code's), built
+    from its parts for one reason: magnitudes are capped at 9.99 instead of 10. At exactly 10,
+    timm's increasing Posterize asks for 0 bits, which Pillow >= 13 rejects with an error; the
+    cap changes no other operation measurably.
+    """
+    if info.channels not in (1, 3):
+        raise ValueError(f"fine-tuning augmentation needs 1- or 3-channel images; got {info.channels} (set --channels)")
+    size = info.img_size[0]
+    steps: list = [
+        MatchChannels(info.channels), v2.ToPILImage(),
+        RandomResizedCropAndInterpolation(size, interpolation="bicubic"), transforms.RandomHorizontalFlip(),
+    ]
+    if rand_augment:
+        fill = tuple(min(255, round(255 * m)) for m in info.mean)
+        hparams = dict(translate_const=int(size * 0.45), img_mean=fill, magnitude_max=MAX_MAGNITUDE)
+        steps.append(rand_augment_transform(rand_augment, hparams))
+    steps += [transforms.ToTensor(), transforms.Normalize(info.mean, info.std)]
+    if reprob > 0:
+        steps.append(RandomErasing(reprob, mode="pixel", max_count=1, device="cpu"))
+    return transforms.Compose(steps)
+
+
+def partial_tuning_split(model: VisionTransformer, tune_blocks: float | None) -> tuple[list[nn.Module], list[nn.Module]]:
+    """The (tuned, frozen) modules of partial fine-tuning: the last ``tune_blocks`` blocks (+ final norms + head)
+    train, the rest is frozen and kept in eval mode. A trailing .5 also tunes the MLP half (norm2 + mlp) of
+    the block before them. ``None`` tunes everything (nothing frozen)."""
+    if tune_blocks is None:
+        return [model], []
+    depth = len(model.blocks)
+    whole, half = int(tune_blocks), tune_blocks % 1 > 0
+    if whole + half > depth:
+        raise ValueError(f"--tune-blocks {tune_blocks} exceeds the encoder's {depth} blocks; use at most {depth}")
+    first_tuned = depth - whole
+    tuned: list[nn.Module] = [*model.blocks[first_tuned:], model.norm, model.fc_norm, model.head]
+    frozen: list[nn.Module] = [model.patch_embed, *model.blocks[:first_tuned]]
+    if half:
+        block = model.blocks[first_tuned - 1]
+        tuned += [block.norm2, block.mlp, block.ls2]
+        frozen[-1:] = [block.norm1, block.attn, block.ls1, block.drop_path1]
+    return tuned, frozen
+
+
+def freeze_for_partial_tuning(model: VisionTransformer, tune_blocks: float | None) -> list[nn.Module]:
+    """Turn off the gradients of :func:`partial_tuning_split`'s frozen part; returns it."""
+    tuned, frozen = partial_tuning_split(model, tune_blocks)
+    if frozen:
+        model.requires_grad_(False)
+        for module in tuned:
+            module.requires_grad_(True)
+    return frozen
+
+
+def build_optimizer(model: nn.Module, cfg: FinetuneConfig) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters in layer-decay groups (each with its ``lr_scale``)."""
+    groups = param_groups_layer_decay(
+        model, cfg.optim.weight_decay, no_weight_decay_list=NO_WEIGHT_DECAY, layer_decay=cfg.layer_decay,
+    )
+    return adamw(groups, cfg.optim)
+
+
+def finetune(cfg: FinetuneConfig, resume: Path | None = None) -> Path:
+    """Fine-tune and evaluate every epoch, or continue the run in ``resume``; returns the run directory."""
+    cfg, point = open_run(cfg, resume, "finetune", FINETUNE_EPOCHS)
+    source = encoder_source(cfg.init, cfg.checkpoint, cfg.model, "finetune")
+    mae_cfg = source.config
+    data_cfg = resolve_data(cfg.data, source.saved_data, mae_cfg, fixed_channels=source.fixed_channels)
+    info = labeled_info(data_cfg)
+    vit_cfg = classifier_config(mae_cfg, data_cfg, info.num_classes, global_pool="avg", head="linear")
+    loop_cfg = cfg.loop
+    train_set = fixed_subset(build_dataset(data_cfg, "train", finetune_transform(info, cfg.rand_augment, cfg.reprob)),
+                             cfg.data.train_subset)
+    test_set = build_dataset(data_cfg, "test", eval_transform(info))
+    batch = loop_cfg.batch_size
+    check_batch_size(len(train_set), batch)
+    mixing = cfg.mixup > 0 or cfg.cutmix > 0
+    if mixing and batch % 2:
+        raise ValueError(f"mixup/cutmix pair images within a batch: --batch-size must be even; got {batch}")
+    name = source.name
+    env = setup_environment(loop_cfg)
+    check_launch(cfg.fsdp, env.world_size, "finetune")
+    data = train_loader(train_set, batch, loop_cfg.seed, env, data_cfg.num_workers)
+    run_dir = agree(point.run_dir if point is not None else new_run_dir(
+        cfg.output_dir, f"finetune-{name}" + ("-scratch" if cfg.init == "none" else "")))
+
+    def build(materialize: bool) -> VisionTransformer:
+        vit = build_vit(vit_cfg, cfg.drop_path)
+        if materialize:
+            if cfg.init == "pretrained":
+                load_encoder(vit, source.pretrained)
+            init_head(vit.head, HEAD_INIT_STD)
+        freeze_for_partial_tuning(vit, cfg.tune_blocks)  # before sharding, which keeps the flags
+        return vit
+
+    torch.manual_seed(loop_cfg.seed)
+    vit = build_sharded(build, env.device, env.is_main) if cfg.fsdp else build(True).to(env.device)
+    frozen = partial_tuning_split(vit, cfg.tune_blocks)[1]
+    model = FrozenInEval(vit, frozen) if frozen else vit
+    optimizer = build_optimizer(vit, cfg)  # after sharding, which replaces the parameters
+
+    # timm's Mixup draws from numpy's global RNG, which the loop seeds per epoch and checkpoints.
+    mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.smoothing,
+                  num_classes=info.num_classes) if mixing else None
+    if mixup is not None:
+        criterion: nn.Module = SoftTargetCrossEntropy()
+    elif cfg.smoothing > 0:
+        criterion = LabelSmoothingCrossEntropy(cfg.smoothing)
+    else:
+        criterion = nn.CrossEntropyLoss()
+
+    def step(net: nn.Module, batch_data, generator: torch.Generator) -> StepOutput:
+        imgs = batch_data[0].to(env.device, non_blocking=True)
+        target = batch_data[1].to(env.device, non_blocking=True)
+        if mixup is not None:
+            imgs, target = mixup(imgs, target)  # target: (B, classes) soft labels
+        return StepOutput(loss=criterion(net(imgs).float(), target), batch_size=imgs.shape[0])
+
+    extra = dict(command="finetune", **source.provenance(), tune_blocks=cfg.tune_blocks)
+    test_batches = eval_loader(test_set, batch, env.device, data_cfg.num_workers)
+    run = ClassifierRun(
+        run_dir, vit, lambda: evaluate(vit, test_batches, env.device),
+        lambda epoch: classifier_meta(vit_cfg, info, data_cfg, epoch, extra), info.class_names,
+        f"finetune {name}" + (" (scratch)" if cfg.init == "none" else ""), extra, optimizer, loop_cfg.keep_last,
+        write=env.is_main,
+    )
+    trainable = sum(p.numel() for p in vit.parameters() if p.requires_grad)
+    logger.info("fine-tuning %d of %d parameters", trainable, sum(p.numel() for p in vit.parameters()))
+    train(TrainSpec(
+        command="finetune", cfg=cfg, run_dir=run_dir, env=env, point=point, model=model, optimizer=optimizer,
+        step_fn=step, data=data, dataset_size=len(train_set), save=run.save, on_epoch_end=run.on_epoch_end,
+        checkpointed=vit, on_restore=lambda state: run.load_state_dict(state["classifier"]), sharded=cfg.fsdp,
+    ))
+    if env.is_main:
+        run.finish()
+    return run_dir

@@ -1,0 +1,123 @@
+"""Weighted k-nearest-neighbour classification on frozen features (Wu et al. 2018, as in DINO).
+
+Each test feature votes with its k most cosine-similar train features; a neighbour of class c
+adds exp(similarity / T) to class c's score. ``maelab knn`` runs it once on a checkpoint;
+:class:`KnnMonitor` runs it on a fixed subset during pre-training (``--knn-every``).
+``--init none`` / ``--init pixels`` give the random-encoder and raw-pixel baselines.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from maelab.data import DataConfig, DatasetInfo, build_dataset, eval_transform
+from maelab.evaluate.config import KnnConfig
+from maelab.evaluate.data import fixed_subset
+from maelab.evaluate.features import extract_features, frozen_features
+from maelab.evaluate.metrics import EvalResult, result_from_scores, save_confusion_matrix
+from maelab.models import MaskedAutoencoder
+from maelab.train.config import LoopConfig, to_jsonable
+from maelab.train.environment import setup_environment
+from maelab.train.rundir import new_run_dir, open_log, write_json
+
+logger = logging.getLogger(__name__)
+
+MONITOR_TRAIN_IMAGES = 5000
+MONITOR_TEST_IMAGES = 2000
+_CHUNK = 1024  # test features per similarity matrix: bounds memory at 1024 x N_train floats
+
+
+@torch.no_grad()
+def knn_scores(
+    train_feats: torch.Tensor, train_labels: torch.Tensor, test_feats: torch.Tensor, num_classes: int,
+    k: int = 20, temperature: float = 0.07,
+) -> torch.Tensor:
+    """Class scores (N_test, C) of weighted kNN with cosine similarity.
+
+    Args:
+        train_feats: (N_train, D); train_labels: (N_train,) in [0, C); test_feats: (N_test, D).
+    """
+    bank = F.normalize(train_feats.float(), dim=1)  # (N_train, D)
+    labels = train_labels.to(bank.device).long()
+    k = min(k, bank.shape[0])
+    out = []
+    for start in range(0, test_feats.shape[0], _CHUNK):
+        query = F.normalize(test_feats[start:start + _CHUNK].float().to(bank.device), dim=1)  # (b, D)
+        sims, index = (query @ bank.T).topk(k, dim=1)  # (b, k) each
+        weights = (sims / temperature).exp()  # (b, k)
+        scores = torch.zeros(query.shape[0], num_classes, device=bank.device)  # (b, C)
+        out.append(scores.scatter_add_(1, labels[index], weights))
+    return torch.cat(out)  # (N_test, C)
+
+
+def knn_evaluate(
+    train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor], num_classes: int,
+    k: int = 20, temperature: float = 0.07,
+) -> EvalResult:
+    """Top-1/top-5 and the confusion matrix of kNN on (features, labels) pairs."""
+    if (train[1] < 0).any() or (test[1] < 0).any():
+        raise ValueError("kNN needs labeled images; this dataset has unlabeled ones (label -1)")
+    scores = knn_scores(train[0], train[1], test[0], num_classes, k, temperature)
+    return result_from_scores(scores.cpu(), test[1].long(), math.nan)
+
+
+class KnnMonitor:
+    """kNN accuracy of a pre-training MAE's cls token on up to 5000 train / 2000 test images."""
+
+    def __init__(self, data: DataConfig, info: DatasetInfo, device: torch.device, batch_size: int) -> None:
+        if info.num_classes < 2:
+            raise ValueError(f"--knn-every needs a labeled dataset; {data.dataset} has {info.num_classes} classes")
+        transform = eval_transform(info)
+        self.train = fixed_subset(build_dataset(data, "train", transform), MONITOR_TRAIN_IMAGES)
+        self.test = fixed_subset(build_dataset(data, "test", transform), MONITOR_TEST_IMAGES)
+        self.num_classes, self.device, self.batch_size = info.num_classes, device, batch_size
+
+    def __call__(self, model: MaskedAutoencoder) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        encode = lambda imgs: model.forward_encoder(imgs, None)[:, 0]  # noqa: E731  (B, D) cls token
+        train = extract_features(encode, self.train, self.batch_size, self.device, "knn train")
+        test = extract_features(encode, self.test, self.batch_size, self.device, "knn test")
+        model.train(was_training)
+        result = knn_evaluate(train, test, self.num_classes)
+        logger.info("kNN (k=20, %d train images): top-1 %.2f%%", len(self.train), result.top1)
+        return {"knn_top1": result.top1, "knn_top5": result.top5}
+
+
+def run_knn(cfg: KnnConfig) -> Path:
+    """Classify the test split by kNN on the train split's features; returns the run directory.
+
+    ``--init none`` uses a random encoder of the same architecture (seeded by ``--seed``),
+    ``--init pixels`` the flattened normalized pixels: see :func:`maelab.evaluate.features.frozen_features`.
+    """
+    env = setup_environment(LoopConfig(device=cfg.device))
+    frozen = frozen_features(cfg.init, cfg.checkpoint, cfg.model, cfg.data, cfg.pool, "none", cfg.seed, env.device,
+                             "knn")
+    data_cfg, info, encode = frozen.data, frozen.info, frozen.encode
+    transform = eval_transform(info)
+    train_set = fixed_subset(build_dataset(data_cfg, "train", transform), cfg.data.train_subset)
+    test_set = build_dataset(data_cfg, "test", transform)
+    run_dir = new_run_dir(cfg.output_dir, f"knn-{frozen.name}")
+    with torch.autocast(env.device.type, dtype=env.amp_dtype or torch.float32, enabled=env.amp_dtype is not None):
+        train = extract_features(encode, train_set, cfg.batch_size, env.device, "train features", data_cfg.num_workers)
+        test = extract_features(encode, test_set, cfg.batch_size, env.device, "test features", data_cfg.num_workers)
+    result = knn_evaluate(train, test, info.num_classes, cfg.k, cfg.temperature)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "config.json", to_jsonable(cfg))
+    record = dict(event="knn", top1=result.top1, top5=result.top5, k=cfg.k, temperature=cfg.temperature,
+                  train_images=len(train_set), test_images=len(test_set), pool=cfg.pool, init=cfg.init,
+                  feature_dim=frozen.dim)
+    open_log(run_dir, cfg.tensorboard).write(record)
+    write_json(run_dir / "knn.json", dict(record, **frozen.provenance,
+                                          class_names=list(info.class_names),
+                                          confusion_matrix=result.confusion.tolist()))
+    save_confusion_matrix(result.confusion, info.class_names, run_dir / "confusion.png",
+                          f"kNN (k={cfg.k}, T={cfg.temperature}) {frozen.name}: top-1 {result.top1:.2f}%")
+    logger.info("kNN top-1 %.2f%%, top-5 %.2f%%; run directory %s", result.top1, result.top5, run_dir)
+    return run_dir

@@ -1,0 +1,190 @@
+"""Classification metrics and the outputs every evaluation command writes.
+
+Top-k accuracy uses k = min(k, num_classes), so on a 4-class dataset "top5" is top-4 (100%).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from torch import nn
+
+from maelab.checkpoint import CheckpointMeta, read_meta, save_checkpoint
+from maelab.train.distributed import agree
+from maelab.train.fsdp import is_sharded, plain_state_dict
+from maelab.train.resume import save_point
+from maelab.train.rundir import JsonlLog, write_json
+from maelab.train.state import LoopState, Progress
+
+logger = logging.getLogger(__name__)
+
+BEST = "checkpoint-best"
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Accuracies in percent, mean cross-entropy (NaN when not defined, e.g. kNN) and the
+    (num_classes, num_classes) confusion matrix, rows = true class, columns = prediction."""
+
+    top1: float
+    top5: float
+    loss: float
+    confusion: torch.Tensor
+    count: int
+
+    def summary(self, prefix: str = "test_") -> dict[str, float]:
+        out = {f"{prefix}top1": self.top1, f"{prefix}top5": self.top5}
+        if not math.isnan(self.loss):
+            out[f"{prefix}loss"] = self.loss
+        return out
+
+
+def result_from_scores(scores: torch.Tensor, labels: torch.Tensor, loss_sum: float = math.nan) -> EvalResult:
+    """Metrics of class scores (N, C) against labels (N,)."""
+    num_classes = scores.shape[1]
+    k = min(5, num_classes)
+    top = scores.topk(k, dim=1).indices  # (N, k)
+    hits = top == labels.unsqueeze(1)  # (N, k)
+    n = labels.shape[0]
+    pairs = labels * num_classes + top[:, 0]  # (N,) flat (true, predicted) index
+    confusion = torch.bincount(pairs, minlength=num_classes * num_classes).view(num_classes, num_classes)  # (C, C)
+    return EvalResult(
+        top1=100.0 * float(hits[:, 0].float().mean()), top5=100.0 * float(hits.any(1).float().mean()),
+        loss=loss_sum / max(n, 1), confusion=confusion.cpu(), count=n,
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    predict: Callable[[torch.Tensor], torch.Tensor], batches: Iterable, device: torch.device,
+) -> EvalResult:
+    """Run ``predict`` (inputs -> logits) over ``(inputs, labels)`` batches; the caller sets eval mode."""
+    scores, labels, loss_sum = [], [], 0.0
+    for inputs, target in batches:
+        target = torch.as_tensor(target).to(device)
+        logits = predict(inputs.to(device, non_blocking=True)).float()
+        loss_sum += float(F.cross_entropy(logits, target, reduction="sum"))
+        scores.append(logits.cpu())
+        labels.append(target.cpu())
+    if not scores:
+        raise ValueError("the test split is empty; nothing to evaluate")
+    return result_from_scores(torch.cat(scores), torch.cat(labels), loss_sum)
+
+
+def save_confusion_matrix(confusion: torch.Tensor, class_names: Sequence[str], path: Path, title: str) -> None:
+    """Row-normalized colours (recall per class) with the raw counts written in the cells."""
+    counts = confusion.double()
+    rates = counts / counts.sum(1, keepdim=True).clamp(min=1)  # (C, C) each row sums to 1
+    n = counts.shape[0]
+    side = min(2.0 + 0.55 * n, 16.0)
+    fig = Figure(figsize=(side + 1.2, side), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    image = ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    names = [str(c) for c in class_names] if len(class_names) == n else [str(i) for i in range(n)]
+    ax.set_xticks(range(n), names, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(n), names, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=6,
+                        color="white" if rates[i, j] > 0.5 else "black")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+class ClassifierRun:
+    """Per-epoch test evaluation, best/last checkpoints, metrics.json and the confusion matrix
+    of a trained classifier; its methods plug into :class:`TrainLoop`.
+
+    ``model`` is the whole classifier (what checkpoints hold); ``optimizer`` trains (part of) it.
+    The per-epoch evaluations and the best one so far travel in the resumable checkpoint
+    (:meth:`state_dict`), so a resumed run writes the same metrics.json as an uninterrupted one.
+    An FSDP-sharded ``model`` is evaluated and gathered by every rank (collectives); only the
+    one with ``write`` writes files and logs.
+    """
+
+    def __init__(
+        self, run_dir: Path, model: nn.Module, evaluate_fn: Callable[[], EvalResult],
+        meta: Callable[[int], CheckpointMeta], class_names: Sequence[str], title: str, extra: dict[str, Any],
+        optimizer: torch.optim.Optimizer, keep_last: int, write: bool = True,
+    ) -> None:
+        self.run_dir, self.model, self.evaluate_fn, self.meta = run_dir, model, evaluate_fn, meta
+        self.class_names, self.title, self.extra = tuple(class_names), title, extra
+        self.optimizer, self.keep_last, self.write = optimizer, keep_last, write
+        self.epochs: list[dict[str, float]] = []
+        self.best: dict[str, float] | None = None
+        self.result: EvalResult | None = None
+
+    def on_epoch_end(self, epoch: int, record: dict[str, float], log: JsonlLog | None = None) -> dict[str, float]:
+        """The loop's epoch hook; a classifier's evaluation writes files of its own, not through ``log``."""
+        # Modes are restored module by module: a probe trains its head inside a frozen, eval-mode encoder.
+        modes = [(m, m.training) for m in self.model.modules()]
+        self.model.eval()
+        self.result = self.evaluate_fn()
+        for module, mode in modes:
+            module.training = mode
+        row = dict(epoch=epoch, train_loss=record["loss"], **self.result.summary(""))
+        self.epochs.append(row)
+        better = self.best is None or row["top1"] > self.best["top1"]
+        if is_sharded(self.model):
+            better = agree(better)  # every rank must join the gather below, or none
+        if better:
+            self.best = row
+            weights = plain_state_dict(self.model)
+            if self.write:
+                save_checkpoint(self.run_dir / BEST, weights, self.meta(epoch + 1))
+        if not self.write:
+            return self.result.summary()
+        logger.info("epoch %d: test top-1 %.2f%%, top-5 %.2f%% (best %.2f%%)",
+                    epoch + 1, row["top1"], row["top5"], self.best["top1"])
+        return self.result.summary()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The evaluations so far: plain lists, dicts and floats (``torch.load(weights_only=True)`` reads them)."""
+        return {"epochs": [dict(row) for row in self.epochs], "best": None if self.best is None else dict(self.best)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epochs = [dict(row) for row in state["epochs"]]
+        self.best = None if state["best"] is None else dict(state["best"])
+        best_file = self.run_dir / f"{BEST}.safetensors"
+        best_epoch = 0 if self.best is None else self.best["epoch"] + 1
+        if best_file.exists() and read_meta(best_file).epoch != best_epoch:
+            # Saved after the checkpoint being resumed (the stopped run got further): the resumed run writes it
+            # again when it reproduces that epoch, which it does unless an option such as --epochs changed.
+            logger.warning("%s is from epoch %d, past the checkpoint this run resumes from (best so far: epoch %d); "
+                           "it is replaced by the resumed run's next best epoch", best_file.name,
+                           read_meta(best_file).epoch, best_epoch)
+
+    def save(self, progress: Progress, loop_state: LoopState) -> None:
+        """The resumable checkpoint (``TrainLoop.save``): weights, optimizer, loop state and the evaluations."""
+        save_point(self.run_dir, self.model, self.optimizer, self.meta(progress.epoch), self.keep_last, progress,
+                   loop_state, extra={"classifier": self.state_dict()}, write=self.write)
+
+    def finish(self) -> dict[str, Any]:
+        """Write metrics.json and confusion.png for the final model; returns the metrics."""
+        assert self.result is not None and self.best is not None, "finish() after at least one epoch"
+        last = self.epochs[-1]
+        metrics = dict(
+            best=self.best, last=last, epochs=self.epochs, class_names=list(self.class_names),
+            confusion_matrix=self.result.confusion.tolist(), test_images=self.result.count, **self.extra,
+        )
+        write_json(self.run_dir / "metrics.json", metrics)
+        save_confusion_matrix(self.result.confusion, self.class_names, self.run_dir / "confusion.png",
+                              f"{self.title}: top-1 {last['top1']:.2f}% (epoch {last['epoch'] + 1})")
+        logger.info("final test top-1 %.2f%%, top-5 %.2f%%; best top-1 %.2f%% at epoch %d; run directory %s",
+                    last["top1"], last["top5"], self.best["top1"], self.best["epoch"] + 1, self.run_dir)
+        return metrics

@@ -1,0 +1,206 @@
+"""``maelab pretrain``: MAE pre-training wired onto the shared loop."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+
+from maelab.checkpoint import CheckpointMeta
+from maelab.data import DataConfig, DatasetInfo, build_dataset, dataset_info, eval_transform, pretrain_transform
+from maelab.data.builders import first_items
+from maelab.data.encoded_folder import build_encoded_folder, collate_encoded
+from maelab.data.transforms import batch_flip_normalize, pretrain_crop_uint8
+from maelab.evaluate.knn import KnnMonitor
+from maelab.models import MAEConfig, MaskedAutoencoder, build_model, get_config
+from maelab.models.config import InvalidConfig
+from maelab.pretrain.config import PretrainConfig
+from maelab.targets import fit_pca, patchify
+from maelab.train.config import to_jsonable
+from maelab.train.device_decode import DeviceDecoder, check_decode_on_device
+from maelab.train.distributed import agree, rank_rows
+from maelab.train.environment import Environment, setup_environment
+from maelab.train.fsdp import build_sharded, check_launch
+from maelab.train.loader import train_loader
+from maelab.train.loop import StepOutput
+from maelab.train.optim import build_adamw
+from maelab.train.resume import save_point
+from maelab.train.run import TrainSpec, check_batch_size, open_run, train
+from maelab.train.rundir import JsonlLog, new_run_dir
+from maelab.train.state import LoopState, Progress
+from maelab.visualize.figures import reconstruct, save_loss_plot, save_reconstruction_grid
+
+logger = logging.getLogger(__name__)
+
+NUM_VIS_IMAGES = 8
+# The PCA target's basis is fitted on patches of this many training images, at most this many patches.
+PCA_FIT_IMAGES = 1000
+PCA_FIT_PATCHES = 50_000
+DEFAULT_EPOCHS = 3
+
+
+def resolve_model_and_data(cfg: PretrainConfig) -> tuple[MAEConfig, DataConfig]:
+    """The model config (preset + options; --img-size/--channels resize the model) and the
+    data config that feeds it at the model's resolution and channel count."""
+    overrides = cfg.options.overrides()
+    if cfg.data.img_size is not None:
+        overrides["img_size"] = cfg.data.img_size
+    if cfg.data.channels is not None:
+        overrides["in_chans"] = cfg.data.channels
+    if cfg.data.data is not None and not cfg.data.data.exists():
+        # Without this a typo would silently fall back to another copy of the dataset (or a download).
+        raise ValueError(f"--data {cfg.data.data} does not exist; pass the directory that holds the {cfg.data.dataset} "
+                         "data, or leave --data out to use the default locations")
+    try:
+        model_cfg = get_config(cfg.model, **overrides)
+    except InvalidConfig as exc:
+        raise ValueError(exc.render(lambda name, value: f"{option_flag(name)} {value}")) from None
+    height, width = model_cfg.img_size
+    if height != width:
+        raise ValueError(f"the CLI trains square images only; the model expects {height}x{width}")
+    return model_cfg, dataclasses.replace(cfg.data, img_size=height, channels=model_cfg.in_chans)
+
+
+def option_flag(field_name: str) -> str:
+    """The command-line option that sets an MAEConfig field."""
+    return "--channels" if field_name == "in_chans" else "--" + field_name.replace("_", "-")
+
+
+def mae_step(env: Environment, device_augment: DatasetInfo | None = None, decoder: DeviceDecoder | None = None):
+    """The pre-training step; with ``device_augment`` the batch arrives uint8 and is flipped and normalized here;
+    with ``decoder`` (``--decode-on-device``, with ``device_augment``) it arrives as JPEG bytes and crop boxes.
+
+    ``model`` may be the DDP wrapper of a MaskedAutoencoder or SimMIM.
+    """
+
+    def step(model, batch, generator: torch.Generator) -> StepOutput:
+        imgs = decoder(batch) if decoder is not None else batch[0].to(env.device, non_blocking=True)
+        world = env.world_size
+        if device_augment is not None:
+            # Flips drawn for the whole global batch, like the masks: the same for any world size.
+            coins = torch.rand(imgs.shape[0] * world, device=env.device, generator=generator)  # (N*B,)
+            flip = rank_rows(coins, env.rank, world) < 0.5  # (B,)
+            imgs = batch_flip_normalize(imgs, device_augment.mean, device_augment.std, flip)  # (B, C, H, W)
+        if world == 1:
+            out = model(imgs, generator=generator)
+        else:
+            # Draw the whole global batch's masks and keep this rank's rows: the same masks as one process.
+            plain = getattr(model, "module", model)
+            sample = plain.sample_mask(imgs.shape[0] * world, generator=generator, device=env.device)
+            out = model(imgs, mask=rank_rows(sample.mask, env.rank, world))  # mask: (B, L)
+        return StepOutput(loss=out.loss, batch_size=imgs.shape[0])
+
+    return step
+
+
+def fit_pca_target(model: MaskedAutoencoder, dataset: torch.utils.data.Dataset, seed: int) -> None:
+    """Fit the "pca" target's basis on patches of a seeded sample of (augmented) training images."""
+    gen = torch.Generator().manual_seed(seed)
+    if isinstance(dataset, torch.utils.data.IterableDataset):  # shards are written in random order
+        items = first_items(dataset, PCA_FIT_IMAGES)
+    else:
+        items = [dataset[i] for i in torch.randperm(len(dataset), generator=gen)[:PCA_FIT_IMAGES].tolist()]
+    imgs = torch.stack([item[0] for item in items])  # (N, C, H, W)
+    patches = patchify(imgs, model.config.patch_size).flatten(0, 1)  # (N*L, P)
+    patches = patches[torch.randperm(patches.shape[0], generator=gen)[:PCA_FIT_PATCHES]]  # (M, P)
+    basis = fit_pca(patches, model.config.num_pca_components)
+    model.set_pca_basis(basis)
+    kept = float(basis.variance.sum() / patches.shape[1])
+    logger.info("PCA target: %d components fitted on %d patches keep %.1f%% of the standardized variance",
+                basis.components.shape[0], patches.shape[0], 100 * kept)
+
+
+def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
+    """Run (or resume) pre-training; returns the run directory."""
+    cfg, point = open_run(cfg, resume, "pretrain", DEFAULT_EPOCHS)
+    # Validate everything that can fail before any file is written.
+    model_cfg, data_cfg = resolve_model_and_data(cfg)
+    info = dataset_info(data_cfg)
+    train_set = pretrain_dataset(cfg, data_cfg, info)
+    check_batch_size(len(train_set), cfg.loop.batch_size)
+    vis_set = build_dataset(data_cfg, "test", eval_transform(info))
+    env = setup_environment(cfg.loop)
+    check_launch(cfg.fsdp, env.world_size, "pretrain")
+    data = train_loader(train_set, cfg.loop.batch_size, cfg.loop.seed, env, data_cfg.num_workers,
+                        collate_encoded if cfg.decode_on_device else None)
+    decoder = DeviceDecoder(train_set, info, env.device) if cfg.decode_on_device else None
+    run_dir = agree(point.run_dir if point is not None else new_run_dir(cfg.output_dir, f"pretrain-{cfg.model}"))
+    knn = KnnMonitor(data_cfg, info, env.device, cfg.loop.batch_size) if cfg.knn_every else None
+    uint8_batches = cfg.device_augment or cfg.decode_on_device
+
+    def build(materialize: bool) -> torch.nn.Module:
+        model = build_model(model_cfg)
+        if materialize and point is None and model_cfg.target == "pca":
+            # The basis is fitted on normalized images: with --device-augment the training set yields uint8 crops.
+            fit_set = build_dataset(data_cfg, "train", pretrain_transform(info)) if uint8_batches else train_set
+            fit_pca_target(model, fit_set, cfg.loop.seed)  # on the CPU: fit_pca works there
+        return model
+
+    torch.manual_seed(cfg.loop.seed)
+    model = build_sharded(build, env.device, env.is_main) if cfg.fsdp else build(True).to(env.device)
+    optimizer = build_adamw(model, cfg.optim)  # after sharding, which replaces the parameters
+    vis_imgs = torch.stack([item[0] for item in first_items(vis_set, NUM_VIS_IMAGES)]).to(env.device)
+
+    def meta(p: Progress) -> CheckpointMeta:
+        return CheckpointMeta(kind="mae", model_config=model_cfg.to_dict(), data_info=to_jsonable(info),
+                              epoch=p.epoch, extra={"model_name": cfg.model, "data": to_jsonable(data_cfg),
+                                                    "step": p.step, "iter": p.iter})
+
+    def on_epoch_end(epoch: int, record: dict, log: JsonlLog) -> dict:
+        # With --fsdp every rank comes here (the model's forward is a collective); only rank 0 writes.
+        report = skipped_files_report(train_set)
+        if (epoch + 1) % cfg.vis_every == 0 or epoch + 1 == cfg.loop.epochs:
+            rec = reconstruct(model, vis_imgs, info.mean, info.std, seed=0)
+            if env.is_main:
+                grid = write_pictures(rec, model.config, run_dir, epoch + 1, log.records() + [record])
+                log.image("reconstruction", grid, record["step"])
+        if knn is not None and ((epoch + 1) % cfg.knn_every == 0 or epoch + 1 == cfg.loop.epochs):
+            report.update(knn(model))
+        return report
+
+    def save(p: Progress, state: LoopState) -> None:
+        save_point(run_dir, model, optimizer, meta(p), cfg.loop.keep_last, p, state, write=env.is_main)
+
+    train(TrainSpec(
+        command="pretrain", cfg=cfg, run_dir=run_dir, env=env, point=point, model=model, optimizer=optimizer,
+        step_fn=mae_step(env, info if uint8_batches else None, decoder), data=data, dataset_size=len(train_set),
+        save=save, on_epoch_end=on_epoch_end, sharded=cfg.fsdp,
+    ))
+    logger.info("run directory: %s", run_dir)
+    return run_dir
+
+
+def pretrain_dataset(cfg: PretrainConfig, data_cfg: DataConfig, info: DatasetInfo) -> torch.utils.data.Dataset:
+    """The training images as the step expects them: augmented tensors, uint8 crops (--device-augment)
+    or JPEG bytes with crop boxes (--decode-on-device)."""
+    if cfg.device_augment and data_cfg.augment != "random_resized_crop":
+        raise ValueError(f"--device-augment implements the default augmentation only, not --augment {data_cfg.augment}; "
+                         "drop one of the two")
+    if cfg.decode_on_device:
+        check_decode_on_device(data_cfg)
+        return build_encoded_folder(data_cfg, info)
+    return build_dataset(data_cfg, "train", pretrain_crop_uint8(info) if cfg.device_augment
+                         else pretrain_transform(info, data_cfg.augment))
+
+
+def skipped_files_report(dataset) -> dict:
+    """``{"skipped_files": n}`` (and a warning naming the first few) when a folder dataset skipped files."""
+    bad = getattr(dataset, "bad_files", ())
+    if not bad:
+        return {}
+    logger.warning("%d unreadable image files skipped so far (first: %s)", len(bad),
+                   ", ".join(str(p) for p in bad[:5]))
+    return {"skipped_files": len(bad)}
+
+
+def write_pictures(rec, config: MAEConfig, run_dir: Path, epoch: int, records: list[dict]) -> Path:
+    """Reconstruction grid ``rec`` (:func:`reconstruct`) of this epoch (recon_epochNNN.png, copied to
+    recon.png) and loss.png; returns the grid's path."""
+    path = run_dir / f"recon_epoch{epoch:03d}.png"
+    save_reconstruction_grid(rec, path, title=f"epoch {epoch}, mask ratio {config.mask_ratio}")
+    shutil.copyfile(path, run_dir / "recon.png")
+    save_loss_plot(records, run_dir / "loss.png")
+    return path

@@ -1,0 +1,2 @@
+"""What every training command shares: the loop, run setup and directories, optimizer and schedule,
+--resume, checkpoints, the seeded training loader, distributed and FSDP, signals."""

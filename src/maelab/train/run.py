@@ -1,0 +1,95 @@
+"""One run setup for every training command (pretrain, finetune, linprobe).
+
+A command states what it trains in a :class:`TrainSpec` (model, step, data, evaluation and
+checkpoint hooks); :func:`open_run` and :func:`train` do the rest the same way for all of
+them: a new run or ``--resume``, the checkpoint restored, the run directory and log
+prepared, the shared :class:`~maelab.train.loop.TrainLoop` run under graceful stop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+
+from maelab.train.environment import Environment
+from maelab.train.loader import TrainData
+from maelab.train.loop import EpochHook, StepFn, TrainLoop
+from maelab.train.resume import LOOP_CHANGES, ResumePoint, open_resume, prepare_run_dir, restore, run_loop
+from maelab.train.state import LoopState, Progress
+
+Config = TypeVar("Config")
+
+# Options that belong to one invocation, never to the run: a resume takes them from the command line.
+INVOCATION_ONLY = ("fsdp",)
+
+
+def open_run(cfg: Config, resume: Path | None, command: str, default_epochs: int) -> tuple[Config, ResumePoint | None]:
+    """The config to train with and, with ``resume``, the checkpoint to continue from.
+
+    A new run gets the command's ``default_epochs`` unless ``--epochs`` says otherwise; a
+    resumed run keeps its own config except the options a resume may change.
+    """
+    if resume is None:
+        if cfg.loop.epochs is None:
+            cfg = dataclasses.replace(cfg, loop=dataclasses.replace(cfg.loop, epochs=default_epochs))
+        return cfg, None
+    own = {name: getattr(cfg, name) for name in INVOCATION_ONLY if hasattr(cfg, name)}
+    saved, point = open_resume(Path(resume), cfg, command, LOOP_CHANGES | {("", name) for name in own})
+    return dataclasses.replace(saved, **own), point
+
+
+def check_batch_size(num_images: int, batch_size: int) -> None:
+    if num_images < batch_size:
+        raise ValueError(f"the training set has {num_images} images, fewer than --batch-size {batch_size}; "
+                         "lower --batch-size")
+
+
+@dataclass
+class TrainSpec:
+    """What one command trains; everything else about the run is shared (:func:`train`)."""
+
+    command: str
+    cfg: Any
+    """The command's config: its ``loop`` and ``optim`` drive the loop; written as config.json."""
+    run_dir: Path
+    env: Environment
+    point: ResumePoint | None
+    model: nn.Module
+    """What the loop trains (and wraps in DDP): the whole model, or a probe's head."""
+    optimizer: torch.optim.Optimizer
+    step_fn: StepFn
+    data: TrainData
+    dataset_size: int
+    save: Callable[[Progress, LoopState], None]
+    on_epoch_end: EpochHook | None = None
+    checkpointed: nn.Module | None = None
+    """The module the checkpoint's weights belong to, when it is not ``model`` (a probe saves the whole classifier)."""
+    on_restore: Callable[[dict[str, Any]], None] | None = None
+    """Reads the command's own part of a resumed checkpoint's training state."""
+    sharded: bool = False
+
+
+def train(spec: TrainSpec) -> None:
+    """Restore (on resume), prepare the run directory, and run the shared loop to the end of the schedule."""
+    progress, loop_state = Progress(), None
+    if spec.point is not None:
+        progress, loop_state = restore(spec.point, spec.checkpointed or spec.model, spec.optimizer, spec.env,
+                                       spec.dataset_size, spec.data.stream_workers)
+        if spec.on_restore is not None:
+            spec.on_restore(spec.point.state)
+    log = prepare_run_dir(spec.run_dir, spec.cfg, spec.env, progress if spec.point is not None else None)
+    loop_cfg = spec.cfg.loop
+    loop = TrainLoop(
+        model=spec.model, optimizer=spec.optimizer, step_fn=spec.step_fn, make_loader=spec.data.make,
+        steps_per_epoch=spec.data.steps, loop=loop_cfg, optim=spec.cfg.optim, env=spec.env, log=log,
+        effective_batch=loop_cfg.batch_size * loop_cfg.accum_iter * spec.env.world_size,
+        on_epoch_end=spec.on_epoch_end, save=spec.save, desc=spec.command, dataset_size=spec.dataset_size,
+        stream_workers=spec.data.stream_workers, sharded=spec.sharded,
+    )
+    run_loop(loop, progress, loop_state, spec.command, spec.run_dir)

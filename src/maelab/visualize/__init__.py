@@ -1,0 +1,1 @@
+"""Pictures: reconstruction grids and loss curves, and the ``maelab reconstruct`` command."""

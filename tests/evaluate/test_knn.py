@@ -1,0 +1,60 @@
+"""Weighted kNN: the pure function, ``maelab knn`` end to end and ``pretrain --knn-every``."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from maelab.cli import main
+from maelab.evaluate.knn import knn_evaluate, knn_scores
+
+
+def test_knn_separates_gaussian_clusters_perfectly():
+    g = torch.Generator().manual_seed(0)
+    classes, dim = 6, 16
+    centres = 10 * torch.randn(classes, dim, generator=g)  # (C, D) far apart
+    train_labels = torch.arange(classes).repeat(30)  # (180,)
+    test_labels = torch.arange(classes).repeat(10)  # (60,)
+    train = centres[train_labels] + 0.1 * torch.randn(180, dim, generator=g)
+    test = centres[test_labels] + 0.1 * torch.randn(60, dim, generator=g)
+    result = knn_evaluate((train, train_labels), (test, test_labels), classes)
+    assert result.top1 == 100.0 and result.top5 == 100.0
+    assert torch.equal(result.confusion, torch.diag(torch.full((classes,), 10)))
+
+
+def test_knn_scores_match_the_formula():
+    g = torch.Generator().manual_seed(1)
+    train, test = torch.randn(7, 5, generator=g), torch.randn(3, 5, generator=g)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 2])
+    k, t = 3, 0.5
+    sims = torch.nn.functional.normalize(test, dim=1) @ torch.nn.functional.normalize(train, dim=1).T  # (3, 7)
+    expected = torch.zeros(3, 3)
+    for i in range(3):
+        for j in sims[i].argsort(descending=True)[:k]:
+            expected[i, labels[j]] += torch.exp(sims[i, j] / t)
+    torch.testing.assert_close(knn_scores(train, labels, test, 3, k=k, temperature=t), expected)
+    # k larger than the bank: every train image votes.
+    assert knn_scores(train, labels, test, 3, k=100).shape == (3, 3)
+
+
+def test_knn_command(pretrained_run, tmp_path):
+    out = tmp_path / "knn"
+    assert main(["knn", "--checkpoint", str(pretrained_run), "--k", "5", "--output-dir", str(out)]) == 0
+    report = json.loads((out / "knn.json").read_text())
+    assert report["k"] == 5 and 0 <= report["top1"] <= 100 and report["test_images"] == 32
+    assert sum(map(sum, report["confusion_matrix"])) == 32
+    assert (out / "confusion.png").stat().st_size > 1000
+    assert json.loads((out / "log.jsonl").read_text())["event"] == "knn"
+    # Another resolution: the sin-cos position table is recomputed for a 6x6 grid.
+    assert main(["knn", "--checkpoint", str(pretrained_run), "--img-size", "48", "--pool", "avg",
+                 "--output-dir", str(tmp_path / "knn48")]) == 0
+
+
+def test_pretrain_knn_every_logs_knn_accuracy(tmp_path):
+    run = tmp_path / "pre"
+    assert main(["pretrain", "--model", "debug", "--dataset", "synthetic", "--synthetic-size", "64",
+                 "--batch-size", "32", "--epochs", "2", "--knn-every", "1", "--output-dir", str(run)]) == 0
+    epochs = [r for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if r["event"] == "epoch"]
+    assert len(epochs) == 2 and all(0 <= r["knn_top1"] <= r["knn_top5"] <= 100 for r in epochs)
+    assert main(["pretrain", "--knn-every", "-1", "--output-dir", str(tmp_path / "bad")]) == 2
