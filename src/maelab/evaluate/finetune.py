@@ -31,13 +31,13 @@ from maelab.evaluate.classifier import classifier_config, classifier_meta
 from maelab.evaluate.config import FINETUNE_EPOCHS, FinetuneConfig
 from maelab.evaluate.data import eval_loader, fixed_subset, labeled_info, resolve_data
 from maelab.evaluate.metrics import ClassifierRun, evaluate
-from maelab.evaluate.source import encoder_source, load_encoder
+from maelab.evaluate.source import EncoderSource, encoder_source, load_encoder
 from maelab.models.classifier import FrozenInEval, build_vit, init_head
 from maelab.train.distributed import agree
-from maelab.train.environment import setup_environment
+from maelab.train.environment import Environment, setup_environment
 from maelab.train.fsdp import build_sharded, check_launch
 from maelab.train.loader import train_loader
-from maelab.train.loop import StepOutput
+from maelab.train.loop import StepFn, StepOutput
 from maelab.train.optim import adamw
 from maelab.train.run import TrainSpec, check_batch_size, open_run, train
 from maelab.train.rundir import new_run_dir
@@ -113,29 +113,35 @@ def build_optimizer(model: nn.Module, cfg: FinetuneConfig) -> torch.optim.AdamW:
     return adamw(groups, cfg.optim)
 
 
-def finetune(cfg: FinetuneConfig, resume: Path | None = None) -> Path:
-    """Fine-tune and evaluate every epoch, or continue the run in ``resume``; returns the run directory."""
-    cfg, point = open_run(cfg, resume, "finetune", FINETUNE_EPOCHS)
-    source = encoder_source(cfg.init, cfg.checkpoint, cfg.model, "finetune")
-    mae_cfg = source.config
-    data_cfg = resolve_data(cfg.data, source.saved_data, mae_cfg, fixed_channels=source.fixed_channels)
-    info = labeled_info(data_cfg)
-    vit_cfg = classifier_config(mae_cfg, data_cfg, info.num_classes, global_pool="avg", head="linear")
-    loop_cfg = cfg.loop
-    train_set = fixed_subset(build_dataset(data_cfg, "train", finetune_transform(info, cfg.rand_augment, cfg.reprob)),
-                             cfg.data.train_subset)
-    test_set = build_dataset(data_cfg, "test", eval_transform(info))
-    batch = loop_cfg.batch_size
-    check_batch_size(len(train_set), batch)
+def finetune_step(cfg: FinetuneConfig, num_classes: int, device: torch.device) -> StepFn:
+    """Cross-entropy on mixup/cutmix-mixed batches (soft targets), label-smoothed or plain without them."""
     mixing = cfg.mixup > 0 or cfg.cutmix > 0
-    if mixing and batch % 2:
-        raise ValueError(f"mixup/cutmix pair images within a batch: --batch-size must be even; got {batch}")
-    name = source.name
-    env = setup_environment(loop_cfg)
-    check_launch(cfg.fsdp, env.world_size, "finetune")
-    data = train_loader(train_set, batch, loop_cfg.seed, env, data_cfg.num_workers)
-    run_dir = agree(point.run_dir if point is not None else new_run_dir(
-        cfg.output_dir, f"finetune-{name}" + ("-scratch" if cfg.init == "none" else "")))
+    if mixing and cfg.loop.batch_size % 2:
+        raise ValueError(f"mixup/cutmix pair images within a batch: --batch-size must be even; got {cfg.loop.batch_size}")
+    # timm's Mixup draws from numpy's global RNG, which the loop seeds per epoch and checkpoints.
+    mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.smoothing,
+                  num_classes=num_classes) if mixing else None
+    if mixup is not None:
+        criterion: nn.Module = SoftTargetCrossEntropy()
+    elif cfg.smoothing > 0:
+        criterion = LabelSmoothingCrossEntropy(cfg.smoothing)
+    else:
+        criterion = nn.CrossEntropyLoss()
+
+    def step(net: nn.Module, batch_data, generator: torch.Generator) -> StepOutput:
+        imgs = batch_data[0].to(device, non_blocking=True)
+        target = batch_data[1].to(device, non_blocking=True)
+        if mixup is not None:
+            imgs, target = mixup(imgs, target)  # target: (B, classes) soft labels
+        return StepOutput(loss=criterion(net(imgs).float(), target), batch_size=imgs.shape[0])
+
+    return step
+
+
+def build_finetune_model(cfg: FinetuneConfig, vit_cfg: dict, source: EncoderSource,
+                         env: Environment) -> tuple[VisionTransformer, nn.Module]:
+    """The classifier (encoder loaded, head initialized, FSDP-sharded with --fsdp) and what the loop trains:
+    itself, or with --tune-blocks a wrapper that keeps the frozen part in eval mode."""
 
     def build(materialize: bool) -> VisionTransformer:
         vit = build_vit(vit_cfg, cfg.drop_path)
@@ -146,39 +152,42 @@ def finetune(cfg: FinetuneConfig, resume: Path | None = None) -> Path:
         freeze_for_partial_tuning(vit, cfg.tune_blocks)  # before sharding, which keeps the flags
         return vit
 
-    torch.manual_seed(loop_cfg.seed)
+    torch.manual_seed(cfg.loop.seed)
     vit = build_sharded(build, env.device, env.is_main) if cfg.fsdp else build(True).to(env.device)
     frozen = partial_tuning_split(vit, cfg.tune_blocks)[1]
-    model = FrozenInEval(vit, frozen) if frozen else vit
-    optimizer = build_optimizer(vit, cfg)  # after sharding, which replaces the parameters
-
-    # timm's Mixup draws from numpy's global RNG, which the loop seeds per epoch and checkpoints.
-    mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.smoothing,
-                  num_classes=info.num_classes) if mixing else None
-    if mixup is not None:
-        criterion: nn.Module = SoftTargetCrossEntropy()
-    elif cfg.smoothing > 0:
-        criterion = LabelSmoothingCrossEntropy(cfg.smoothing)
-    else:
-        criterion = nn.CrossEntropyLoss()
-
-    def step(net: nn.Module, batch_data, generator: torch.Generator) -> StepOutput:
-        imgs = batch_data[0].to(env.device, non_blocking=True)
-        target = batch_data[1].to(env.device, non_blocking=True)
-        if mixup is not None:
-            imgs, target = mixup(imgs, target)  # target: (B, classes) soft labels
-        return StepOutput(loss=criterion(net(imgs).float(), target), batch_size=imgs.shape[0])
-
-    extra = dict(command="finetune", **source.provenance(), tune_blocks=cfg.tune_blocks)
-    test_batches = eval_loader(test_set, batch, env.device, data_cfg.num_workers)
-    run = ClassifierRun(
-        run_dir, vit, lambda: evaluate(vit, test_batches, env.device),
-        lambda epoch: classifier_meta(vit_cfg, info, data_cfg, epoch, extra), info.class_names,
-        f"finetune {name}" + (" (scratch)" if cfg.init == "none" else ""), extra, optimizer, loop_cfg.keep_last,
-        write=env.is_main,
-    )
     trainable = sum(p.numel() for p in vit.parameters() if p.requires_grad)
     logger.info("fine-tuning %d of %d parameters", trainable, sum(p.numel() for p in vit.parameters()))
+    return vit, FrozenInEval(vit, frozen) if frozen else vit
+
+
+def finetune(cfg: FinetuneConfig, resume: Path | None = None) -> Path:
+    """Fine-tune and evaluate every epoch, or continue the run in ``resume``; returns the run directory."""
+    cfg, point = open_run(cfg, resume, "finetune", FINETUNE_EPOCHS)
+    source = encoder_source(cfg.init, cfg.checkpoint, cfg.model, "finetune")
+    data_cfg = resolve_data(cfg.data, source.saved_data, source.config, fixed_channels=source.fixed_channels)
+    info = labeled_info(data_cfg)
+    vit_cfg = classifier_config(source.config, data_cfg, info.num_classes, global_pool="avg", head="linear")
+    train_set = fixed_subset(build_dataset(data_cfg, "train", finetune_transform(info, cfg.rand_augment, cfg.reprob)),
+                             cfg.data.train_subset)
+    test_set = build_dataset(data_cfg, "test", eval_transform(info))
+    check_batch_size(len(train_set), cfg.loop.batch_size)
+    env = setup_environment(cfg.loop)
+    step = finetune_step(cfg, info.num_classes, env.device)
+    check_launch(cfg.fsdp, env.world_size, "finetune")
+    data = train_loader(train_set, cfg.loop.batch_size, cfg.loop.seed, env, data_cfg.num_workers)
+    scratch = cfg.init == "none"
+    title = f"finetune {source.name}" + (" (scratch)" if scratch else "")
+    run_dir = agree(point.run_dir if point is not None else new_run_dir(
+        cfg.output_dir, f"finetune-{source.name}" + ("-scratch" if scratch else "")))
+    vit, model = build_finetune_model(cfg, vit_cfg, source, env)
+    optimizer = build_optimizer(vit, cfg)  # after sharding, which replaces the parameters
+    extra = dict(command="finetune", **source.provenance(), tune_blocks=cfg.tune_blocks)
+    test_batches = eval_loader(test_set, cfg.loop.batch_size, env.device, data_cfg.num_workers)
+    run = ClassifierRun(
+        run_dir, vit, lambda: evaluate(vit, test_batches, env.device),
+        lambda epoch: classifier_meta(vit_cfg, info, data_cfg, epoch, extra), info.class_names, title, extra,
+        optimizer, cfg.loop.keep_last, write=env.is_main,
+    )
     train(TrainSpec(
         command="finetune", cfg=cfg, run_dir=run_dir, env=env, point=point, model=model, optimizer=optimizer,
         step_fn=step, data=data, dataset_size=len(train_set), save=run.save, on_epoch_end=run.on_epoch_end,

@@ -17,26 +17,27 @@ and :func:`maelab.evaluate.classifier.load_classifier` rebuilds it as a ``PixelP
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from timm.optim import Lars
 from torch import nn
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 from torchvision.transforms import v2
 
 from maelab.data import DatasetInfo, MatchChannels, build_dataset, eval_transform
 from maelab.evaluate.classifier import classifier_meta
 from maelab.evaluate.config import LINPROBE_EPOCHS, LinprobeConfig
 from maelab.evaluate.data import eval_loader, fixed_subset
-from maelab.evaluate.features import extract_features, frozen_features
-from maelab.evaluate.metrics import ClassifierRun, evaluate
+from maelab.evaluate.features import FrozenFeatures, extract_features, frozen_features
+from maelab.evaluate.metrics import ClassifierRun, EvalResult, evaluate
 from maelab.models.classifier import init_head
 from maelab.train.distributed import agree
-from maelab.train.environment import setup_environment
+from maelab.train.environment import Environment, setup_environment
 from maelab.train.loader import train_loader
-from maelab.train.loop import StepOutput
+from maelab.train.loop import StepFn, StepOutput
 from maelab.train.run import TrainSpec, check_batch_size, open_run, train
 from maelab.train.rundir import new_run_dir
 
@@ -82,62 +83,72 @@ def linprobe(cfg: LinprobeConfig, resume: Path | None = None) -> Path:
     env = setup_environment(cfg.loop)
     frozen = frozen_features(cfg.init, cfg.checkpoint, cfg.model, cfg.data, cfg.pool, "bn_linear", cfg.loop.seed,
                              env.device, "linprobe")
-    model, data_cfg, info = frozen.model, frozen.data, frozen.info
-    init_head(model.head, HEAD_INIT_STD)
-    batch = cfg.loop.batch_size
+    data_cfg, info = frozen.data, frozen.info
+    init_head(frozen.model.head, HEAD_INIT_STD)
     train_images = fixed_subset(
         build_dataset(data_cfg, "train", probe_transform(info) if cfg.augment else eval_transform(info)),
         cfg.data.train_subset,
     )
     test_images = build_dataset(data_cfg, "test", eval_transform(info))
-    check_batch_size(len(train_images), batch)
+    check_batch_size(len(train_images), cfg.loop.batch_size)
     run_dir = agree(point.run_dir if point is not None else new_run_dir(cfg.output_dir, f"linprobe-{frozen.name}"))
-    # The encoder (if any) stays in eval mode throughout; the loop switches only the head to train mode.
-    head = model.head
-    encode = frozen.encode
     logger.info("probing %d-dimensional features (--init %s)", frozen.dim, cfg.init)
-    optimizer = build_probe_optimizer(head, cfg)
-
-    if cfg.augment:
-        train_set = train_images
-
-        def step(net: nn.Module, batch_data, generator: torch.Generator) -> StepOutput:
-            imgs = batch_data[0].to(env.device, non_blocking=True)
-            with torch.no_grad():
-                features = encode(imgs)  # (B, D)
-            return _probe_step(net, features, batch_data[1].to(env.device))
-
-        test_batches = eval_loader(test_images, batch, env.device, data_cfg.num_workers)
-        evaluate_fn = lambda: evaluate(model, test_batches, env.device)  # noqa: E731
-    else:
-        logger.info("computing frozen features of %d train and %d test images", len(train_images), len(test_images))
-        with torch.autocast(env.device.type, dtype=env.amp_dtype or torch.float32, enabled=env.amp_dtype is not None):
-            workers = data_cfg.num_workers
-            train_feats = extract_features(encode, train_images, batch, env.device, "train features", workers)
-            test_feats = extract_features(encode, test_images, batch, env.device, "test features", workers)
-        train_set = TensorDataset(*train_feats)
-
-        def step(net: nn.Module, batch_data, generator: torch.Generator) -> StepOutput:
-            return _probe_step(net, batch_data[0].to(env.device), batch_data[1].to(env.device))
-
-        test_set = TensorDataset(*test_feats)
-        evaluate_fn = lambda: evaluate(head, eval_loader(test_set, 4096, env.device), env.device)  # noqa: E731
-
-    data = train_loader(train_set, batch, cfg.loop.seed, env, data_cfg.num_workers if cfg.augment else 0)
+    # The encoder (if any) stays in eval mode throughout; the loop switches only the head to train mode.
+    optimizer = build_probe_optimizer(frozen.model.head, cfg)
+    train_set, step, evaluate_fn = (augmented_probe if cfg.augment else cached_probe)(
+        frozen, train_images, test_images, cfg.loop.batch_size, env)
+    data = train_loader(train_set, cfg.loop.batch_size, cfg.loop.seed, env, data_cfg.num_workers if cfg.augment else 0)
     extra = dict(command="linprobe", **frozen.provenance, pool=cfg.pool, augment=cfg.augment,
                  optimizer=cfg.optimizer, feature_dim=frozen.dim)
     run = ClassifierRun(
-        run_dir, model, evaluate_fn, lambda epoch: classifier_meta(frozen.model_config, info, data_cfg, epoch, extra),
+        run_dir, frozen.model, evaluate_fn,
+        lambda epoch: classifier_meta(frozen.model_config, info, data_cfg, epoch, extra),
         info.class_names, f"linear probe {frozen.name}", extra, optimizer, cfg.loop.keep_last,
     )
     train(TrainSpec(
-        command="linprobe", cfg=cfg, run_dir=run_dir, env=env, point=point, model=head, optimizer=optimizer,
-        step_fn=step, data=data, dataset_size=len(train_set), save=run.save, on_epoch_end=run.on_epoch_end,
-        checkpointed=model, on_restore=lambda state: run.load_state_dict(state["classifier"]),
+        command="linprobe", cfg=cfg, run_dir=run_dir, env=env, point=point, model=frozen.model.head,
+        optimizer=optimizer, step_fn=step, data=data, dataset_size=len(train_set), save=run.save,
+        on_epoch_end=run.on_epoch_end, checkpointed=frozen.model,
+        on_restore=lambda state: run.load_state_dict(state["classifier"]),
     ))
     if env.is_main:
         run.finish()
     return run_dir
+
+
+ProbeData = tuple[Dataset, StepFn, Callable[[], EvalResult]]
+"""What the probe trains on, its step, and its test evaluation."""
+
+
+def augmented_probe(frozen: FrozenFeatures, train_images: Dataset, test_images: Dataset, batch: int,
+                    env: Environment) -> ProbeData:
+    """--augment: the frozen encoder runs on every augmented training batch."""
+
+    def step(net: nn.Module, batch_data, generator: torch.Generator) -> StepOutput:
+        imgs = batch_data[0].to(env.device, non_blocking=True)
+        with torch.no_grad():
+            features = frozen.encode(imgs)  # (B, D)
+        return _probe_step(net, features, batch_data[1].to(env.device))
+
+    test_batches = eval_loader(test_images, batch, env.device, frozen.data.num_workers)
+    return train_images, step, lambda: evaluate(frozen.model, test_batches, env.device)
+
+
+def cached_probe(frozen: FrozenFeatures, train_images: Dataset, test_images: Dataset, batch: int,
+                 env: Environment) -> ProbeData:
+    """The features of every image are computed once; the head trains on them."""
+    logger.info("computing frozen features of %d train and %d test images", len(train_images), len(test_images))
+    with torch.autocast(env.device.type, dtype=env.amp_dtype or torch.float32, enabled=env.amp_dtype is not None):
+        workers = frozen.data.num_workers
+        train_feats = extract_features(frozen.encode, train_images, batch, env.device, "train features", workers)
+        test_feats = extract_features(frozen.encode, test_images, batch, env.device, "test features", workers)
+
+    def step(net: nn.Module, batch_data, generator: torch.Generator) -> StepOutput:
+        return _probe_step(net, batch_data[0].to(env.device), batch_data[1].to(env.device))
+
+    test_set = TensorDataset(*test_feats)
+    head = frozen.model.head
+    return TensorDataset(*train_feats), step, lambda: evaluate(head, eval_loader(test_set, 4096, env.device), env.device)
 
 
 def _probe_step(head: nn.Module, feats: torch.Tensor, labels: torch.Tensor) -> StepOutput:

@@ -128,49 +128,71 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
                         collate_encoded if cfg.decode_on_device else None)
     decoder = DeviceDecoder(train_set, info, env.device) if cfg.decode_on_device else None
     run_dir = agree(point.run_dir if point is not None else new_run_dir(cfg.output_dir, f"pretrain-{cfg.model}"))
-    knn = KnnMonitor(data_cfg, info, env.device, cfg.loop.batch_size) if cfg.knn_every else None
     uint8_batches = cfg.device_augment or cfg.decode_on_device
-
-    def build(materialize: bool) -> torch.nn.Module:
-        model = build_model(model_cfg)
-        if materialize and point is None and model_cfg.target == "pca":
-            # The basis is fitted on normalized images: with --device-augment the training set yields uint8 crops.
-            fit_set = build_dataset(data_cfg, "train", pretrain_transform(info)) if uint8_batches else train_set
-            fit_pca_target(model, fit_set, cfg.loop.seed)  # on the CPU: fit_pca works there
-        return model
-
-    torch.manual_seed(cfg.loop.seed)
-    model = build_sharded(build, env.device, env.is_main) if cfg.fsdp else build(True).to(env.device)
+    pca_set = None
+    if point is None and model_cfg.target == "pca":
+        # The basis is fitted on normalized images: with --device-augment the training set yields uint8 crops.
+        pca_set = build_dataset(data_cfg, "train", pretrain_transform(info)) if uint8_batches else train_set
+    model = build_pretrain_model(cfg, model_cfg, pca_set, env)
     optimizer = build_adamw(model, cfg.optim)  # after sharding, which replaces the parameters
-    vis_imgs = torch.stack([item[0] for item in first_items(vis_set, NUM_VIS_IMAGES)]).to(env.device)
 
     def meta(p: Progress) -> CheckpointMeta:
         return CheckpointMeta(kind="mae", model_config=model_cfg.to_dict(), data_info=to_jsonable(info),
                               epoch=p.epoch, extra={"model_name": cfg.model, "data": to_jsonable(data_cfg),
                                                     "step": p.step, "iter": p.iter})
 
-    def on_epoch_end(epoch: int, record: dict, log: JsonlLog) -> dict:
-        # With --fsdp every rank comes here (the model's forward is a collective); only rank 0 writes.
-        report = skipped_files_report(train_set)
-        if (epoch + 1) % cfg.vis_every == 0 or epoch + 1 == cfg.loop.epochs:
-            rec = reconstruct(model, vis_imgs, info.mean, info.std, seed=0)
-            if env.is_main:
-                grid = write_pictures(rec, model.config, run_dir, epoch + 1, log.records() + [record])
-                log.image("reconstruction", grid, record["step"])
-        if knn is not None and ((epoch + 1) % cfg.knn_every == 0 or epoch + 1 == cfg.loop.epochs):
-            report.update(knn(model))
-        return report
-
     def save(p: Progress, state: LoopState) -> None:
         save_point(run_dir, model, optimizer, meta(p), cfg.loop.keep_last, p, state, write=env.is_main)
 
+    vis_imgs = torch.stack([item[0] for item in first_items(vis_set, NUM_VIS_IMAGES)]).to(env.device)
+    knn = KnnMonitor(data_cfg, info, env.device, cfg.loop.batch_size) if cfg.knn_every else None
     train(TrainSpec(
         command="pretrain", cfg=cfg, run_dir=run_dir, env=env, point=point, model=model, optimizer=optimizer,
         step_fn=mae_step(env, info if uint8_batches else None, decoder), data=data, dataset_size=len(train_set),
-        save=save, on_epoch_end=on_epoch_end, sharded=cfg.fsdp,
+        save=save, on_epoch_end=EpochReport(cfg, model, train_set, vis_imgs, info, knn, run_dir, env.is_main),
+        sharded=cfg.fsdp,
     ))
     logger.info("run directory: %s", run_dir)
     return run_dir
+
+
+def build_pretrain_model(cfg: PretrainConfig, model_cfg: MAEConfig, pca_fit_set: torch.utils.data.Dataset | None,
+                         env: Environment) -> torch.nn.Module:
+    """The model on its device (FSDP-sharded with --fsdp); a new "pca"-target run fits its basis on
+    ``pca_fit_set`` (normalized images; None for other targets and when resuming: the basis is in the checkpoint)."""
+
+    def build(materialize: bool) -> torch.nn.Module:
+        model = build_model(model_cfg)
+        if materialize and pca_fit_set is not None:
+            fit_pca_target(model, pca_fit_set, cfg.loop.seed)  # on the CPU: fit_pca works there
+        return model
+
+    torch.manual_seed(cfg.loop.seed)
+    return build_sharded(build, env.device, env.is_main) if cfg.fsdp else build(True).to(env.device)
+
+
+class EpochReport:
+    """Pre-training's epoch hook: skipped files, the reconstruction grid and loss curve, kNN when asked.
+
+    With --fsdp every rank comes here (the model's forward is a collective); only ``write`` writes.
+    """
+
+    def __init__(self, cfg: PretrainConfig, model: torch.nn.Module, train_set, vis_imgs: torch.Tensor,
+                 info: DatasetInfo, knn: KnnMonitor | None, run_dir: Path, write: bool) -> None:
+        self.cfg, self.model, self.train_set, self.vis_imgs, self.info = cfg, model, train_set, vis_imgs, info
+        self.knn, self.run_dir, self.write = knn, run_dir, write
+
+    def __call__(self, epoch: int, record: dict, log: JsonlLog) -> dict:
+        report = skipped_files_report(self.train_set)
+        last = epoch + 1 == self.cfg.loop.epochs
+        if (epoch + 1) % self.cfg.vis_every == 0 or last:
+            rec = reconstruct(self.model, self.vis_imgs, self.info.mean, self.info.std, seed=0)
+            if self.write:
+                grid = write_pictures(rec, self.model.config, self.run_dir, epoch + 1, log.records() + [record])
+                log.image("reconstruction", grid, record["step"])
+        if self.knn is not None and ((epoch + 1) % self.cfg.knn_every == 0 or last):
+            report.update(self.knn(self.model))
+        return report
 
 
 def pretrain_dataset(cfg: PretrainConfig, data_cfg: DataConfig, info: DatasetInfo) -> torch.utils.data.Dataset:
