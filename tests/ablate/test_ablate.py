@@ -21,7 +21,8 @@ SWEEP = {
              "loop": {"epochs": 1, "batch_size": 16}, "optim.warmup_epochs": 0.5, "vis_every": 1},
     "grid": {"options.mask_ratio": [0.5, 0.75]},
     "plot": {"x": "options.mask_ratio"},
-    "eval": {"train_subset": 48, "linprobe": {"loop.epochs": 2, "loop.batch_size": 16}, "knn": {}},
+    "eval": {"train_subset": 48, "linprobe": {"optimizer": "lars", "loop.epochs": 2, "loop.batch_size": 16},
+             "knn": {}},
 }
 CELLS = ("mask_ratio=0.5-seed0", "mask_ratio=0.75-seed0")
 

@@ -60,7 +60,7 @@ def test_pixel_features_are_flattened_normalized_images():
 @pytest.mark.parametrize("init", ["none", "pixels"])
 def test_linprobe_baselines_end_to_end(tmp_path, init):
     out = tmp_path / f"lp-{init}"
-    assert main(["linprobe", "--init", init, "--model", "debug", *SYNTH, *FAST, "--epochs", "2",
+    assert main(["linprobe", "--init", init, "--model", "debug", *SYNTH, *FAST, "--epochs", "2", "--optimizer", "lars",
                  "--output-dir", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["init"] == init and metrics["source_checkpoint"] is None
@@ -99,7 +99,7 @@ def test_bad_baseline_options_exit_2(tmp_path, capsys):
 @pytest.mark.parametrize("init", ["none", "pixels"])
 def test_baseline_probe_stopped_after_an_epoch_resumes_exactly(tmp_path, init):
     """The random-encoder and pixel probes (a PixelProbe holds only its head) resume like any other run."""
-    argv = ["linprobe", "--init", init, "--model", "debug", *SYNTH, *FAST, "--epochs", "2"]
+    argv = ["linprobe", "--init", init, "--model", "debug", *SYNTH, *FAST, "--epochs", "2", "--optimizer", "lars"]
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     assert main([*argv, "--output-dir", str(straight)]) == 0
     assert main([*argv, "--stop-after", "1", "--output-dir", str(stopped)]) == 0

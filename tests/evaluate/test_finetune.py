@@ -49,7 +49,9 @@ def test_finetune_end_to_end(pretrained_run, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert [e["epoch"] for e in metrics["epochs"]] == [0, 1]
     assert metrics["last"] == metrics["epochs"][-1]
-    assert metrics["best"]["top1"] == max(e["top1"] for e in metrics["epochs"])
+    # "best" is chosen on the validation split, never on test.
+    assert metrics["selected_on"] == "val"
+    assert metrics["best"]["val_top1"] == max(e["val_top1"] for e in metrics["epochs"])
     assert 0 <= metrics["last"]["top1"] <= metrics["last"]["top5"] <= 100
     assert sum(map(sum, metrics["confusion_matrix"])) == metrics["test_images"] == 32
     assert all("test_top1" in r and "test_top5" in r for r in _epochs(out))

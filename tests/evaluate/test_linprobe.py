@@ -28,7 +28,8 @@ def _assert_encoder_untouched(pretrained_run, run):
 @pytest.mark.parametrize("extra", [[], ["--augment", "--pool", "avg"]], ids=["cached", "augment-avg"])
 def test_linprobe_end_to_end_leaves_encoder_bit_identical(pretrained_run, tmp_path, extra):
     out = tmp_path / "lp"
-    assert main(["linprobe", "--checkpoint", str(pretrained_run), *FAST, "--epochs", "2", "--output-dir", str(out),
+    assert main(["linprobe", "--checkpoint", str(pretrained_run), *FAST, "--epochs", "2", "--optimizer", "lars",
+                 "--val-fraction", "0", "--output-dir", str(out),
                  *extra]) == 0
     for name in ("config.json", "log.jsonl", "metrics.json", "confusion.png",
                  "checkpoint-best.safetensors", "checkpoint-last.safetensors"):
@@ -54,7 +55,7 @@ def test_linprobe_learns_on_cached_features(pretrained_run, tmp_path):
 
 def test_lars_adapts_weights_only():
     head = torch.nn.Sequential(torch.nn.BatchNorm1d(8, affine=False), torch.nn.Linear(8, 3))
-    optimizer = build_probe_optimizer(head, LinprobeConfig(checkpoint="unused"))
+    optimizer = build_probe_optimizer(head, LinprobeConfig(checkpoint="unused", optimizer="lars"))
     weights, biases = optimizer.param_groups
     assert weights["params"] == [head[1].weight] and weights["always_adapt"] and weights["momentum"] == 0.9
     assert biases["params"] == [head[1].bias] and not biases["always_adapt"] and biases["weight_decay"] == 0

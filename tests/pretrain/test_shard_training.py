@@ -174,7 +174,7 @@ def test_pretrain_finetune_linprobe_knn_from_shards(shard_dir, tmp_path):
                  "--output-dir", str(ft), "--no-tensorboard"]) == 0  # the data comes from the checkpoint
     assert (ft / "metrics.json").exists()
     lp = tmp_path / "lp"
-    assert main(["linprobe", "--checkpoint", str(run), "--batch-size", "8", "--epochs", "2", "--augment",
+    assert main(["linprobe", "--checkpoint", str(run), "--batch-size", "8", "--epochs", "2", "--augment", "--optimizer", "lars",
                  "--output-dir", str(lp), *base]) == 0
     assert [json.loads(line)["step"] for line in (lp / "log.jsonl").read_text().splitlines()
             if json.loads(line)["event"] == "epoch"] == [6, 12]

@@ -26,8 +26,10 @@ from maelab.train.rundir import JsonlLog
 
 # The pre-trained fixture has 128 synthetic train images: batch 16 gives 8 optimizer steps per epoch.
 COMMON = ["--batch-size", "16", "--log-every", "1", "--epochs", "2", "--device", "cpu"]
-FINETUNE = ["finetune", *COMMON, "--warmup-epochs", "0.5"]
-LINPROBE = ["linprobe", *COMMON, "--warmup-epochs", "0.5", "--blr", "1.0"]
+# --val-fraction 0: the step counts below assume every image trains.
+FINETUNE = ["finetune", *COMMON, "--val-fraction", "0", "--warmup-epochs", "0.5"]
+LINPROBE = ["linprobe", *COMMON, "--val-fraction", "0", "--optimizer", "lars", "--warmup-epochs", "0.5",
+            "--blr", "1.0"]
 TIMING = ("img_per_s", "epoch_time_s")
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 

@@ -34,11 +34,22 @@ class EvalDataOptions:
     """Synthetic train images (default: the checkpoint's)."""
     num_workers: int = 0
     train_subset: int | None = None
-    """Use a fixed random subset of this many train images (default: all); the test split stays whole."""
+    """Use a fixed random subset of this many training images (default: all but the validation split);
+    the validation and test splits stay whole."""
+    val_fraction: float = 0.1
+    """Hold out this fraction of the training images (a fixed set, chosen by image index) as the validation
+    split: every choice that looks at accuracy (the probe's L2 strength, fine-tuning's checkpoint-best) is
+    made on it; the test split is only reported. 0 turns it off (then nothing is selected: "best" is the last)."""
+    val_size: int | None = None
+    """Hold out exactly this many training images instead of --val-fraction."""
 
     def __post_init__(self) -> None:
         if self.train_subset is not None and self.train_subset < 1:
             raise ValueError(f"--train-subset must be at least 1 (or unset for all images); got {self.train_subset}")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"--val-fraction must be in [0, 1), e.g. 0.1; got {self.val_fraction}")
+        if self.val_size is not None and self.val_size < 0:
+            raise ValueError(f"--val-size must be >= 0 (0: no validation split); got {self.val_size}")
 
 
 @dataclass(frozen=True)
@@ -122,7 +133,13 @@ class LinprobeConfig(FeatureSource):
     augment: bool = False
     """Random resized crop + flip, running the frozen encoder every step (default: cached features;
     not with --init pixels)."""
-    optimizer: Literal["lars", "sgd"] = "lars"
+    optimizer: Literal["lbfgs", "lars", "sgd"] = "lbfgs"
+    """"lbfgs": solve the probe to its optimum on cached features (L2-regularized logistic regression on the
+    BatchNorm-standardized features, full-batch L-BFGS, the L2 strength chosen on the validation split;
+    seconds, no epochs). "lars" / "sgd": the paper's schedule over --epochs (needed with --augment)."""
+    c: float | None = None
+    """--optimizer lbfgs: the inverse L2 strength (scikit-learn's C) instead of choosing it on the validation
+    split from 0.001, 0.01, ..., 100."""
     momentum: float = 0.9
     data: EvalDataOptions = field(default_factory=EvalDataOptions)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(blr=0.1, weight_decay=0.0, warmup_epochs=10.0))
@@ -135,6 +152,12 @@ class LinprobeConfig(FeatureSource):
             raise ValueError(f"--momentum must be in [0, 1); got {self.momentum}")
         if self.init == "pixels" and self.augment:
             raise ValueError("--init pixels probes cached pixel features only; drop --augment")
+        if self.augment and self.optimizer == "lbfgs":
+            raise ValueError("--augment runs the encoder on new crops every step, so the probe cannot be solved on "
+                             "cached features: add --optimizer lars (the paper's) or --optimizer sgd")
+        if self.c is not None and (self.c <= 0 or self.optimizer != "lbfgs"):
+            raise ValueError(f"--c is the positive inverse L2 strength of --optimizer lbfgs; got --c {self.c} "
+                             f"with --optimizer {self.optimizer}")
 
 
 @dataclass(frozen=True)

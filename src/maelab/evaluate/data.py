@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,8 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 from maelab.data import DataConfig, DatasetInfo, dataset_info
 from maelab.evaluate.config import EvalDataOptions
 from maelab.models import MAEConfig
+
+logger = logging.getLogger(__name__)
 
 
 def resolve_data(
@@ -59,6 +62,38 @@ def eval_loader(dataset: Dataset, batch_size: int, device: torch.device, num_wor
                       pin_memory=device.type == "cuda")
 
 
+# Seeds of the fixed index permutations behind the validation split and --train-subset: a split never
+# depends on --seed, so every run on the same data holds out the same images.
+_VAL_SEED, _SUBSET_SEED = 1, 0
+
+
+def val_indices(num_images: int, opts: EvalDataOptions) -> tuple[list[int], list[int]]:
+    """(training, validation) image indices of a training split of ``num_images``: a fixed random
+    ``--val-size`` (or ``--val-fraction``) of them held out, the same on every call."""
+    size = opts.val_size if opts.val_size is not None else int(round(num_images * opts.val_fraction))
+    if size and size >= num_images:
+        raise ValueError(f"the validation split ({size} images) would leave no training images out of "
+                         f"{num_images}; lower --val-size / --val-fraction")
+    order = torch.randperm(num_images, generator=torch.Generator().manual_seed(_VAL_SEED)).tolist()
+    return sorted(order[size:]), sorted(order[:size])
+
+
+def split_train(train: Dataset, val: Dataset, opts: EvalDataOptions) -> tuple[Dataset, Dataset | None]:
+    """The training images (minus the validation split, then ``--train-subset``) and the validation split.
+
+    ``train`` and ``val`` are the same training split under the training and the evaluation transform.
+    Streamed shards cannot be indexed: they get no validation split (a warning says so).
+    """
+    if isinstance(train, IterableDataset):
+        if opts.val_size or opts.val_fraction:
+            logger.warning("shards are streamed without random access: no validation split is held out, so "
+                           "nothing is selected (\"best\" is the last epoch); hold one out when writing shards")
+        return fixed_subset(train, opts.train_subset), None
+    keep, held = val_indices(len(train), opts)
+    train = fixed_subset(Subset(train, keep), opts.train_subset)
+    return train, Subset(val, held) if held else None
+
+
 def fixed_subset(dataset: Dataset, limit: int | None) -> Dataset:
     """The same ``limit`` random images on every call (all of them when ``limit`` is None or large)."""
     if limit is None or len(dataset) <= limit:
@@ -66,5 +101,5 @@ def fixed_subset(dataset: Dataset, limit: int | None) -> Dataset:
     if isinstance(dataset, IterableDataset):  # shards: written in random order, so their first images
         return dataset.configured(limit=limit)
     # Random rather than the first ones: datasets stored class by class would otherwise lose whole classes.
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:limit]
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(_SUBSET_SEED))[:limit]
     return Subset(dataset, order.tolist())

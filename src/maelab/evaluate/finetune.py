@@ -29,8 +29,8 @@ from torchvision.transforms import v2
 from maelab.data import DatasetInfo, MatchChannels, build_dataset, eval_transform
 from maelab.evaluate.classifier import classifier_config, classifier_meta
 from maelab.evaluate.config import FINETUNE_EPOCHS, FinetuneConfig
-from maelab.evaluate.data import eval_loader, fixed_subset, labeled_info, resolve_data
-from maelab.evaluate.metrics import ClassifierRun, evaluate
+from maelab.evaluate.data import labeled_info, resolve_data, split_train
+from maelab.evaluate.metrics import ClassifierRun, evaluators
 from maelab.evaluate.source import EncoderSource, encoder_source, load_encoder
 from maelab.models.classifier import FrozenInEval, build_vit, init_head
 from maelab.train.distributed import agree
@@ -167,8 +167,9 @@ def finetune(cfg: FinetuneConfig, resume: Path | None = None) -> Path:
     data_cfg = resolve_data(cfg.data, source.saved_data, source.config, fixed_channels=source.fixed_channels)
     info = labeled_info(data_cfg)
     vit_cfg = classifier_config(source.config, data_cfg, info.num_classes, global_pool="avg", head="linear")
-    train_set = fixed_subset(build_dataset(data_cfg, "train", finetune_transform(info, cfg.rand_augment, cfg.reprob)),
-                             cfg.data.train_subset)
+    train_set, val_set = split_train(
+        build_dataset(data_cfg, "train", finetune_transform(info, cfg.rand_augment, cfg.reprob)),
+        build_dataset(data_cfg, "train", eval_transform(info)), cfg.data)
     test_set = build_dataset(data_cfg, "test", eval_transform(info))
     check_batch_size(len(train_set), cfg.loop.batch_size)
     env = setup_environment(cfg.loop)
@@ -182,9 +183,9 @@ def finetune(cfg: FinetuneConfig, resume: Path | None = None) -> Path:
     vit, model = build_finetune_model(cfg, vit_cfg, source, env)
     optimizer = build_optimizer(vit, cfg)  # after sharding, which replaces the parameters
     extra = dict(command="finetune", **source.provenance(), tune_blocks=cfg.tune_blocks)
-    test_batches = eval_loader(test_set, cfg.loop.batch_size, env.device, data_cfg.num_workers)
     run = ClassifierRun(
-        run_dir, vit, lambda: evaluate(vit, test_batches, env.device),
+        run_dir, vit, evaluators(vit, {"val": val_set, "test": test_set}, cfg.loop.batch_size, env.device,
+                                 data_cfg.num_workers),
         lambda epoch: classifier_meta(vit_cfg, info, data_cfg, epoch, extra), info.class_names, title, extra,
         optimizer, cfg.loop.keep_last, write=env.is_main,
     )

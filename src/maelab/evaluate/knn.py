@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from maelab.data import DataConfig, DatasetInfo, build_dataset, eval_transform
 from maelab.evaluate.config import KnnConfig
-from maelab.evaluate.data import fixed_subset
+from maelab.evaluate.data import fixed_subset, split_train
 from maelab.evaluate.features import extract_features, frozen_features
 from maelab.evaluate.metrics import EvalResult, result_from_scores, save_confusion_matrix
 from maelab.models import MaskedAutoencoder
@@ -90,7 +90,7 @@ class KnnMonitor:
 
 
 def run_knn(cfg: KnnConfig) -> Path:
-    """Classify the test split by kNN on the train split's features; returns the run directory.
+    """Classify the validation and test splits by kNN on the training images' features; returns the run directory.
 
     ``--init none`` uses a random encoder of the same architecture (seeded by ``--seed``),
     ``--init pixels`` the flattened normalized pixels: see :func:`maelab.evaluate.features.frozen_features`.
@@ -100,24 +100,31 @@ def run_knn(cfg: KnnConfig) -> Path:
                              "knn")
     data_cfg, info, encode = frozen.data, frozen.info, frozen.encode
     transform = eval_transform(info)
-    train_set = fixed_subset(build_dataset(data_cfg, "train", transform), cfg.data.train_subset)
-    test_set = build_dataset(data_cfg, "test", transform)
+    train_set, val_set = split_train(build_dataset(data_cfg, "train", transform),
+                                     build_dataset(data_cfg, "train", transform), cfg.data)
+    splits = {"train": train_set, "val": val_set, "test": build_dataset(data_cfg, "test", transform)}
     run_dir = new_run_dir(cfg.output_dir, f"knn-{frozen.name}")
     with torch.autocast(env.device.type, dtype=env.amp_dtype or torch.float32, enabled=env.amp_dtype is not None):
-        train = extract_features(encode, train_set, cfg.batch_size, env.device, "train features", data_cfg.num_workers)
-        test = extract_features(encode, test_set, cfg.batch_size, env.device, "test features", data_cfg.num_workers)
-    result = knn_evaluate(train, test, info.num_classes, cfg.k, cfg.temperature)
+        feats = {name: extract_features(encode, images, cfg.batch_size, env.device, f"{name} features",
+                                        data_cfg.num_workers) for name, images in splits.items() if images is not None}
+    # The training images (minus the validation split) are the bank; both held-out splits are queries.
+    results = {name: knn_evaluate(feats["train"], feats[name], info.num_classes, cfg.k, cfg.temperature)
+               for name in ("val", "test") if name in feats}
+    result = results["test"]
 
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "config.json", to_jsonable(cfg))
     record = dict(event="knn", top1=result.top1, top5=result.top5, k=cfg.k, temperature=cfg.temperature,
-                  train_images=len(train_set), test_images=len(test_set), pool=cfg.pool, init=cfg.init,
+                  train_images=len(train_set), test_images=len(splits["test"]), pool=cfg.pool, init=cfg.init,
                   feature_dim=frozen.dim)
+    if "val" in results:
+        record.update(val_top1=results["val"].top1, val_top5=results["val"].top5, val_images=len(val_set))
     open_log(run_dir, cfg.tensorboard).write(record)
     write_json(run_dir / "knn.json", dict(record, **frozen.provenance,
                                           class_names=list(info.class_names),
                                           confusion_matrix=result.confusion.tolist()))
     save_confusion_matrix(result.confusion, info.class_names, run_dir / "confusion.png",
                           f"kNN (k={cfg.k}, T={cfg.temperature}) {frozen.name}: top-1 {result.top1:.2f}%")
-    logger.info("kNN top-1 %.2f%%, top-5 %.2f%%; run directory %s", result.top1, result.top5, run_dir)
+    val = f"val top-1 {results['val'].top1:.2f}%, " if "val" in results else ""
+    logger.info("kNN %stest top-1 %.2f%%, top-5 %.2f%%; run directory %s", val, result.top1, result.top5, run_dir)
     return run_dir

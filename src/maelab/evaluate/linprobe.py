@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -27,17 +28,20 @@ from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 from torchvision.transforms import v2
 
+from maelab.checkpoint import LAST, save_checkpoint
 from maelab.data import DatasetInfo, MatchChannels, build_dataset, eval_transform
 from maelab.evaluate.classifier import classifier_meta
-from maelab.evaluate.config import LINPROBE_EPOCHS, LinprobeConfig
-from maelab.evaluate.data import eval_loader, fixed_subset
+from maelab.evaluate.config import LINPROBE_EPOCHS, EvalDataOptions, LinprobeConfig
+from maelab.evaluate.data import split_train
 from maelab.evaluate.features import FrozenFeatures, extract_features, frozen_features
-from maelab.evaluate.metrics import ClassifierRun, EvalResult, evaluate
-from maelab.models.classifier import init_head
+from maelab.evaluate.logistic import load_into_head, solve_probe
+from maelab.evaluate.metrics import ClassifierRun, EvalResult, evaluators
+from maelab.models.classifier import PROBE_BN_EPS, init_head
 from maelab.train.distributed import agree
 from maelab.train.environment import Environment, setup_environment
 from maelab.train.loader import train_loader
 from maelab.train.loop import StepFn, StepOutput
+from maelab.train.resume import prepare_run_dir
 from maelab.train.run import TrainSpec, check_batch_size, open_run, train
 from maelab.train.rundir import new_run_dir
 
@@ -74,36 +78,36 @@ def build_probe_optimizer(head: nn.Module, cfg: LinprobeConfig) -> torch.optim.O
 
 
 def linprobe(cfg: LinprobeConfig, resume: Path | None = None) -> Path:
-    """Train the probe and evaluate it every epoch, or continue the run in ``resume``; returns the run directory.
+    """Probe the frozen features; returns the run directory.
 
-    A resumed probe recomputes the cached features (the frozen encoder gives the same ones) and
+    ``--optimizer lbfgs`` (default) solves the probe on cached features (:func:`solved_probe`);
+    LARS / SGD train it over epochs on the shared loop, evaluating every epoch, and can be resumed:
+    a resumed probe recomputes the cached features (the frozen encoder gives the same ones) and
     restores the head, its BatchNorm statistics and the optimizer from the checkpoint.
     """
-    cfg, point = open_run(cfg, resume, "linprobe", LINPROBE_EPOCHS)
+    if cfg.optimizer == "lbfgs" and resume is None:
+        return solved_probe(cfg)
+    cfg, point = open_run(cfg, resume, "linprobe", LINPROBE_EPOCHS)  # a resumable run is a LARS / SGD one
     env = setup_environment(cfg.loop)
     frozen = frozen_features(cfg.init, cfg.checkpoint, cfg.model, cfg.data, cfg.pool, "bn_linear", cfg.loop.seed,
                              env.device, "linprobe")
-    data_cfg, info = frozen.data, frozen.info
     init_head(frozen.model.head, HEAD_INIT_STD)
-    train_images = fixed_subset(
-        build_dataset(data_cfg, "train", probe_transform(info) if cfg.augment else eval_transform(info)),
-        cfg.data.train_subset,
-    )
-    test_images = build_dataset(data_cfg, "test", eval_transform(info))
+    train_images, splits = probe_images(frozen, cfg.data, cfg.augment)
     check_batch_size(len(train_images), cfg.loop.batch_size)
     run_dir = agree(point.run_dir if point is not None else new_run_dir(cfg.output_dir, f"linprobe-{frozen.name}"))
     logger.info("probing %d-dimensional features (--init %s)", frozen.dim, cfg.init)
     # The encoder (if any) stays in eval mode throughout; the loop switches only the head to train mode.
     optimizer = build_probe_optimizer(frozen.model.head, cfg)
-    train_set, step, evaluate_fn = (augmented_probe if cfg.augment else cached_probe)(
-        frozen, train_images, test_images, cfg.loop.batch_size, env)
-    data = train_loader(train_set, cfg.loop.batch_size, cfg.loop.seed, env, data_cfg.num_workers if cfg.augment else 0)
+    train_set, step, evaluate_fns = (augmented_probe if cfg.augment else cached_probe)(
+        frozen, train_images, splits, cfg.loop.batch_size, env)
+    data = train_loader(train_set, cfg.loop.batch_size, cfg.loop.seed, env,
+                        frozen.data.num_workers if cfg.augment else 0)
     extra = dict(command="linprobe", **frozen.provenance, pool=cfg.pool, augment=cfg.augment,
                  optimizer=cfg.optimizer, feature_dim=frozen.dim)
     run = ClassifierRun(
-        run_dir, frozen.model, evaluate_fn,
-        lambda epoch: classifier_meta(frozen.model_config, info, data_cfg, epoch, extra),
-        info.class_names, f"linear probe {frozen.name}", extra, optimizer, cfg.loop.keep_last,
+        run_dir, frozen.model, evaluate_fns, partial(classifier_meta, frozen.model_config, frozen.info, frozen.data,
+                                                     extra=extra),
+        frozen.info.class_names, f"linear probe {frozen.name}", extra, optimizer, cfg.loop.keep_last,
     )
     train(TrainSpec(
         command="linprobe", cfg=cfg, run_dir=run_dir, env=env, point=point, model=frozen.model.head,
@@ -116,11 +120,48 @@ def linprobe(cfg: LinprobeConfig, resume: Path | None = None) -> Path:
     return run_dir
 
 
-ProbeData = tuple[Dataset, StepFn, Callable[[], EvalResult]]
-"""What the probe trains on, its step, and its test evaluation."""
+def solved_probe(cfg: LinprobeConfig) -> Path:
+    """The probe at its optimum (:mod:`maelab.evaluate.logistic`), written as the same classifier checkpoint,
+    metrics.json and confusion matrix as a trained probe; the L2 strength is chosen on the validation split."""
+    env = setup_environment(cfg.loop)
+    frozen = frozen_features(cfg.init, cfg.checkpoint, cfg.model, cfg.data, cfg.pool, "bn_linear", cfg.loop.seed,
+                             env.device, "linprobe")
+    train_images, splits = probe_images(frozen, cfg.data, augment=False)
+    run_dir = new_run_dir(cfg.output_dir, f"linprobe-{frozen.name}")
+    logger.info("probing %d-dimensional features (--init %s)", frozen.dim, cfg.init)
+    feats = cached_features(frozen, {"train": train_images, **splits}, cfg.loop.batch_size, env)
+    solution = solve_probe(feats["train"], feats.get("val"), frozen.info.num_classes, PROBE_BN_EPS, c=cfg.c)
+    head = frozen.model.head
+    load_into_head(solution, head)
+    extra = dict(command="linprobe", **frozen.provenance, pool=cfg.pool, augment=False, optimizer="lbfgs",
+                 feature_dim=frozen.dim, c=solution.c, c_search=solution.search,
+                 train_images=len(train_images), val_images=len(splits["val"]) if splits["val"] is not None else 0)
+    meta = partial(classifier_meta, frozen.model_config, frozen.info, frozen.data, extra=extra)
+    run = ClassifierRun(run_dir, frozen.model, feature_evaluators(head, feats, env.device), meta,
+                        frozen.info.class_names, f"linear probe {frozen.name}", extra, optimizer=None, keep_last=1)
+    log = prepare_run_dir(run_dir, cfg, env, None)
+    summary = run.on_epoch_end(0, {"loss": solution.fit.loss})
+    log.write(dict(event="epoch", epoch=0, step=solution.fit.iterations, loss=solution.fit.loss, c=solution.c,
+                   **summary))
+    save_checkpoint(run_dir / LAST, frozen.model.state_dict(), meta(1))
+    run.finish()
+    return run_dir
 
 
-def augmented_probe(frozen: FrozenFeatures, train_images: Dataset, test_images: Dataset, batch: int,
+def probe_images(frozen: FrozenFeatures, opts: EvalDataOptions, augment: bool) -> tuple[Dataset, dict[str, Dataset | None]]:
+    """The training images (random crops with ``augment``) and the validation and test splits."""
+    data, info = frozen.data, frozen.info
+    train_images, val_images = split_train(
+        build_dataset(data, "train", probe_transform(info) if augment else eval_transform(info)),
+        build_dataset(data, "train", eval_transform(info)), opts)
+    return train_images, {"val": val_images, "test": build_dataset(data, "test", eval_transform(info))}
+
+
+ProbeData = tuple[Dataset, StepFn, dict[str, Callable[[], EvalResult]]]
+"""What the probe trains on, its step, and its evaluation on each split."""
+
+
+def augmented_probe(frozen: FrozenFeatures, train_images: Dataset, splits: dict[str, Dataset | None], batch: int,
                     env: Environment) -> ProbeData:
     """--augment: the frozen encoder runs on every augmented training batch."""
 
@@ -130,25 +171,36 @@ def augmented_probe(frozen: FrozenFeatures, train_images: Dataset, test_images: 
             features = frozen.encode(imgs)  # (B, D)
         return _probe_step(net, features, batch_data[1].to(env.device))
 
-    test_batches = eval_loader(test_images, batch, env.device, frozen.data.num_workers)
-    return train_images, step, lambda: evaluate(frozen.model, test_batches, env.device)
+    return train_images, step, evaluators(frozen.model, splits, batch, env.device, frozen.data.num_workers)
 
 
-def cached_probe(frozen: FrozenFeatures, train_images: Dataset, test_images: Dataset, batch: int,
+def cached_probe(frozen: FrozenFeatures, train_images: Dataset, splits: dict[str, Dataset | None], batch: int,
                  env: Environment) -> ProbeData:
     """The features of every image are computed once; the head trains on them."""
-    logger.info("computing frozen features of %d train and %d test images", len(train_images), len(test_images))
-    with torch.autocast(env.device.type, dtype=env.amp_dtype or torch.float32, enabled=env.amp_dtype is not None):
-        workers = frozen.data.num_workers
-        train_feats = extract_features(frozen.encode, train_images, batch, env.device, "train features", workers)
-        test_feats = extract_features(frozen.encode, test_images, batch, env.device, "test features", workers)
+    feats = cached_features(frozen, {"train": train_images, **splits}, batch, env)
 
     def step(net: nn.Module, batch_data, generator: torch.Generator) -> StepOutput:
         return _probe_step(net, batch_data[0].to(env.device), batch_data[1].to(env.device))
 
-    test_set = TensorDataset(*test_feats)
-    head = frozen.model.head
-    return TensorDataset(*train_feats), step, lambda: evaluate(head, eval_loader(test_set, 4096, env.device), env.device)
+    return TensorDataset(*feats["train"]), step, feature_evaluators(frozen.model.head, feats, env.device)
+
+
+def cached_features(frozen: FrozenFeatures, splits: dict[str, Dataset | None], batch: int,
+                    env: Environment) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """(features, labels) of every split that exists, computed once by the frozen encoder."""
+    sizes = ", ".join(f"{len(images)} {name}" for name, images in splits.items() if images is not None)
+    logger.info("computing frozen features of %s images", sizes)
+    with torch.autocast(env.device.type, dtype=env.amp_dtype or torch.float32, enabled=env.amp_dtype is not None):
+        return {name: extract_features(frozen.encode, images, batch, env.device, f"{name} features",
+                                       frozen.data.num_workers)
+                for name, images in splits.items() if images is not None}
+
+
+def feature_evaluators(head: nn.Module, feats: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                       device: torch.device) -> dict[str, Callable[[], EvalResult]]:
+    """The head's evaluation on the cached features of the validation (when held out) and test splits."""
+    return evaluators(head, {name: TensorDataset(*feats[name]) if name in feats else None for name in ("val", "test")},
+                      4096, device)
 
 
 def _probe_step(head: nn.Module, feats: torch.Tensor, labels: torch.Tensor) -> StepOutput:

@@ -9,6 +9,7 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,10 @@ import torch.nn.functional as F
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import nn
+from torch.utils.data import Dataset
 
 from maelab.checkpoint import CheckpointMeta, read_meta, save_checkpoint
+from maelab.evaluate.data import eval_loader
 from maelab.train.distributed import agree
 from maelab.train.fsdp import is_sharded, plain_state_dict
 from maelab.train.resume import save_point
@@ -80,6 +83,13 @@ def evaluate(
     return result_from_scores(torch.cat(scores), torch.cat(labels), loss_sum)
 
 
+def evaluators(model: nn.Module, splits: dict[str, Dataset | None], batch_size: int, device: torch.device,
+               num_workers: int = 0) -> dict[str, Callable[[], EvalResult]]:
+    """One evaluation of ``model`` per split that exists (a missing validation split is None)."""
+    return {name: partial(evaluate, model, eval_loader(data, batch_size, device, num_workers), device)
+            for name, data in splits.items() if data is not None}
+
+
 def save_confusion_matrix(confusion: torch.Tensor, class_names: Sequence[str], path: Path, title: str) -> None:
     """Row-normalized colours (recall per class) with the raw counts written in the cells."""
     counts = confusion.double()
@@ -107,7 +117,7 @@ def save_confusion_matrix(confusion: torch.Tensor, class_names: Sequence[str], p
 
 
 class ClassifierRun:
-    """Per-epoch test evaluation, best/last checkpoints, metrics.json and the confusion matrix
+    """Per-epoch validation and test evaluation, best/last checkpoints, metrics.json and the confusion matrix
     of a trained classifier; its methods plug into :class:`TrainLoop`.
 
     ``model`` is the whole classifier (what checkpoints hold); ``optimizer`` trains (part of) it.
@@ -118,28 +128,39 @@ class ClassifierRun:
     """
 
     def __init__(
-        self, run_dir: Path, model: nn.Module, evaluate_fn: Callable[[], EvalResult],
+        self, run_dir: Path, model: nn.Module, evaluators: dict[str, Callable[[], EvalResult]],
         meta: Callable[[int], CheckpointMeta], class_names: Sequence[str], title: str, extra: dict[str, Any],
-        optimizer: torch.optim.Optimizer, keep_last: int, write: bool = True,
+        optimizer: torch.optim.Optimizer | None, keep_last: int, write: bool = True,
     ) -> None:
-        self.run_dir, self.model, self.evaluate_fn, self.meta = run_dir, model, evaluate_fn, meta
+        assert set(evaluators) in ({"test"}, {"val", "test"}), evaluators.keys()
+        self.run_dir, self.model, self.evaluators, self.meta = run_dir, model, evaluators, meta
         self.class_names, self.title, self.extra = tuple(class_names), title, extra
         self.optimizer, self.keep_last, self.write = optimizer, keep_last, write
         self.epochs: list[dict[str, float]] = []
         self.best: dict[str, float] | None = None
         self.result: EvalResult | None = None
 
+    @property
+    def selected_on(self) -> str:
+        return "val" if "val" in self.evaluators else "none (no validation split: best is the last epoch)"
+
     def on_epoch_end(self, epoch: int, record: dict[str, float], log: JsonlLog | None = None) -> dict[str, float]:
-        """The loop's epoch hook; a classifier's evaluation writes files of its own, not through ``log``."""
+        """The loop's epoch hook; a classifier's evaluation writes files of its own, not through ``log``.
+
+        "best" is chosen on the validation split's top-1 (never on test); without one, it is the last epoch.
+        """
         # Modes are restored module by module: a probe trains its head inside a frozen, eval-mode encoder.
         modes = [(m, m.training) for m in self.model.modules()]
         self.model.eval()
-        self.result = self.evaluate_fn()
+        results = {split: fn() for split, fn in self.evaluators.items()}
         for module, mode in modes:
             module.training = mode
-        row = dict(epoch=epoch, train_loss=record["loss"], **self.result.summary(""))
+        self.result = results["test"]
+        summary = {k: v for split, result in results.items() for k, v in result.summary(f"{split}_").items()}
+        row = dict(epoch=epoch, train_loss=record["loss"], **self.result.summary(""),
+                   **({} if "val" not in results else results["val"].summary("val_")))
         self.epochs.append(row)
-        better = self.best is None or row["top1"] > self.best["top1"]
+        better = "val" not in results or self.best is None or row["val_top1"] > self.best["val_top1"]
         if is_sharded(self.model):
             better = agree(better)  # every rank must join the gather below, or none
         if better:
@@ -148,10 +169,11 @@ class ClassifierRun:
             if self.write:
                 save_checkpoint(self.run_dir / BEST, weights, self.meta(epoch + 1))
         if not self.write:
-            return self.result.summary()
-        logger.info("epoch %d: test top-1 %.2f%%, top-5 %.2f%% (best %.2f%%)",
-                    epoch + 1, row["top1"], row["top5"], self.best["top1"])
-        return self.result.summary()
+            return summary
+        val = f"val top-1 {row['val_top1']:.2f}% (best {self.best['val_top1']:.2f}% at epoch {self.best['epoch'] + 1}), " \
+            if "val" in results else ""
+        logger.info("epoch %d: %stest top-1 %.2f%%, top-5 %.2f%%", epoch + 1, val, row["top1"], row["top5"])
+        return summary
 
     def state_dict(self) -> dict[str, Any]:
         """The evaluations so far: plain lists, dicts and floats (``torch.load(weights_only=True)`` reads them)."""
@@ -179,12 +201,13 @@ class ClassifierRun:
         assert self.result is not None and self.best is not None, "finish() after at least one epoch"
         last = self.epochs[-1]
         metrics = dict(
-            best=self.best, last=last, epochs=self.epochs, class_names=list(self.class_names),
-            confusion_matrix=self.result.confusion.tolist(), test_images=self.result.count, **self.extra,
+            best=self.best, last=last, selected_on=self.selected_on, epochs=self.epochs,
+            class_names=list(self.class_names), confusion_matrix=self.result.confusion.tolist(), test_images=self.result.count, **self.extra,
         )
         write_json(self.run_dir / "metrics.json", metrics)
         save_confusion_matrix(self.result.confusion, self.class_names, self.run_dir / "confusion.png",
                               f"{self.title}: top-1 {last['top1']:.2f}% (epoch {last['epoch'] + 1})")
-        logger.info("final test top-1 %.2f%%, top-5 %.2f%%; best top-1 %.2f%% at epoch %d; run directory %s",
-                    last["top1"], last["top5"], self.best["top1"], self.best["epoch"] + 1, self.run_dir)
+        logger.info("final test top-1 %.2f%%, top-5 %.2f%%; best (chosen on %s): epoch %d, test top-1 %.2f%%; "
+                    "run directory %s", last["top1"], last["top5"], self.selected_on, self.best["epoch"] + 1,
+                    self.best["top1"], self.run_dir)
         return metrics
