@@ -99,3 +99,29 @@ def test_linprobe_and_knn_report_val_and_test_and_choose_on_val(pretrained_run, 
     assert main(["knn", "--checkpoint", str(pretrained_run), "--output-dir", str(knn)]) == 0
     record = json.loads((knn / "knn.json").read_text())
     assert record["val_images"] == 13 and record["train_images"] == 115 and "val_top1" in record
+
+
+def test_last_blocks_probe_concatenates_normed_block_outputs(pretrained_run, tmp_path):
+    """--layers 2: features are [norm(block -2) cls, norm(block -1) cls]; the last part is the usual feature."""
+    from maelab.evaluate.features import vit_features
+    from maelab.evaluate.source import load_encoder, load_pretrained
+    from maelab.models.classifier import build_vit
+
+    pre = load_pretrained(pretrained_run, "test")
+    cfg = dict(img_size=[32, 32], patch_size=8, in_chans=1, embed_dim=32, depth=2, num_heads=2, mlp_ratio=4.0,
+               global_pool="token", fc_norm=False, num_classes=0, head="none")
+    one, two = build_vit(cfg).eval(), build_vit({**cfg, "layers": 2}).eval()
+    load_encoder(one, pre)
+    load_encoder(two, pre)
+    imgs = torch.randn(3, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        feats, last = two.features(imgs), vit_features(one)(imgs)
+        tokens = torch.cat([one.cls_token.expand(3, -1, -1), one.patch_embed(imgs)], dim=1) + one.pos_embed
+        first = one.norm(one.blocks[0](tokens))[:, 0]  # (3, 32): block 1's cls token through the final norm
+    assert feats.shape == (3, 64)
+    assert torch.allclose(feats[:, 32:], last, atol=1e-6) and torch.allclose(feats[:, :32], first, atol=1e-6)
+    out = tmp_path / "lp"
+    assert main(["linprobe", "--checkpoint", str(pretrained_run), "--layers", "2", "--output-dir", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["feature_dim"] == 64 and metrics["layers"] == 2
+    assert main(["export", str(out), "--to", "timm"]) == 2  # a timm ViT cannot express it: refused, not wrong

@@ -14,14 +14,18 @@ from maelab.models.classifier import HEAD_TYPES, build_classifier
 from maelab.train.config import to_jsonable
 
 
-def classifier_config(model: MAEConfig, data: DataConfig, num_classes: int, global_pool: str, head: str) -> dict:
-    """The JSON-able architecture of a classifier (stored in its checkpoint's metadata)."""
+def classifier_config(model: MAEConfig, data: DataConfig, num_classes: int, global_pool: str, head: str,
+                      layers: int = 1) -> dict:
+    """The JSON-able architecture of a classifier (stored in its checkpoint's metadata); ``layers`` > 1:
+    features from the last ``layers`` blocks (:class:`~maelab.models.classifier.LastBlocksViT`)."""
     assert head in HEAD_TYPES, head
+    if not 1 <= layers <= model.depth:
+        raise ValueError(f"--layers must be between 1 and the encoder's {model.depth} blocks; got {layers}")
     return dict(
         img_size=[data.img_size, data.img_size], patch_size=model.patch_size, in_chans=data.channels,
         embed_dim=model.embed_dim, depth=model.depth, num_heads=model.num_heads, mlp_ratio=model.mlp_ratio,
         global_pool=global_pool, fc_norm=global_pool == "avg" and head == "linear",
-        num_classes=num_classes if head != "none" else 0, head=head,
+        num_classes=num_classes if head != "none" else 0, head=head, **({"layers": layers} if layers > 1 else {}),
     )
 
 

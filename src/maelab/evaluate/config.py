@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from maelab.data.config import DatasetName
+from maelab.data.config import BadFileOptions, DatasetName
 from maelab.train.config import LoopConfig, OptimConfig
 
 FINETUNE_EPOCHS = 10
@@ -18,7 +18,7 @@ LINPROBE_EPOCHS = 90
 
 
 @dataclass(frozen=True)
-class EvalDataOptions:
+class EvalDataOptions(BadFileOptions):
     """Which labeled data to evaluate on; unset options come from the pre-training checkpoint."""
 
     dataset: DatasetName | None = None
@@ -44,6 +44,7 @@ class EvalDataOptions:
     """Hold out exactly this many training images instead of --val-fraction."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.train_subset is not None and self.train_subset < 1:
             raise ValueError(f"--train-subset must be at least 1 (or unset for all images); got {self.train_subset}")
         if not 0 <= self.val_fraction < 1:
@@ -130,6 +131,9 @@ class LinprobeConfig(FeatureSource):
 
     pool: Literal["token", "avg"] = "token"
     """Features: the cls token after the final norm (the paper), or the mean of the patch tokens."""
+    layers: int = 1
+    """Concatenate the last k blocks' outputs (each through the final norm, pooled by --pool): masked image
+    modeling leaves useful features in intermediate blocks."""
     augment: bool = False
     """Random resized crop + flip, running the frozen encoder every step (default: cached features;
     not with --init pixels)."""
@@ -169,6 +173,8 @@ class KnnConfig(FeatureSource):
     k: int = 20
     temperature: float = 0.07
     pool: Literal["token", "avg"] = "token"
+    layers: int = 1
+    """Concatenate the last k blocks' outputs (each through the final norm, pooled by --pool)."""
     data: EvalDataOptions = field(default_factory=EvalDataOptions)
     batch_size: int = 256
     device: str = "auto"

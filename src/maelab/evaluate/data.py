@@ -31,7 +31,8 @@ def resolve_data(
     synthetic = opts.synthetic_size or (saved.get("synthetic_size") if same else None) or 512
     if model is None:
         return DataConfig(dataset=dataset, data=data, download=opts.download, img_size=opts.img_size,
-                          channels=opts.channels, synthetic_size=synthetic, num_workers=opts.num_workers)
+                          channels=opts.channels, synthetic_size=synthetic, num_workers=opts.num_workers,
+                          max_bad_fraction=opts.max_bad_fraction)
     height, width = model.img_size
     if opts.img_size is None and height != width:
         raise ValueError(f"the checkpoint's images are {height}x{width}; pass a square --img-size to evaluate it")
@@ -47,7 +48,7 @@ def resolve_data(
             )
         channels = opts.channels
     return DataConfig(dataset=dataset, data=data, download=opts.download, img_size=size, channels=channels,
-                      synthetic_size=synthetic, num_workers=opts.num_workers)
+                      synthetic_size=synthetic, num_workers=opts.num_workers, max_bad_fraction=opts.max_bad_fraction)
 
 
 def labeled_info(data: DataConfig) -> DatasetInfo:

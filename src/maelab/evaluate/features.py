@@ -24,7 +24,7 @@ from maelab.evaluate.classifier import classifier_config, pixel_config
 from maelab.evaluate.config import EvalDataOptions
 from maelab.evaluate.data import eval_loader, labeled_info, resolve_data
 from maelab.evaluate.source import encoder_source, load_encoder, random_encoder
-from maelab.models.classifier import PixelProbe, build_vit
+from maelab.models.classifier import LastBlocksViT, PixelProbe, build_vit
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +51,8 @@ def vit_features(model: VisionTransformer) -> Callable[[torch.Tensor], torch.Ten
 
 
 def frozen_features_fn(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """(B, C, H, W) -> (B, D): a ViT's pre-logit features, or a PixelProbe's flattened pixels."""
-    return model.features if isinstance(model, PixelProbe) else vit_features(model)
+    """(B, C, H, W) -> (B, D): a ViT's pre-logit features, or a PixelProbe's / LastBlocksViT's own."""
+    return model.features if isinstance(model, (PixelProbe, LastBlocksViT)) else vit_features(model)
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ class FrozenFeatures:
 
 def frozen_features(
     init: str, checkpoint: Path | None, model: str, opts: EvalDataOptions, pool: str, head: str, seed: int,
-    device: torch.device, command: str,
+    device: torch.device, command: str, layers: int = 1,
 ) -> FrozenFeatures:
     """The one path from ``--init`` to features, shared by linprobe and knn.
 
@@ -84,6 +84,8 @@ def frozen_features(
     the data's native size (or ``--img-size``) flattened. ``head`` ("bn_linear" or "none") is
     left as built (callers initialize it); the global RNG is seeded with ``seed`` before it is.
     """
+    if init == "pixels" and layers > 1:
+        raise ValueError("--init pixels has no encoder blocks to take --layers from; drop --layers")
     source = encoder_source(init, checkpoint, model, command)
     data = resolve_data(opts, source.saved_data, source.config, fixed_channels=source.fixed_channels)
     info = labeled_info(data)
@@ -94,7 +96,7 @@ def frozen_features(
         net: nn.Module = PixelProbe(cfg)
         name = "pixels"
     else:
-        cfg = classifier_config(source.config, data, info.num_classes, global_pool=pool, head=head)
+        cfg = classifier_config(source.config, data, info.num_classes, global_pool=pool, head=head, layers=layers)
         net = build_vit(cfg)
         if init == "pretrained":
             load_encoder(net, source.pretrained)

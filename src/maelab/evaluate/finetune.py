@@ -117,7 +117,8 @@ def finetune_step(cfg: FinetuneConfig, num_classes: int, device: torch.device) -
     """Cross-entropy on mixup/cutmix-mixed batches (soft targets), label-smoothed or plain without them."""
     mixing = cfg.mixup > 0 or cfg.cutmix > 0
     if mixing and cfg.loop.batch_size % 2:
-        raise ValueError(f"mixup/cutmix pair images within a batch: --batch-size must be even; got {cfg.loop.batch_size}")
+        raise ValueError("mixup/cutmix pair images within a batch: --batch-size must be even; "
+                         f"got {cfg.loop.batch_size}")
     # timm's Mixup draws from numpy's global RNG, which the loop seeds per epoch and checkpoints.
     mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.smoothing,
                   num_classes=num_classes) if mixing else None

@@ -97,7 +97,7 @@ def run_knn(cfg: KnnConfig) -> Path:
     """
     env = setup_environment(LoopConfig(device=cfg.device))
     frozen = frozen_features(cfg.init, cfg.checkpoint, cfg.model, cfg.data, cfg.pool, "none", cfg.seed, env.device,
-                             "knn")
+                             "knn", cfg.layers)
     data_cfg, info, encode = frozen.data, frozen.info, frozen.encode
     transform = eval_transform(info)
     train_set, val_set = split_train(build_dataset(data_cfg, "train", transform),
@@ -115,7 +115,8 @@ def run_knn(cfg: KnnConfig) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "config.json", to_jsonable(cfg))
     record = dict(event="knn", top1=result.top1, top5=result.top5, k=cfg.k, temperature=cfg.temperature,
-                  train_images=len(train_set), test_images=len(splits["test"]), pool=cfg.pool, init=cfg.init,
+                  train_images=len(train_set), test_images=len(splits["test"]), pool=cfg.pool, layers=cfg.layers,
+                  init=cfg.init,
                   feature_dim=frozen.dim)
     if "val" in results:
         record.update(val_top1=results["val"].top1, val_top5=results["val"].top5, val_images=len(val_set))

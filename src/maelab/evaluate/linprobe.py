@@ -89,8 +89,7 @@ def linprobe(cfg: LinprobeConfig, resume: Path | None = None) -> Path:
         return solved_probe(cfg)
     cfg, point = open_run(cfg, resume, "linprobe", LINPROBE_EPOCHS)  # a resumable run is a LARS / SGD one
     env = setup_environment(cfg.loop)
-    frozen = frozen_features(cfg.init, cfg.checkpoint, cfg.model, cfg.data, cfg.pool, "bn_linear", cfg.loop.seed,
-                             env.device, "linprobe")
+    frozen = probe_features(cfg, env)
     init_head(frozen.model.head, HEAD_INIT_STD)
     train_images, splits = probe_images(frozen, cfg.data, cfg.augment)
     check_batch_size(len(train_images), cfg.loop.batch_size)
@@ -102,7 +101,7 @@ def linprobe(cfg: LinprobeConfig, resume: Path | None = None) -> Path:
         frozen, train_images, splits, cfg.loop.batch_size, env)
     data = train_loader(train_set, cfg.loop.batch_size, cfg.loop.seed, env,
                         frozen.data.num_workers if cfg.augment else 0)
-    extra = dict(command="linprobe", **frozen.provenance, pool=cfg.pool, augment=cfg.augment,
+    extra = dict(command="linprobe", **frozen.provenance, pool=cfg.pool, layers=cfg.layers, augment=cfg.augment,
                  optimizer=cfg.optimizer, feature_dim=frozen.dim)
     run = ClassifierRun(
         run_dir, frozen.model, evaluate_fns, partial(classifier_meta, frozen.model_config, frozen.info, frozen.data,
@@ -124,8 +123,7 @@ def solved_probe(cfg: LinprobeConfig) -> Path:
     """The probe at its optimum (:mod:`maelab.evaluate.logistic`), written as the same classifier checkpoint,
     metrics.json and confusion matrix as a trained probe; the L2 strength is chosen on the validation split."""
     env = setup_environment(cfg.loop)
-    frozen = frozen_features(cfg.init, cfg.checkpoint, cfg.model, cfg.data, cfg.pool, "bn_linear", cfg.loop.seed,
-                             env.device, "linprobe")
+    frozen = probe_features(cfg, env)
     train_images, splits = probe_images(frozen, cfg.data, augment=False)
     run_dir = new_run_dir(cfg.output_dir, f"linprobe-{frozen.name}")
     logger.info("probing %d-dimensional features (--init %s)", frozen.dim, cfg.init)
@@ -133,8 +131,8 @@ def solved_probe(cfg: LinprobeConfig) -> Path:
     solution = solve_probe(feats["train"], feats.get("val"), frozen.info.num_classes, PROBE_BN_EPS, c=cfg.c)
     head = frozen.model.head
     load_into_head(solution, head)
-    extra = dict(command="linprobe", **frozen.provenance, pool=cfg.pool, augment=False, optimizer="lbfgs",
-                 feature_dim=frozen.dim, c=solution.c, c_search=solution.search,
+    extra = dict(command="linprobe", **frozen.provenance, pool=cfg.pool, layers=cfg.layers, augment=False,
+                 optimizer="lbfgs", feature_dim=frozen.dim, c=solution.c, c_search=solution.search,
                  train_images=len(train_images), val_images=len(splits["val"]) if splits["val"] is not None else 0)
     meta = partial(classifier_meta, frozen.model_config, frozen.info, frozen.data, extra=extra)
     run = ClassifierRun(run_dir, frozen.model, feature_evaluators(head, feats, env.device), meta,
@@ -148,7 +146,14 @@ def solved_probe(cfg: LinprobeConfig) -> Path:
     return run_dir
 
 
-def probe_images(frozen: FrozenFeatures, opts: EvalDataOptions, augment: bool) -> tuple[Dataset, dict[str, Dataset | None]]:
+def probe_features(cfg: LinprobeConfig, env: Environment) -> FrozenFeatures:
+    """The frozen encoder (or pixels) with a BatchNorm + linear head, as --init / --pool / --layers say."""
+    return frozen_features(cfg.init, cfg.checkpoint, cfg.model, cfg.data, cfg.pool, "bn_linear", cfg.loop.seed,
+                           env.device, "linprobe", cfg.layers)
+
+
+def probe_images(frozen: FrozenFeatures, opts: EvalDataOptions,
+                 augment: bool) -> tuple[Dataset, dict[str, Dataset | None]]:
     """The training images (random crops with ``augment``) and the validation and test splits."""
     data, info = frozen.data, frozen.info
     train_images, val_images = split_train(

@@ -170,8 +170,8 @@ class ClassifierRun:
                 save_checkpoint(self.run_dir / BEST, weights, self.meta(epoch + 1))
         if not self.write:
             return summary
-        val = f"val top-1 {row['val_top1']:.2f}% (best {self.best['val_top1']:.2f}% at epoch {self.best['epoch'] + 1}), " \
-            if "val" in results else ""
+        val = (f"val top-1 {row['val_top1']:.2f}% (best {self.best['val_top1']:.2f}% at epoch "
+               f"{self.best['epoch'] + 1}), " if "val" in results else "")
         logger.info("epoch %d: %stest top-1 %.2f%%, top-5 %.2f%%", epoch + 1, val, row["top1"], row["top5"])
         return summary
 
@@ -202,7 +202,8 @@ class ClassifierRun:
         last = self.epochs[-1]
         metrics = dict(
             best=self.best, last=last, selected_on=self.selected_on, epochs=self.epochs,
-            class_names=list(self.class_names), confusion_matrix=self.result.confusion.tolist(), test_images=self.result.count, **self.extra,
+            class_names=list(self.class_names), confusion_matrix=self.result.confusion.tolist(),
+            test_images=self.result.count, **self.extra,
         )
         write_json(self.run_dir / "metrics.json", metrics)
         save_confusion_matrix(self.result.confusion, self.class_names, self.run_dir / "confusion.png",

@@ -104,6 +104,10 @@ def export_timm_classifier(path: Path, output: Path) -> Path:
     cfg = meta.model_config
     if cfg.get("features") == "pixels" or cfg.get("head") not in ("linear", "bn_linear"):
         raise ValueError(f"{path} is a raw-pixel or headless probe; only ViT classifiers export to timm")
+    if cfg.get("layers", 1) > 1:
+        raise ValueError(f"{path} probes the last {cfg['layers']} blocks together (--layers), which a timm "
+                         "VisionTransformer cannot express; export a probe with --layers 1, or the pre-training "
+                         "checkpoint")
     if cfg["head"] == "bn_linear":
         weights = fold_bn_linear(weights, eps=PROBE_BN_EPS)
     kwargs = {key: cfg[key] for key in _CLASSIFIER_TIMM_KEYS} | {"img_size": list(cfg["img_size"])}

@@ -20,16 +20,42 @@ PROBE_BN_EPS = 1e-6
 
 
 def build_vit(cfg: dict, drop_path_rate: float = 0.0) -> VisionTransformer:
-    """A timm ViT from :func:`classifier_config`; "bn_linear" puts BatchNorm(affine=False) before the fc."""
-    model = VisionTransformer(
+    """A timm ViT from :func:`classifier_config`; "bn_linear" puts BatchNorm(affine=False) before the fc.
+    ``layers`` > 1 (frozen-feature probes only) builds a :class:`LastBlocksViT`."""
+    layers = cfg.get("layers", 1)
+    model = (LastBlocksViT if layers > 1 else VisionTransformer)(
         img_size=tuple(cfg["img_size"]), patch_size=cfg["patch_size"], in_chans=cfg["in_chans"],
         embed_dim=cfg["embed_dim"], depth=cfg["depth"], num_heads=cfg["num_heads"], mlp_ratio=cfg["mlp_ratio"],
         qkv_bias=True, global_pool=cfg["global_pool"], fc_norm=cfg["fc_norm"], num_classes=cfg["num_classes"],
-        drop_path_rate=drop_path_rate,
+        drop_path_rate=drop_path_rate, **({"layers": layers} if layers > 1 else {}),
     )
     if cfg["head"] == "bn_linear":
-        model.head = bn_linear_head(cfg["embed_dim"], cfg["num_classes"])
+        model.head = bn_linear_head(model.num_features, cfg["num_classes"])
     return model
+
+
+class LastBlocksViT(VisionTransformer):
+    """A timm ViT whose features concatenate the last ``layers`` blocks' outputs, each through the final norm and
+    pooled like the model's (cls token or patch mean): masked-image-modeling features sit partly in intermediate
+    blocks. Same parameters and keys as the ViT (only the head is wider): any timm ViT checkpoint loads."""
+
+    def __init__(self, *, layers: int, num_classes: int, **kwargs) -> None:
+        super().__init__(num_classes=0, **kwargs)
+        if not 1 <= layers <= len(self.blocks):
+            raise ValueError(f"--layers must be between 1 and the encoder's {len(self.blocks)} blocks; got {layers}")
+        self.layers = layers
+        self.num_features = self.embed_dim * layers
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+
+    def features(self, imgs: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, layers * D)."""
+        blocks = self.forward_intermediates(imgs, indices=self.layers, return_prefix_tokens=True, norm=True,
+                                            output_fmt="NLC", intermediates_only=True)  # [((B, L, D), (B, 1, D))]
+        pooled = [prefix[:, 0] if self.global_pool == "token" else patches.mean(1) for patches, prefix in blocks]
+        return torch.cat(pooled, dim=1)  # (B, layers * D)
+
+    def forward(self, imgs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(imgs))
 
 
 def bn_linear_head(dim: int, num_classes: int) -> nn.Sequential:
