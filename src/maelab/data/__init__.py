@@ -11,11 +11,12 @@ Items are ``(float32 image (C, H, W), label int)``; label is -1 when unlabeled.
 """
 
 from maelab.data.builders import build_dataset, dataset_info
-from maelab.data.config import DataConfig, DatasetInfo, DatasetNotFoundError
+from maelab.data.config import BadFileOptions, DataConfig, DatasetInfo, DatasetNotFoundError
 from maelab.data.idx import IDXFormatError, read_idx, write_idx
 from maelab.data.transforms import MatchChannels, eval_transform, pretrain_transform
 
 __all__ = [
+    "BadFileOptions",
     "DataConfig",
     "DatasetInfo",
     "DatasetNotFoundError",

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
+
+import tyro
 
 DatasetName = Literal["fashion_mnist", "folder", "cifar10", "synthetic", "shards"]
 Split = Literal["train", "test"]
@@ -19,8 +21,37 @@ DATASET_NAMES: tuple[str, ...] = get_args(DatasetName)
 SPLITS: tuple[str, ...] = get_args(Split)
 
 
+MAX_BAD_FRACTION_HELP = (
+    "Image folders and shards: unreadable image files (empty, truncated, not an image) are skipped and "
+    "reported; stop with an error once more than this fraction of a split is unreadable (0 stops at the "
+    "first, 1 never stops)."
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BadFileOptions:
+    """How many unreadable image files a command tolerates: the one definition of ``--max-bad-fraction``.
+
+    Every command that reads images takes these options by inheriting them (pretrain through
+    :class:`DataConfig`, the evaluation commands through their data options, reconstruct, demo and
+    bench directly), so the flag has the same name, default, help and check everywhere; the errors
+    about bad files (:class:`maelab.data.folder.BadMarks`) name only this flag. Keyword-only, so a
+    subclass keeps its own positional fields.
+    """
+
+    max_bad_fraction: Annotated[float, tyro.conf.arg(help=MAX_BAD_FRACTION_HELP)] = 0.05
+
+    def __post_init__(self) -> None:
+        value = self.max_bad_fraction
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise ValueError(
+                f"--max-bad-fraction must be in [0, 1] (0 stops at the first unreadable image, 1 never stops); "
+                f"got {value!r}"
+            )
+
+
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(BadFileOptions):
     """What data to load and at which resolution.
 
     Attributes:
@@ -39,9 +70,8 @@ class DataConfig:
         augment: pre-training augmentation (paper Table 1e): "none" (center crop only),
             "fixed_crop" (fixed-size random crop + flip), "random_resized_crop" (the paper's
             default) or "crop_jitter" (random-size crop + flip + color jitter).
-        max_bad_fraction: image folders and shards: stop with an error once more
-            than this fraction of the images turned out unreadable (they are
-            skipped until then).
+
+    ``max_bad_fraction`` comes from :class:`BadFileOptions`.
     """
 
     dataset: DatasetName = "fashion_mnist"
@@ -52,9 +82,9 @@ class DataConfig:
     synthetic_size: int = 512
     num_workers: int = 0
     augment: Augment = "random_resized_crop"
-    max_bad_fraction: float = 0.05
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.dataset not in DATASET_NAMES:
             raise ValueError(
                 f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASET_NAMES)}"
@@ -81,11 +111,6 @@ class DataConfig:
         if self.augment not in get_args(Augment):
             raise ValueError(
                 f"unknown augment {self.augment!r}; choose one of {', '.join(get_args(Augment))}"
-            )
-        if not 0.0 <= self.max_bad_fraction <= 1.0:
-            raise ValueError(
-                f"--max-bad-fraction must be in [0, 1] (0 stops at the first unreadable image, 1 never stops); "
-                f"got {self.max_bad_fraction}"
             )
         if not _is_int(self.num_workers) or self.num_workers < 0:
             raise ValueError(
