@@ -12,6 +12,7 @@ from typing import Annotated
 import tyro
 
 from maelab.bench.runner import BenchConfig
+from maelab.data import BadFileOptions
 from maelab.evaluate.config import FinetuneConfig, KnnConfig, LinprobeConfig
 from maelab.interop.export import ExportConfig
 from maelab.pretrain.config import PretrainConfig
@@ -129,7 +130,7 @@ class Shard:
 
 
 @dataclass(frozen=True)
-class Demo:
+class Demo(BadFileOptions):
     """Reconstruct your own images in the browser: upload, move the mask-ratio slider, see what the MAE fills in.
     Needs the demo extra: pip install 'maelab[demo]'."""
 
@@ -143,7 +144,7 @@ class Demo:
     def run(self) -> None:
         from maelab.demo.app import serve
 
-        serve(self.checkpoint, self.host, self.port, self.device)
+        serve(self.checkpoint, self.host, self.port, self.device, self.max_bad_fraction)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from maelab.data import DataConfig, build_dataset, dataset_info, pretrain_transform
+from maelab.data import BadFileOptions, DataConfig, build_dataset, dataset_info, pretrain_transform
 from maelab.data.encoded_folder import build_encoded_folder, collate_encoded
 from maelab.data.transforms import batch_flip_normalize, pretrain_crop_uint8
 from maelab.train.device_decode import DeviceDecoder
@@ -51,10 +51,10 @@ def _time_loader(loader: Iterable, device: torch.device, to_images: Callable[...
 
 
 def loader_throughput(dataset: str, batch_size: int, num_workers: int, device: torch.device,
-                      data: Path | None = None) -> dict:
+                      data: Path | None = None, max_bad_fraction: float = BadFileOptions.max_bad_fraction) -> dict:
     """Images/s of the training data path, of the uint8 + on-device path and, for ``dataset`` "folder",
     of the decode-on-device path (see the module docstring)."""
-    cfg = DataConfig(dataset=dataset, data=data, num_workers=num_workers)
+    cfg = DataConfig(dataset=dataset, data=data, num_workers=num_workers, max_bad_fraction=max_bad_fraction)
     info = dataset_info(cfg)
     common = dict(batch_size=batch_size, shuffle=True, drop_last=True, num_workers=num_workers,
                   pin_memory=device.type == "cuda", persistent_workers=num_workers > 0)

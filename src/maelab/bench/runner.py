@@ -23,6 +23,7 @@ import torch
 
 from maelab.bench.flops import encoder_flops, mae_flops
 from maelab.bench.report import markdown_report, ratios
+from maelab.data import BadFileOptions
 from maelab.models import MAEConfig, MaskedAutoencoder, get_config
 from maelab.train.config import OptimConfig, changed_options
 from maelab.train.environment import resolve_device
@@ -40,7 +41,7 @@ ALIASES = {
 
 
 @dataclass(frozen=True)
-class BenchConfig:
+class BenchConfig(BadFileOptions):
     """Which presets, batch sizes and variants to measure, and where to write the results."""
 
     models: tuple[str, ...] = ("fashion",)
@@ -67,6 +68,7 @@ class BenchConfig:
     """Stem of the outputs: writes <output>.json and <output>.md."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.steps < 1 or self.warmup < 0:
             raise ValueError(f"--steps must be >= 1 and --warmup >= 0; got {self.steps} and {self.warmup}")
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
@@ -317,7 +319,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         from maelab.bench.loader import loader_throughput
 
         report["loader"] = loader_throughput(cfg.dataset, max(cfg.batch_sizes), cfg.loader_workers, device,
-                                             cfg.data)
+                                             cfg.data, cfg.max_bad_fraction)
     out = Path(cfg.output)
     json_path, md_path = out.with_name(out.name + ".json"), out.with_name(out.name + ".md")
     json_path.parent.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from maelab.data.images import DECODE_ERRORS, IMAGE_EXTENSIONS, is_image_file, load_image
 
@@ -39,6 +39,7 @@ GRAY_STD: tuple[float, ...] = (0.5,)
 STATS_FILE = "maelab_stats.json"
 TEST_PERCENT = 10
 WARN_LIMIT = 5  # bad files named individually in the log before going quiet
+NAMED_LIMIT = 100  # bad files named in a result file (metrics.json, knn.json)
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,9 @@ class BadMarks:
     process. :meth:`mark` logs a sample (the first ``WARN_LIMIT`` by name) and raises ValueError
     once more than ``max_bad_fraction`` of the samples are bad.
 
+    The error names one flag, ``--max-bad-fraction``, which every command that reads images accepts
+    (:class:`~maelab.data.config.BadFileOptions`); ``fix`` must name none that not all of them have.
+
     Args:
         name: sample index -> how the log and the error name it (picklable, e.g. a bound method).
         what: the samples in messages ("image files"); fix: what the error tells the user to do first.
@@ -198,9 +202,48 @@ class BadMarks:
             first = ", ".join(self.names()[:WARN_LIMIT])
             raise ValueError(
                 f"{count} of {total} {self.what} could not be decoded, more than --max-bad-fraction "
-                f"{self.max_bad_fraction:g} (first: {first}); {self.fix}, check that "
-                "--data points at the right directory, or raise --max-bad-fraction"
+                f"{self.max_bad_fraction:g} (first: {first}); {self.fix}, check that these are the images you "
+                "meant, or raise --max-bad-fraction"
             )
+
+
+def skipped_files(*datasets: Dataset | None) -> tuple[str, ...]:
+    """The files (shard samples: ``SHARD/KEY``) that any of ``datasets`` found undecodable so far, each once.
+
+    Subsets and concatenations are looked through, so two views of one split (a training and a
+    validation transform) and their subsets count a file once; ``None`` and datasets that cannot
+    skip files (decoded tensors) contribute nothing.
+    """
+    found: dict[str, None] = {}
+    pending = list(datasets)
+    while pending:
+        data = pending.pop(0)
+        if data is None:
+            continue
+        if isinstance(data, Subset):
+            pending.append(data.dataset)
+        elif isinstance(data, ConcatDataset):
+            pending.extend(data.datasets)
+        else:
+            found.update((str(name), None) for name in getattr(data, "bad_files", ()))
+    return tuple(found)
+
+
+def skipped_files_report(*datasets: Dataset | None) -> dict[str, int]:
+    """``{"skipped_files": n}`` and a warning naming the first few when ``datasets`` skipped files
+    (:func:`skipped_files`); ``{}`` when they skipped none. What every command adds to its log records."""
+    bad = skipped_files(*datasets)
+    if not bad:
+        return {}
+    logger.warning("%d unreadable image files skipped so far (first: %s)", len(bad), ", ".join(bad[:WARN_LIMIT]))
+    return {"skipped_files": len(bad)}
+
+
+def skipped_files_summary(*datasets: Dataset | None) -> dict[str, object]:
+    """What a command's result file (metrics.json, knn.json) says about :func:`skipped_files`: their count
+    and the first ``NAMED_LIMIT`` names."""
+    bad = skipped_files(*datasets)
+    return {"skipped_files": len(bad), "skipped_file_names": list(bad[:NAMED_LIMIT])}
 
 
 class ImageFolderDataset(Dataset):

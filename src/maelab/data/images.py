@@ -12,6 +12,9 @@ Mode handling (the choices a user may care about):
 * CMYK, YCbCr, LAB, HSV, 1-bit: PIL's standard conversion to RGB.
 * 3 -> 1 channel uses PIL's ITU-R 601-2 luma (``convert("L")``).
 
+A TIFF that Pillow cannot read (64-bit float or planar samples, for one) is read by the optional
+``tifffile`` package when it is installed: its first page, see :func:`tiff_first_page`.
+
 Files over Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``, doubled) are
 refused with :class:`ImageTooLarge` before any pixel is decoded.
 """
@@ -64,18 +67,21 @@ def load_image(path: Path, channels: int) -> torch.Tensor:
         one of ``DECODE_ERRORS`` when the file is not a decodable image.
     """
     assert channels in (1, 3), channels
-    # Opening reads the header only: Pillow's decompression-bomb guard applies to the fast JPEG path too.
-    with _opened(path) as img:
-        if channels == 3 and _torchvision_jpeg(img):
-            fast = _decode_jpeg_rgb(path)
-            if fast is not None:
-                return fast
-        img.load()  # decode now so truncation surfaces here, inside the caller's try
-        converted = to_mode(img, "L" if channels == 1 else "RGB")
-    array = np.array(converted, dtype=np.uint8)  # copy: writable, independent of PIL
-    if array.ndim == 2:
-        array = array[:, :, None]
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+    mode = "L" if channels == 1 else "RGB"
+    try:
+        # Opening reads the header only: Pillow's decompression-bomb guard applies to the fast JPEG path too.
+        with _opened(path) as img:
+            if channels == 3 and _torchvision_jpeg(img):
+                fast = _decode_jpeg_rgb(path)
+                if fast is not None:
+                    return fast
+            img.load()  # decode now so truncation surfaces here, inside the caller's try
+            converted = to_mode(img, mode)
+    except ImageTooLarge:
+        raise
+    except DECODE_ERRORS as exc:
+        converted = to_mode(tiff_first_page(path, exc), mode)
+    return _to_tensor(converted)
 
 
 def read_jpeg_undecoded(path: Path) -> tuple[torch.Tensor, tuple[int, int]] | None:
@@ -118,13 +124,96 @@ def _torchvision_jpeg(img: Image.Image) -> bool:
 def decode_image_bytes(data: bytes, channels: int | None) -> torch.Tensor:
     """Decode an image file held in memory (a shard member) into uint8 (channels, H, W) by the rules
     above, as :func:`load_image` does for files; ``channels`` None keeps the file's own channels."""
-    with Image.open(io.BytesIO(data)) as img:
-        img.load()
-        converted = img if channels is None else to_mode(img, "L" if channels == 1 else "RGB")
-        array = np.array(converted, dtype=np.uint8)  # copy: independent of PIL
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            converted = img if channels is None else to_mode(img, "L" if channels == 1 else "RGB")
+            return _to_tensor(converted)
+    except DECODE_ERRORS as exc:
+        if isinstance(exc, Image.DecompressionBombError):
+            raise
+        page = tiff_first_page(io.BytesIO(data), exc)
+        return _to_tensor(page if channels is None else to_mode(page, "L" if channels == 1 else "RGB"))
+
+
+def _to_tensor(img: Image.Image) -> torch.Tensor:
+    """uint8 (C, H, W) of an 8-bit PIL image (L, LA, RGB, RGBA...)."""
+    array = np.array(img, dtype=np.uint8)  # copy: writable, independent of PIL
     if array.ndim == 2:
         array = array[:, :, None]
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+_TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # little / big endian, classic / BigTIFF
+
+
+def tiff_first_page(source: Path | io.BytesIO, error: BaseException) -> Image.Image:
+    """The first page of a TIFF that Pillow cannot read (64-bit float or planar samples, say), as an 8-bit
+    PIL image, through the optional ``tifffile`` package; raises ``error`` (what Pillow raised) when the
+    data is no TIFF, tifffile is not installed or cannot read it either.
+
+    Samples become 8-bit as Pillow's do: unsigned integers scaled from their range (16-bit: / 257),
+    negative values clipped to 0; floats scaled from 0..1 when none exceeds 1 (the usual range of float
+    images), else clipped to 0..255.
+    """
+    try:
+        if isinstance(source, io.BytesIO):
+            magic = source.getvalue()[:4]
+        else:
+            with open(source, "rb") as handle:
+                magic = handle.read(4)
+    except OSError:
+        raise error from None
+    if magic not in _TIFF_MAGIC:
+        raise error
+    try:
+        import tifffile
+    except ImportError:
+        raise error from None
+    quiet = logging.getLogger("tifffile")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # its warnings about a broken file: Pillow's error says it already
+    try:
+        with tifffile.TiffFile(source) as tif:
+            page = tif.pages[0]
+            pixels = int(page.imagewidth) * int(page.imagelength)
+            if Image.MAX_IMAGE_PIXELS and pixels > 2 * Image.MAX_IMAGE_PIXELS:
+                raise ImageTooLarge(f"{source} declares {pixels} pixels, more than twice PIL.Image.MAX_IMAGE_PIXELS; "
+                                    "downscale the image, or raise that limit if the file is trusted")
+            array, axes, photometric = page.asarray(), page.axes, page.photometric
+    except ImageTooLarge:
+        raise
+    except Exception:  # noqa: BLE001  anything tifffile (or a codec it lacks) raises: Pillow's error stands
+        raise error from None
+    finally:
+        quiet.setLevel(level)
+    if "S" in axes:  # samples last: (..., Y, X, S)
+        array, axes = np.moveaxis(array, axes.index("S"), -1), axes.replace("S", "") + "S"
+    while array.ndim > (3 if axes.endswith("S") else 2):  # pages inside the page (depth): the first
+        array, axes = array[0], axes[1:]
+    array = _to_uint8(array)
+    samples = array.shape[2] if array.ndim == 3 else 1
+    if samples == 1:
+        return Image.fromarray(array.reshape(array.shape[:2]))
+    if samples == 4 and photometric == tifffile.PHOTOMETRIC.SEPARATED:
+        return Image.frombytes("CMYK", (array.shape[1], array.shape[0]), np.ascontiguousarray(array).tobytes())
+    if samples in (2, 3, 4):  # LA, RGB, RGBA (extra samples are alpha)
+        return Image.fromarray(np.ascontiguousarray(array))
+    raise error
+
+
+def _to_uint8(array: np.ndarray) -> np.ndarray:
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * 255
+    if np.issubdtype(array.dtype, np.integer):
+        top = float(np.iinfo(array.dtype).max)
+        scaled = np.clip(array.astype(np.float64), 0, None) * (255.0 / top)
+    else:
+        values = np.nan_to_num(array.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+        scaled = values * 255.0 if values.size and values.max() <= 1.0 else values
+    return np.rint(np.clip(scaled, 0, 255)).astype(np.uint8)
 
 
 def _decode_jpeg_rgb(path: Path) -> torch.Tensor | None:

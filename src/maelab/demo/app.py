@@ -14,7 +14,7 @@ from pathlib import Path
 from torch.utils.data import IterableDataset
 
 from maelab.checkpoint import LAST, read_meta, resolve_checkpoint
-from maelab.data import DatasetInfo
+from maelab.data import BadFileOptions, DatasetInfo
 from maelab.data.config import DatasetNotFoundError
 from maelab.demo.pipeline import GRID_RATIO, load_upload, run_pipeline
 from maelab.masking import MASK_STRATEGIES
@@ -70,14 +70,16 @@ def newest_run(runs_dir: Path = DEFAULT_RUNS) -> Path:
     return max(candidates, key=lambda p: p.stat().st_mtime).parent
 
 
-def load_demo_model(checkpoint: Path, device: str = "cpu") -> DemoModel:
-    """Load the checkpoint and, when its dataset is on this machine, the dataset's test split."""
+def load_demo_model(checkpoint: Path, device: str = "cpu",
+                    max_bad_fraction: float = BadFileOptions.max_bad_fraction) -> DemoModel:
+    """Load the checkpoint and, when its dataset is on this machine, the dataset's test split (whose unreadable
+    files the picker skips, up to ``max_bad_fraction``: ``--max-bad-fraction``)."""
     weights = resolve_checkpoint(checkpoint)
     model, info, extra = load_mae(weights, device)
     model.requires_grad_(False)
     try:
         # No download: the page should start at once, offline too; uploads work without the dataset.
-        test_set, note = checkpoint_test_set(info, extra, download=False), ""
+        test_set, note = checkpoint_test_set(info, extra, download=False, max_bad_fraction=max_bad_fraction), ""
     except (DatasetNotFoundError, FileNotFoundError, ValueError) as exc:
         test_set, note = None, f"The training dataset's test split is not available here ({exc}); upload an image."
     if isinstance(test_set, IterableDataset):  # shards stream; the picker needs images by index
@@ -162,14 +164,15 @@ def _picture(gr, label: str, elem_id: str):
                     buttons=["download"])
 
 
-def serve(checkpoint: Path | None, host: str = "127.0.0.1", port: int = 7860, device: str = "cpu") -> None:
+def serve(checkpoint: Path | None, host: str = "127.0.0.1", port: int = 7860, device: str = "cpu",
+          max_bad_fraction: float = BadFileOptions.max_bad_fraction) -> None:
     """Load the checkpoint (default: the newest run) and serve the page until interrupted."""
     if not gradio_available():
         raise ValueError(EXTRA_HINT)
     if not 0 < port < 65536:
         raise ValueError(f"--port must be between 1 and 65535; got {port}")
     checkpoint = newest_run() if checkpoint is None else checkpoint
-    served = load_demo_model(checkpoint, device)
+    served = load_demo_model(checkpoint, device, max_bad_fraction)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests, one line each
     logger.info("serving %s on http://%s:%d", served.checkpoint, host, port)
     build_app(served).queue(default_concurrency_limit=CONCURRENCY).launch(

@@ -188,7 +188,7 @@ def finetune(cfg: FinetuneConfig, resume: Path | None = None) -> Path:
         run_dir, vit, evaluators(vit, {"val": val_set, "test": test_set}, cfg.loop.batch_size, env.device,
                                  data_cfg.num_workers),
         lambda epoch: classifier_meta(vit_cfg, info, data_cfg, epoch, extra), info.class_names, title, extra,
-        optimizer, cfg.loop.keep_last, write=env.is_main,
+        optimizer, cfg.loop.keep_last, write=env.is_main, images=(train_set, val_set, test_set),
     )
     train(TrainSpec(
         command="finetune", cfg=cfg, run_dir=run_dir, env=env, point=point, model=model, optimizer=optimizer,

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from maelab.data import DataConfig, DatasetInfo, build_dataset, eval_transform
+from maelab.data.folder import skipped_files_report, skipped_files_summary
 from maelab.evaluate.config import KnnConfig
 from maelab.evaluate.data import fixed_subset, split_train
 from maelab.evaluate.features import extract_features, frozen_features
@@ -117,11 +118,11 @@ def run_knn(cfg: KnnConfig) -> Path:
     record = dict(event="knn", top1=result.top1, top5=result.top5, k=cfg.k, temperature=cfg.temperature,
                   train_images=len(train_set), test_images=len(splits["test"]), pool=cfg.pool, layers=cfg.layers,
                   init=cfg.init,
-                  feature_dim=frozen.dim)
+                  feature_dim=frozen.dim, **skipped_files_report(*splits.values()))
     if "val" in results:
         record.update(val_top1=results["val"].top1, val_top5=results["val"].top5, val_images=len(val_set))
     open_log(run_dir, cfg.tensorboard).write(record)
-    write_json(run_dir / "knn.json", dict(record, **frozen.provenance,
+    write_json(run_dir / "knn.json", dict(record, **frozen.provenance, **skipped_files_summary(*splits.values()),
                                           class_names=list(info.class_names),
                                           confusion_matrix=result.confusion.tolist()))
     save_confusion_matrix(result.confusion, info.class_names, run_dir / "confusion.png",

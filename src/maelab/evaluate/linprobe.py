@@ -107,6 +107,7 @@ def linprobe(cfg: LinprobeConfig, resume: Path | None = None) -> Path:
         run_dir, frozen.model, evaluate_fns, partial(classifier_meta, frozen.model_config, frozen.info, frozen.data,
                                                      extra=extra),
         frozen.info.class_names, f"linear probe {frozen.name}", extra, optimizer, cfg.loop.keep_last,
+        images=(train_images, *splits.values()),
     )
     train(TrainSpec(
         command="linprobe", cfg=cfg, run_dir=run_dir, env=env, point=point, model=frozen.model.head,
@@ -136,7 +137,8 @@ def solved_probe(cfg: LinprobeConfig) -> Path:
                  train_images=len(train_images), val_images=len(splits["val"]) if splits["val"] is not None else 0)
     meta = partial(classifier_meta, frozen.model_config, frozen.info, frozen.data, extra=extra)
     run = ClassifierRun(run_dir, frozen.model, feature_evaluators(head, feats, env.device), meta,
-                        frozen.info.class_names, f"linear probe {frozen.name}", extra, optimizer=None, keep_last=1)
+                        frozen.info.class_names, f"linear probe {frozen.name}", extra, optimizer=None, keep_last=1,
+                        images=(train_images, *splits.values()))
     log = prepare_run_dir(run_dir, cfg, env, None)
     summary = run.on_epoch_end(0, {"loss": solution.fit.loss})
     log.write(dict(event="epoch", epoch=0, step=solution.fit.iterations, loss=solution.fit.loss, c=solution.c,

@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from maelab.checkpoint import CheckpointMeta, read_meta, save_checkpoint
+from maelab.data.folder import skipped_files_report, skipped_files_summary
 from maelab.evaluate.data import eval_loader
 from maelab.train.distributed import agree
 from maelab.train.fsdp import is_sharded, plain_state_dict
@@ -121,6 +122,8 @@ class ClassifierRun:
     of a trained classifier; its methods plug into :class:`TrainLoop`.
 
     ``model`` is the whole classifier (what checkpoints hold); ``optimizer`` trains (part of) it.
+    ``images``: the datasets the run reads images from; the files they skipped (unreadable, see
+    ``--max-bad-fraction``) are reported in each epoch's record and in metrics.json.
     The per-epoch evaluations and the best one so far travel in the resumable checkpoint
     (:meth:`state_dict`), so a resumed run writes the same metrics.json as an uninterrupted one.
     An FSDP-sharded ``model`` is evaluated and gathered by every rank (collectives); only the
@@ -131,11 +134,12 @@ class ClassifierRun:
         self, run_dir: Path, model: nn.Module, evaluators: dict[str, Callable[[], EvalResult]],
         meta: Callable[[int], CheckpointMeta], class_names: Sequence[str], title: str, extra: dict[str, Any],
         optimizer: torch.optim.Optimizer | None, keep_last: int, write: bool = True,
+        images: Sequence[Dataset | None] = (),
     ) -> None:
         assert set(evaluators) in ({"test"}, {"val", "test"}), evaluators.keys()
         self.run_dir, self.model, self.evaluators, self.meta = run_dir, model, evaluators, meta
         self.class_names, self.title, self.extra = tuple(class_names), title, extra
-        self.optimizer, self.keep_last, self.write = optimizer, keep_last, write
+        self.optimizer, self.keep_last, self.write, self.images = optimizer, keep_last, write, tuple(images)
         self.epochs: list[dict[str, float]] = []
         self.best: dict[str, float] | None = None
         self.result: EvalResult | None = None
@@ -170,6 +174,7 @@ class ClassifierRun:
                 save_checkpoint(self.run_dir / BEST, weights, self.meta(epoch + 1))
         if not self.write:
             return summary
+        summary.update(skipped_files_report(*self.images))
         val = (f"val top-1 {row['val_top1']:.2f}% (best {self.best['val_top1']:.2f}% at epoch "
                f"{self.best['epoch'] + 1}), " if "val" in results else "")
         logger.info("epoch %d: %stest top-1 %.2f%%, top-5 %.2f%%", epoch + 1, val, row["top1"], row["top5"])
@@ -203,7 +208,7 @@ class ClassifierRun:
         metrics = dict(
             best=self.best, last=last, selected_on=self.selected_on, epochs=self.epochs,
             class_names=list(self.class_names), confusion_matrix=self.result.confusion.tolist(),
-            test_images=self.result.count, **self.extra,
+            test_images=self.result.count, **self.extra, **skipped_files_summary(*self.images),
         )
         write_json(self.run_dir / "metrics.json", metrics)
         save_confusion_matrix(self.result.confusion, self.class_names, self.run_dir / "confusion.png",

@@ -12,7 +12,8 @@ import tyro
 
 from maelab.data import DataConfig, DatasetInfo, build_dataset, eval_transform
 from maelab.data.builders import first_items
-from maelab.data.config import DatasetName
+from maelab.data.config import BadFileOptions, DatasetName
+from maelab.data.folder import skipped_files_report
 from maelab.data.images import DECODE_ERRORS, load_image
 from maelab.interop.load import load_source
 from maelab.masking import num_visible
@@ -23,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class ReconstructConfig:
+class ReconstructConfig(BadFileOptions):
     """Show original, masked input and reconstruction for a few images."""
 
     checkpoint: tyro.conf.Positional[Path]
@@ -60,15 +61,17 @@ def load_mae(
 
 
 def checkpoint_test_set(
-    info: DatasetInfo, extra: dict, dataset: str | None = None, data: Path | None = None, download: bool = True
+    info: DatasetInfo, extra: dict, dataset: str | None = None, data: Path | None = None, download: bool = True,
+    max_bad_fraction: float = BadFileOptions.max_bad_fraction,
 ):
-    """The test split of the dataset a checkpoint was trained on (or of ``dataset``/``data``), eval-transformed."""
+    """The test split of the dataset a checkpoint was trained on (or of ``dataset``/``data``), eval-transformed;
+    unreadable files are skipped up to ``max_bad_fraction`` (``--max-bad-fraction``)."""
     saved = extra.get("data", {})
     data_cfg = DataConfig(
         dataset=dataset or saved.get("dataset", info.name),
         data=data if data is not None else (Path(saved["data"]) if saved.get("data") else None),
         img_size=info.img_size[0], channels=info.channels, download=download,
-        synthetic_size=saved.get("synthetic_size", DataConfig.synthetic_size),
+        synthetic_size=saved.get("synthetic_size", DataConfig.synthetic_size), max_bad_fraction=max_bad_fraction,
     )
     return build_dataset(data_cfg, "test", eval_transform(info))
 
@@ -88,8 +91,9 @@ def run_reconstruct(cfg: ReconstructConfig) -> Path:
     else:
         if not extra.get("data") and cfg.dataset is None:
             raise ValueError(f"{cfg.checkpoint} records no dataset to draw images from; pass image files or --dataset")
-        dataset = checkpoint_test_set(info, extra, cfg.dataset, cfg.data)
+        dataset = checkpoint_test_set(info, extra, cfg.dataset, cfg.data, max_bad_fraction=cfg.max_bad_fraction)
         imgs = torch.stack([item[0] for item in first_items(dataset, cfg.num_images)])
+        skipped_files_report(dataset)
     rec: Reconstruction = reconstruct(
         model, imgs.to(cfg.device), info.mean, info.std, cfg.mask_ratio, cfg.mask_strategy, cfg.seed
     )
