@@ -25,7 +25,7 @@ logger = logging.getLogger("maelab")
 
 @dataclass(frozen=True)
 class Pretrain:
-    """Pre-train a Masked Autoencoder (default: mae_vit_fashion on Fashion-MNIST, ~10 min on 2 CPU cores)."""
+    """Pre-train a Masked Autoencoder (default: mae_vit_fashion on Fashion-MNIST, a 10-minute time budget)."""
 
     config: Annotated[PretrainConfig, tyro.conf.arg(name="")] = field(default_factory=PretrainConfig)
     resume: Path | None = None

@@ -7,6 +7,8 @@ A sweep file (YAML, read with ``yaml.safe_load``)::
     base:                             # PretrainConfig overrides shared by every cell
       model: mae_vit_fashion
       loop.epochs: 1                  # dotted keys, or nested mappings (loop: {epochs: 1})
+                                      # (or time_budget: 10m: each cell plans its steps to train that long;
+                                      #  with neither, a cell gets pretrain's default, time_budget: 10m)
     grid:                             # optional: every combination of these values
       options.mask_ratio: [0.5, 0.75]
     cells:                            # optional: named cells (each crossed with the grid)
@@ -37,7 +39,7 @@ from typing import Any
 import yaml
 
 from maelab.evaluate.config import FinetuneConfig, KnnConfig, LinprobeConfig
-from maelab.pretrain.config import PretrainConfig
+from maelab.pretrain.config import PretrainConfig, with_default_schedule
 from maelab.train.config import from_jsonable, to_jsonable
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "sweeps"
@@ -237,6 +239,10 @@ def _build_cell(label: str, seed: int, base: dict, varied: dict, ev: dict) -> Ce
     where = f"cells[{label}]"
     pre = apply_overrides(PretrainConfig, {**base, **varied}, where, PRETRAIN_RESERVED)
     pre = dataclasses.replace(pre, loop=dataclasses.replace(pre.loop, seed=seed))
+    try:  # the schedule as the run will have it: time_budget 10m without loop.epochs, the default warmup
+        pre = with_default_schedule(pre)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
     resolve_model_and_data(pre)  # the preset accepts the options (e.g. heads divide the decoder width)
     subset = ev["train_subset"]
     evals: dict[str, Any] = {}

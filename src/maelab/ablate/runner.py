@@ -251,7 +251,9 @@ def _pretrain(cell: Cell, cell_dir: Path) -> dict[str, Any]:
 
     run_dir = pretrain(dataclasses.replace(cell.pretrain, output_dir=cell_dir / "pretrain"))
     epochs = [r for r in JsonlLog(run_dir / "log.jsonl").records() if r.get("event") == "epoch"]
-    return {"pretrain_loss": epochs[-1]["loss"], "pretrain_epochs": len(epochs),
+    plan = read_json(run_dir / "config.json").get("plan")  # a time-budgeted cell: its last epoch is partial
+    return {"pretrain_loss": epochs[-1]["loss"],
+            "pretrain_epochs": round(plan["epochs"], 3) if plan is not None else len(epochs),
             "pretrain_img_per_s": sum(r["img_per_s"] for r in epochs) / len(epochs),
             "pretrain_epoch_time_s": sum(r["epoch_time_s"] for r in epochs)}
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import shutil
+import time
 from pathlib import Path
 
 import torch
@@ -17,14 +19,15 @@ from maelab.data.transforms import batch_flip_normalize, pretrain_crop_uint8
 from maelab.evaluate.knn import KnnMonitor
 from maelab.models import MAEConfig, MaskedAutoencoder, build_model, get_config
 from maelab.models.config import InvalidConfig
-from maelab.pretrain.config import PretrainConfig
+from maelab.pretrain.config import PretrainConfig, check_fsdp_schedule, with_default_schedule
 from maelab.targets import fit_pca, patchify
+from maelab.train.budget import EpochWork, make_plan, measure_costs
 from maelab.train.config import to_jsonable
 from maelab.train.device_decode import DeviceDecoder, check_decode_on_device
 from maelab.train.distributed import agree, rank_rows
 from maelab.train.environment import Environment, setup_environment
 from maelab.train.fsdp import build_sharded, check_launch
-from maelab.train.loader import train_loader
+from maelab.train.loader import TrainData, train_loader
 from maelab.train.loop import StepOutput
 from maelab.train.optim import build_adamw
 from maelab.train.resume import save_point
@@ -39,7 +42,6 @@ NUM_VIS_IMAGES = 8
 # The PCA target's basis is fitted on patches of this many training images, at most this many patches.
 PCA_FIT_IMAGES = 1000
 PCA_FIT_PATCHES = 50_000
-DEFAULT_EPOCHS = 3
 
 
 def resolve_model_and_data(cfg: PretrainConfig) -> tuple[MAEConfig, DataConfig]:
@@ -114,8 +116,15 @@ def fit_pca_target(model: MaskedAutoencoder, dataset: torch.utils.data.Dataset, 
 
 
 def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
-    """Run (or resume) pre-training; returns the run directory."""
-    cfg, point = open_run(cfg, resume, "pretrain", DEFAULT_EPOCHS)
+    """Run (or resume) pre-training; returns the run directory.
+
+    A new run without --epochs or --steps trains for --time-budget (default 10m, counted from here):
+    its steps are planned after everything is loaded and built, from the measured costs (:func:`plan_budget`).
+    """
+    started = time.monotonic()
+    if resume is None:
+        cfg = with_default_schedule(cfg)
+    cfg, point = open_run(cfg, resume, "pretrain", None)
     # Validate everything that can fail before any file is written.
     model_cfg, data_cfg = resolve_model_and_data(cfg)
     info = dataset_info(data_cfg)
@@ -124,6 +133,7 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
     vis_set = build_dataset(data_cfg, "test", eval_transform(info))
     env = setup_environment(cfg.loop)
     check_launch(cfg.fsdp, env.world_size, "pretrain")
+    check_fsdp_schedule(cfg)
     data = train_loader(train_set, cfg.loop.batch_size, cfg.loop.seed, env, data_cfg.num_workers,
                         collate_encoded if cfg.decode_on_device else None)
     decoder = DeviceDecoder(train_set, info, env.device) if cfg.decode_on_device else None
@@ -146,14 +156,62 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
 
     vis_imgs = torch.stack([item[0] for item in first_items(vis_set, NUM_VIS_IMAGES)]).to(env.device)
     knn = KnnMonitor(data_cfg, info, env.device, cfg.loop.batch_size) if cfg.knn_every else None
+    step_fn = mae_step(env, info if uint8_batches else None, decoder)
+
+    def report(m: torch.nn.Module, directory: Path, epochs: int, monitor: KnnMonitor | None) -> EpochReport:
+        return EpochReport(cfg, epochs, m, train_set, vis_imgs, info, monitor, directory, env.is_main)
+
+    if point is None and cfg.time_budget is not None:
+        cfg = plan_budget(cfg, started, model, step_fn, data, env, *timed_work(cfg, report, knn, meta, env.is_main))
     train(TrainSpec(
         command="pretrain", cfg=cfg, run_dir=run_dir, env=env, point=point, model=model, optimizer=optimizer,
-        step_fn=mae_step(env, info if uint8_batches else None, decoder), data=data, dataset_size=len(train_set),
-        save=save, on_epoch_end=EpochReport(cfg, model, train_set, vis_imgs, info, knn, run_dir, env.is_main),
-        sharded=cfg.fsdp,
+        step_fn=step_fn, data=data, dataset_size=len(train_set), save=save, sharded=cfg.fsdp,
+        on_epoch_end=report(model, run_dir, cfg.loop.schedule_epochs(math.ceil(data.steps / cfg.loop.accum_iter)), knn),
     ))
+    if point is None and cfg.plan is not None:
+        logger.info("--time-budget %s: planned to end after %.0f s, ended after %.0f s", cfg.time_budget,
+                    cfg.plan.planned_s, time.monotonic() - started)
     logger.info("run directory: %s", run_dir)
     return run_dir
+
+
+def timed_work(cfg: PretrainConfig, report, knn: KnnMonitor | None, meta, write: bool
+               ) -> tuple[list[tuple[EpochWork, int]], EpochWork]:
+    """What a run does between its steps, as --time-budget times it on the model's copy, writing into its
+    throw-away directory: the pictures (every --vis-every epochs) and kNN (--knn-every) of an epoch end, and a
+    checkpoint. ``report(model, directory, epochs, knn)`` makes an :class:`EpochReport`; ``meta`` a checkpoint's
+    metadata."""
+
+    def pictures(model, _, log: JsonlLog) -> None:
+        report(model, log.path.parent, 1, None)(0, dict(event="epoch", epoch=0, step=1, loss=1.0), log)
+
+    def checkpoint(model, optimizer, log: JsonlLog) -> None:
+        at = Progress(epoch=1, step=1)
+        save_point(log.path.parent, model, optimizer, meta(at), 1, at, LoopState(), write=write)
+
+    work: list[tuple[EpochWork, int]] = [(pictures, cfg.vis_every)]
+    if knn is not None:
+        work.append((lambda model, _, __: knn(model), cfg.knn_every))
+    return work, checkpoint
+
+
+def plan_budget(cfg: PretrainConfig, started: float, model: torch.nn.Module, step_fn, data: TrainData,
+                env: Environment, epoch_end: list[tuple[EpochWork, int]], checkpoint: EpochWork) -> PretrainConfig:
+    """``cfg`` with --steps planned to fill what is left of --time-budget since ``started`` (time.monotonic()),
+    and the plan that says how.
+
+    The costs are measured on copies of ``model`` and its optimizer (:func:`~maelab.train.budget.measure_costs`);
+    on several ranks, rank 0's plan is every rank's.
+    """
+    loop = cfg.loop
+    costs = measure_costs(model, lambda m: build_adamw(m, cfg.optim), step_fn, data, loop, cfg.optim, env,
+                          loop.batch_size * loop.accum_iter * env.world_size, epoch_end, checkpoint)
+    steps_per_epoch = math.ceil(data.steps / loop.accum_iter)
+    plan = agree(make_plan(cfg.time_budget, time.monotonic() - started, steps_per_epoch, costs))
+    logger.info("--time-budget %s: %d optimizer steps (%.2f epochs of %d) at %.3g s each, %.0f s reserved around "
+                "them, %.0f s of setup and measuring; expected to end after %.0f s", cfg.time_budget, plan.steps,
+                plan.epochs, plan.steps_per_epoch, plan.step_s, plan.reserved_s, plan.setup_s, plan.planned_s)
+    return dataclasses.replace(cfg, loop=dataclasses.replace(loop, steps=plan.steps), plan=plan)
 
 
 def build_pretrain_model(cfg: PretrainConfig, model_cfg: MAEConfig, pca_fit_set: torch.utils.data.Dataset | None,
@@ -177,14 +235,14 @@ class EpochReport:
     With --fsdp every rank comes here (the model's forward is a collective); only ``write`` writes.
     """
 
-    def __init__(self, cfg: PretrainConfig, model: torch.nn.Module, train_set, vis_imgs: torch.Tensor,
+    def __init__(self, cfg: PretrainConfig, epochs: int, model: torch.nn.Module, train_set, vis_imgs: torch.Tensor,
                  info: DatasetInfo, knn: KnnMonitor | None, run_dir: Path, write: bool) -> None:
-        self.cfg, self.model, self.train_set, self.vis_imgs, self.info = cfg, model, train_set, vis_imgs, info
-        self.knn, self.run_dir, self.write = knn, run_dir, write
+        self.cfg, self.epochs, self.model, self.train_set, self.vis_imgs = cfg, epochs, model, train_set, vis_imgs
+        self.info, self.knn, self.run_dir, self.write = info, knn, run_dir, write
 
     def __call__(self, epoch: int, record: dict, log: JsonlLog) -> dict:
         report = skipped_files_report(self.train_set)
-        last = epoch + 1 == self.cfg.loop.epochs
+        last = epoch + 1 == self.epochs
         if (epoch + 1) % self.cfg.vis_every == 0 or last:
             rec = reconstruct(self.model, self.vis_imgs, self.info.mean, self.info.std, seed=0)
             if self.write:

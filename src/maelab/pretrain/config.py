@@ -5,11 +5,17 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+import tyro
 
 from maelab.data import DataConfig
 from maelab.masking import check_mask_ratio
+from maelab.train.budget import BudgetPlan, parse_duration
 from maelab.train.config import LoopConfig, OptimConfig
+
+DEFAULT_TIME_BUDGET = "10m"
+"""A new run's schedule when neither --epochs, --steps nor --time-budget is given."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,13 @@ class PretrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
+    time_budget: str | None = None
+    """Train for this long, e.g. 90s, 10m, 1.5h or 1h30m (default 10m when neither --epochs nor --steps is
+    given). A few optimizer steps on a copy of the model first time the step on this machine and data; the
+    run then gets the most steps (--steps) whose warmup and cosine schedule complete within the budget,
+    counting the setup and the epoch-end pictures and checkpoints. config.json records the plan."""
+    plan: Annotated[BudgetPlan | None, tyro.conf.Suppress] = None
+    """How --time-budget planned the schedule (written to config.json, never given; --resume replays it)."""
     output_dir: Path | None = None
     """Run directory; default runs/pretrain-<model>-<time>. Never overwritten."""
     vis_every: int = 1
@@ -70,3 +83,33 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         if self.knn_every < 0:
             raise ValueError(f"--knn-every must be >= 0 (0 turns it off); got {self.knn_every}")
+        if self.optim.warmup_epochs is not None and self.optim.warmup_fraction is not None:
+            raise ValueError(f"--warmup-epochs {self.optim.warmup_epochs} and --warmup-fraction "
+                             f"{self.optim.warmup_fraction} exclude each other; give one")
+        if self.time_budget is None:
+            return
+        parse_duration(self.time_budget)
+        if self.loop.epochs is not None:
+            raise ValueError(f"--time-budget {self.time_budget} and --epochs {self.loop.epochs} exclude each other: "
+                             "give one (--epochs N trains N epochs however long they take)")
+        if self.loop.steps is not None and (self.plan is None or self.plan.steps != self.loop.steps):
+            raise ValueError(f"--time-budget {self.time_budget} and --steps {self.loop.steps} exclude each other: "
+                             "give one (--time-budget plans the steps)")
+
+
+def with_default_schedule(cfg: PretrainConfig) -> PretrainConfig:
+    """A new run's schedule written out: --time-budget 10m unless --epochs, --steps or --time-budget says
+    otherwise, and the default warmup (10% of a schedule in steps, else 1 epoch)."""
+    budget = cfg.time_budget
+    if budget is None and cfg.loop.epochs is None and cfg.loop.steps is None:
+        budget = DEFAULT_TIME_BUDGET
+    step_schedule = budget is not None or cfg.loop.steps is not None
+    return dataclasses.replace(cfg, time_budget=budget, optim=cfg.optim.resolved(step_schedule))
+
+
+def check_fsdp_schedule(cfg: PretrainConfig) -> None:
+    """A new --fsdp run needs a fixed schedule: the time budget's measurement copies the model, and a sharded
+    one cannot be copied yet."""
+    if cfg.fsdp and cfg.time_budget is not None and cfg.plan is None:
+        raise ValueError("--fsdp needs a fixed schedule (--epochs or --steps): --time-budget times the step on a "
+                         "copy of the model, which a sharded model cannot make yet")

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+DEFAULT_WARMUP_FRACTION = 0.1
+"""Warmup of a schedule given in optimizer steps (--steps, --time-budget) when none is given."""
 
 
 @dataclass(frozen=True)
@@ -21,20 +25,45 @@ class OptimConfig:
     weight_decay: float = 0.05
     beta1: float = 0.9
     beta2: float = 0.95
-    warmup_epochs: float = 1.0
+    warmup_epochs: float | None = None
+    """Linear warmup length in epochs (default: 1 epoch, or 10% of a schedule given in optimizer steps:
+    --steps, --time-budget)."""
+    warmup_fraction: float | None = None
+    """Linear warmup as a fraction of the whole schedule, in [0, 1) (e.g. 0.1), instead of --warmup-epochs:
+    it keeps its share when --time-budget plans the schedule's length. Wins over --warmup-epochs where a
+    command gives that a default (finetune, linprobe); pretrain refuses both."""
     clip_grad: float | None = None
     """Clip the global gradient norm to this value (off by default, as in the paper)."""
 
     def __post_init__(self) -> None:
         if self.blr <= 0 or (self.lr is not None and self.lr <= 0):
             raise ValueError("learning rate (--blr / --lr) must be positive")
-        if self.warmup_epochs < 0:
+        if self.warmup_epochs is not None and self.warmup_epochs < 0:
             raise ValueError(f"--warmup-epochs must be >= 0; got {self.warmup_epochs}")
+        if self.warmup_fraction is not None and not 0 <= self.warmup_fraction < 1:
+            raise ValueError(f"--warmup-fraction must be in [0, 1), e.g. 0.1; got {self.warmup_fraction}")
         if self.clip_grad is not None and self.clip_grad <= 0:
             raise ValueError(f"--clip-grad must be positive; got {self.clip_grad}")
 
     def absolute_lr(self, effective_batch: int) -> float:
         return self.lr if self.lr is not None else self.blr * effective_batch / 256
+
+    def warmup(self, total: float, per_epoch: float, step_schedule: bool) -> float:
+        """The warmup's length in the schedule's own unit: ``total`` epochs (``per_epoch`` = 1) or, for
+        ``step_schedule``, ``total`` optimizer steps of which ``per_epoch`` make an epoch."""
+        if self.warmup_fraction is not None:
+            return self.warmup_fraction * total
+        if self.warmup_epochs is not None:
+            return self.warmup_epochs * per_epoch
+        return DEFAULT_WARMUP_FRACTION * total if step_schedule else per_epoch
+
+    def resolved(self, step_schedule: bool) -> OptimConfig:
+        """This config with the default warmup written out (what config.json records for a new run)."""
+        if self.warmup_epochs is not None or self.warmup_fraction is not None:
+            return self
+        if step_schedule:
+            return dataclasses.replace(self, warmup_fraction=DEFAULT_WARMUP_FRACTION)
+        return dataclasses.replace(self, warmup_epochs=1.0)
 
 
 @dataclass(frozen=True)
@@ -42,7 +71,11 @@ class LoopConfig:
     """How the shared training loop runs: schedule length, batching, device, logging, saving."""
 
     epochs: int | None = None
-    """Number of epochs; default: the command's own (3 for pretrain). On --resume, the run's own."""
+    """Number of epochs; default: the command's own (pretrain: --time-budget 10m instead). On --resume, the
+    run's own."""
+    steps: int | None = None
+    """Total optimizer steps, instead of --epochs: the lr schedule (warmup, then half-cycle cosine to --min-lr)
+    spans exactly these steps and the last epoch ends early where they run out (pretrain --time-budget plans it)."""
     batch_size: int = 256
     """Per-device batch size; effective batch = batch_size * accum_iter * world size."""
     accum_iter: int = 1
@@ -59,7 +92,8 @@ class LoopConfig:
     keep_last: int = 1
     """Keep the newest N resumable checkpoints (checkpoint-stepNNNNNNN.*; checkpoint-last.* are links to the newest)."""
     stop_after: int | None = None
-    """Stop after this many epochs in this invocation (the schedule still spans --epochs); continue with --resume."""
+    """Stop after this many epochs in this invocation (the schedule still spans --epochs / --steps); continue
+    with --resume."""
     tensorboard: bool = True
     """Mirror the JSONL log (and reconstruction grids) into TensorBoard event files in the run directory,
     when the tensorboard package is installed (pip install 'maelab[tensorboard]')."""
@@ -69,15 +103,25 @@ class LoopConfig:
     """With --on-nonfinite skip: stop once more than this many steps were skipped."""
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "accum_iter", "log_every", "save_every", "save_every_steps",
+        for name in ("epochs", "steps", "batch_size", "accum_iter", "log_every", "save_every", "save_every_steps",
                      "keep_last", "stop_after"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1; got {getattr(self, name)}")
+        if self.epochs is not None and self.steps is not None:
+            raise ValueError(f"--epochs {self.epochs} and --steps {self.steps} exclude each other: a schedule is "
+                             "given either in epochs or in optimizer steps (a --time-budget run has --steps)")
         if self.max_nonfinite < 0:
             raise ValueError(f"--max-nonfinite must be >= 0; got {self.max_nonfinite}")
         if self.on_nonfinite not in ("stop", "skip"):
             raise ValueError(f"--on-nonfinite must be 'stop' or 'skip'; got {self.on_nonfinite!r}")
+
+    def schedule_epochs(self, optimizer_steps_per_epoch: int) -> int:
+        """Epochs the schedule runs: ``epochs``, or as many as ``steps`` reach into (the last one partial)."""
+        if self.steps is None:
+            assert self.epochs is not None, "resolve the command's default schedule first"
+            return self.epochs
+        return math.ceil(self.steps / optimizer_steps_per_epoch)
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -102,8 +146,10 @@ def from_jsonable(cls: type, data: dict) -> Any:
         if name not in names:
             raise ValueError(f"unknown config key {name!r} for {cls.__name__}")
         hint = hints[name]
-        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-            value = from_jsonable(hint, value)
+        # An optional nested config (``Plan | None``) is rebuilt like a plain one.
+        nested = [h for h in (hint, *typing.get_args(hint)) if dataclasses.is_dataclass(h)]
+        if nested and isinstance(value, dict):
+            value = from_jsonable(nested[0], value)
         elif isinstance(value, str) and Path in (hint, *typing.get_args(hint)):
             value = Path(value)
         kwargs[name] = value

@@ -88,7 +88,8 @@ class TrainLoop:
     and ``save`` run on every rank (they write on rank 0 only)."""
 
     def __post_init__(self) -> None:
-        assert self.loop.epochs is not None, "resolve the command's default epochs before building the loop"
+        assert self.loop.epochs is not None or self.loop.steps is not None, \
+            "resolve the command's default schedule (epochs or steps) before building the loop"
         if not self.trainable:
             self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         if self.env.world_size > 1 and self.loop.on_nonfinite == "skip":
@@ -98,6 +99,13 @@ class TrainLoop:
         self.net = wrap_ddp(self.model, self.env.world_size, self.env.device)
         self.base_lr = self.optim.absolute_lr(self.effective_batch)
         self.nonfinite_skipped = 0
+        # Optimizer steps per epoch: a last accumulation cycle cut short by the epoch's end still steps.
+        self.optimizer_steps_per_epoch = math.ceil(self.steps_per_epoch / self.loop.accum_iter)
+        self.epochs = self.loop.schedule_epochs(self.optimizer_steps_per_epoch)
+        if self.loop.steps is None:  # in epochs, from 0 to epochs
+            self.warmup = self.optim.warmup(self.loop.epochs, 1.0, step_schedule=False)
+        else:  # in optimizer steps: the first step runs at position 0, the last at steps - 1
+            self.warmup = self.optim.warmup(self.loop.steps - 1, self.optimizer_steps_per_epoch, step_schedule=True)
 
     def _write(self, record: dict[str, Any]) -> None:
         if self.env.is_main:
@@ -110,31 +118,44 @@ class TrainLoop:
             return requested
         return agree_now and any_rank(requested, self.env.device)
 
-    def _lr(self, epoch: int, it: int) -> float:
-        return lr_at(
-            epoch + it / self.steps_per_epoch, self.base_lr, self.optim.min_lr,
-            self.optim.warmup_epochs, self.loop.epochs,
-        )
+    def _lr(self, epoch: int, it: int, step: int) -> float:
+        """The lr of the optimizer step that batch ``it`` of ``epoch`` belongs to (``step`` steps done before it)."""
+        if self.loop.steps is None:
+            return lr_at(epoch + it / self.steps_per_epoch, self.base_lr, self.optim.min_lr, self.warmup,
+                         self.loop.epochs)
+        # The schedule ends exactly at the last step: it runs at min_lr.
+        return lr_at(step, self.base_lr, self.optim.min_lr, self.warmup, self.loop.steps - 1)
+
+    def _batches(self, epoch: int) -> int:
+        """Batches of ``epoch``: all of them, except in the last epoch of a schedule in steps, which ends early."""
+        if self.loop.steps is None:
+            return self.steps_per_epoch
+        left = self.loop.steps - epoch * self.optimizer_steps_per_epoch  # optimizer steps still to run
+        return min(self.steps_per_epoch, left * self.loop.accum_iter)
 
     def run(self, progress: Progress, resume: LoopState | None = None) -> list[dict[str, float]]:
-        """Train from ``progress`` to ``loop.epochs``; ``resume`` is the checkpointed loop state when
-        ``progress.iter > 0``. Returns the epoch records."""
+        """Train from ``progress`` to the schedule's end (``loop.epochs``, or the epoch holding step
+        ``loop.steps``); ``resume`` is the checkpointed loop state when ``progress.iter > 0``. Returns the
+        epoch records."""
         history = []
+        length = (f"{self.epochs} epochs" if self.loop.steps is None else
+                  f"{self.loop.steps} optimizer steps ({self.loop.steps / self.optimizer_steps_per_epoch:.2f} epochs)")
         logger.info(
-            "training %s: %d epochs x %d steps, effective batch %d (%d per device x %d devices x %d accumulation), "
-            "lr %.3g, device %s%s", self.desc, self.loop.epochs, self.steps_per_epoch, self.effective_batch,
+            "training %s: %s x %d steps, effective batch %d (%d per device x %d devices x %d accumulation), "
+            "lr %.3g, device %s%s", self.desc, length, self.steps_per_epoch, self.effective_batch,
             self.effective_batch // (self.env.world_size * self.loop.accum_iter), self.env.world_size,
             self.loop.accum_iter, self.base_lr, self.env.device, f", autocast {self.env.amp_dtype}" if self.env.amp_dtype else "",
         )
-        if self.optim.warmup_epochs >= self.loop.epochs:
+        total = self.loop.epochs if self.loop.steps is None else self.loop.steps - 1
+        if 0 < total <= self.warmup:
             logger.warning(
-                "--warmup-epochs %g covers the whole %d-epoch schedule: the lr only rises and never decays; "
-                "use a shorter warmup (e.g. --warmup-epochs %g) for short runs",
-                self.optim.warmup_epochs, self.loop.epochs, round(0.1 * self.loop.epochs, 2),
+                "the warmup (%g %s) covers the whole schedule: the lr only rises and never decays; use a "
+                "shorter warmup (e.g. --warmup-fraction 0.1) for short runs",
+                self.warmup, "epochs" if self.loop.steps is None else "optimizer steps",
             )
         if resume is not None:
             self.nonfinite_skipped = resume.nonfinite_skipped
-        end = self.loop.epochs
+        end = self.epochs
         if self.loop.stop_after is not None:
             end = min(end, progress.epoch + self.loop.stop_after)
         while progress.epoch < end:
@@ -182,15 +203,17 @@ class TrainLoop:
         nonfinite = NonfiniteGuard(self.loop.on_nonfinite, self.env.device)
         window_seen = seen_here = 0
         start = window_start = time.perf_counter()
-        lr = self._lr(epoch, start_iter)
-        bar = tqdm(total=self.steps_per_epoch, initial=start_iter, desc=f"{self.desc} {epoch + 1}/{self.loop.epochs}",
+        lr = self._lr(epoch, start_iter, progress.step)
+        batches = self._batches(epoch)
+        bar = tqdm(total=batches, initial=start_iter, desc=f"{self.desc} {epoch + 1}/{self.epochs}",
                    disable=None if self.env.is_main else True, dynamic_ncols=True, leave=False)
         it, grad_norm = start_iter - 1, None
-        for it, batch in enumerate(self.make_loader(epoch, start_iter), start=start_iter):
+        loader = self.make_loader(epoch, start_iter)
+        for it, batch in enumerate(loader, start=start_iter):
             if it % accum == 0:
-                lr = self._lr(epoch, it)
+                lr = self._lr(epoch, it, progress.step)
                 set_lr(self.optimizer, lr)
-            last = it + 1 == self.steps_per_epoch
+            last = it + 1 == batches
             stepped = (it + 1) % accum == 0 or last
             # DDP all-reduces the gradients on the cycle's last micro-batch only.
             with maybe_no_sync(self.net, sync=stepped):
@@ -225,12 +248,16 @@ class TrainLoop:
                 if grad_norm is not None:  # None when a log step falls between accumulation steps
                     record["grad_norm"], grad_norm = float(grad_norm), None
                 self._write(record)
-                remaining = (self.steps_per_epoch - it - 1) + (self.loop.epochs - epoch - 1) * self.steps_per_epoch
+                remaining = (batches - it - 1) + sum(self._batches(e) for e in range(epoch + 1, self.epochs))
                 bar.set_postfix(loss=f"{float(loss):.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.0f}",
                                 eta=_fmt_time(remaining * out.batch_size / max(rate, 1e-9)))
             if stepped and not last:
                 self._maybe_save_mid_epoch(progress, it + 1, generator, sums, nonfinite, bar,
                                            agree_now=(it + 1) % self.loop.log_every == 0)
+            if last and batches < self.steps_per_epoch:
+                # A schedule in steps ends its last epoch before the data does; stop the loader's workers now.
+                getattr(loader, "close", lambda: None)()
+                break
         bar.close()
         nonfinite.raise_if_found(bar)
         if it < start_iter:
@@ -241,7 +268,7 @@ class TrainLoop:
                       img_per_s=seen_here * self.env.world_size / max(elapsed, 1e-9),
                       epoch_time_s=elapsed)
         record.update({k: float(v) / n for k, v in mean.metrics.items()})
-        logger.info("%s epoch %d/%d: loss %.4f, %.0f img/s, %.1fs", self.desc, epoch + 1, self.loop.epochs,
+        logger.info("%s epoch %d/%d: loss %.4f, %.0f img/s, %.1fs", self.desc, epoch + 1, self.epochs,
                     record["loss"], record["img_per_s"], elapsed)
         return record
 

@@ -119,6 +119,11 @@ def open_resume(
                          f"maelab {found} --resume {run_dir}")
     cfg = merge_resume(from_jsonable(type(given), read_json(run_dir / "config.json")), given, allowed)
     point = ResumePoint(run_dir, weights, state)
+    if cfg.loop.steps is not None:
+        if point.progress.step >= cfg.loop.steps:
+            raise ValueError(f"run {run_dir} already finished its schedule of {cfg.loop.steps} optimizer steps; "
+                             "start a new run to train longer")
+        return cfg, point
     done = point.progress.epoch
     if done >= cfg.loop.epochs:
         raise ValueError(f"run {run_dir} already finished {done} epochs; pass --epochs N with N > {done} to train on")

@@ -29,16 +29,23 @@ Config = TypeVar("Config")
 INVOCATION_ONLY = ("fsdp",)
 
 
-def open_run(cfg: Config, resume: Path | None, command: str, default_epochs: int) -> tuple[Config, ResumePoint | None]:
+def open_run(
+    cfg: Config, resume: Path | None, command: str, default_epochs: int | None,
+) -> tuple[Config, ResumePoint | None]:
     """The config to train with and, with ``resume``, the checkpoint to continue from.
 
-    A new run gets the command's ``default_epochs`` unless ``--epochs`` says otherwise; a
-    resumed run keeps its own config except the options a resume may change.
+    A new run gets the command's ``default_epochs`` unless ``--epochs`` or ``--steps`` says otherwise
+    (None: the command plans the schedule itself, e.g. pretrain's ``--time-budget``), and its default
+    warmup written out; a resumed run keeps its own config except the options a resume may change.
     """
     if resume is None:
-        if cfg.loop.epochs is None:
-            cfg = dataclasses.replace(cfg, loop=dataclasses.replace(cfg.loop, epochs=default_epochs))
-        return cfg, None
+        loop = cfg.loop
+        if loop.epochs is None and loop.steps is None and default_epochs is not None:
+            loop = dataclasses.replace(loop, epochs=default_epochs)
+        optim = cfg.optim
+        if loop.epochs is not None or loop.steps is not None:
+            optim = optim.resolved(step_schedule=loop.steps is not None)
+        return dataclasses.replace(cfg, loop=loop, optim=optim), None
     own = {name: getattr(cfg, name) for name in INVOCATION_ONLY if hasattr(cfg, name)}
     saved, point = open_resume(Path(resume), cfg, command, LOOP_CHANGES | {("", name) for name in own})
     return dataclasses.replace(saved, **own), point

@@ -133,14 +133,16 @@ def save_loss_plot(records: Sequence[dict], path: Path, title: str = "pre-traini
     fig = Figure(figsize=(6, 3.5), dpi=110)
     FigureCanvasAgg(fig)
     ax = fig.subplots()
+    # An epoch's position: iterations over a whole epoch's last logged one (a schedule in optimizer
+    # steps ends its last epoch early, and that epoch's mean is drawn where its steps end).
+    full = max((r["iter"] for r in steps), default=1)
+    ends = {r["epoch"]: r["epoch"] + r["iter"] / full for r in steps}
     if steps:
-        per_epoch: dict[int, int] = {}
-        for r in steps:
-            per_epoch[r["epoch"]] = max(per_epoch.get(r["epoch"], 1), r["iter"])
-        ax.plot([r["epoch"] + r["iter"] / per_epoch[r["epoch"]] for r in steps],
+        ax.plot([r["epoch"] + r["iter"] / full for r in steps],
                 [r["loss"] for r in steps], lw=0.8, alpha=0.7, label="log step")
     if epochs:
-        ax.plot([r["epoch"] + 1 for r in epochs], [r["loss"] for r in epochs], "o-", label="epoch mean")
+        ax.plot([ends.get(r["epoch"], r["epoch"] + 1) for r in epochs], [r["loss"] for r in epochs], "o-",
+                label="epoch mean")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax.set_title(title)
