@@ -13,10 +13,13 @@ from maelab.ablate.config import STAGES, Sweep
 from maelab.train.rundir import read_json
 
 METRICS = ("linprobe_top1", "knn_top1", "finetune_top1")
+# The same evaluations on the validation split held out of the training images: what comparing cells looks at.
+VAL = {metric: metric.replace("_top1", "_val_top1") for metric in METRICS}
 NAMES = {"linprobe_top1": "linear probe", "knn_top1": "kNN", "finetune_top1": "fine-tune"}
 COLUMNS = ("cell", "label", "seed", "status", "pretrain_wall_s", "pretrain_epochs", "pretrain_loss",
-           "pretrain_img_per_s", "linprobe_top1", "linprobe_best_top1", "knn_top1", "finetune_top1",
-           "finetune_best_top1", "error", "reused_from", "stages_reused", "stages_reused_from")
+           "pretrain_img_per_s", "linprobe_val_top1", "linprobe_top1", "linprobe_best_top1", "knn_val_top1",
+           "knn_top1", "finetune_val_top1", "finetune_top1", "finetune_best_top1", "error", "reused_from",
+           "stages_reused", "stages_reused_from")
 
 
 def collect(sweep: Sweep, sweep_dir: Path) -> list[dict[str, Any]]:
@@ -60,7 +63,7 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         ok = [r for r in group["rows"] if r["status"] == "ok"]
         group["seeds_ok"], group["seeds"] = len(ok), len(group["rows"])
         group["first"] = group["rows"][0]
-        for metric in (*METRICS, "pretrain_wall_s", "pretrain_loss"):
+        for metric in (*METRICS, *VAL.values(), "pretrain_wall_s", "pretrain_loss"):
             values = [r[metric] for r in ok if r.get(metric) is not None]
             group[metric] = _stats(values)
     return list(groups.values())
@@ -72,7 +75,9 @@ def markdown(sweep: Sweep, groups: list[dict[str, Any]], rows: list[dict[str, An
     if sweep.description:
         lines += [sweep.description, ""]
     lines += [f"Mean over seeds (± sample std when there are 2 or more); wall-time ratio relative to "
-              f"`{sweep.reference}`. Top-1 on the test split, last epoch.", ""]
+              f"`{sweep.reference}`. Top-1 as validation / test: the validation split is held out of the "
+              "training images and is what a comparison of cells should look at; the test split is only "
+              "reported (last epoch; \"-\" where a run predates the validation split).", ""]
     head = ["cell", *[k.split(".")[-1] for k in sweep.varying], "seeds ok", "linear probe", "kNN",
             "fine-tune", "pretrain loss", "pretrain wall (s)", "wall ratio"]
     lines += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
@@ -80,7 +85,7 @@ def markdown(sweep: Sweep, groups: list[dict[str, Any]], rows: list[dict[str, An
         wall = g["pretrain_wall_s"]
         ratio = f"{wall[0] / ref[0]:.2f}" if wall and ref else "-"
         cells = [g["label"], *[str(g["first"].get(k, "")) for k in sweep.varying], f"{g['seeds_ok']}/{g['seeds']}",
-                 _fmt(g["linprobe_top1"]), _fmt(g["knn_top1"]), _fmt(g["finetune_top1"]),
+                 *[f"{_fmt(g[VAL[m]])} / {_fmt(g[m])}" if g[m] else "-" for m in METRICS],
                  _fmt(g["pretrain_loss"], 4), _fmt(g["pretrain_wall_s"], 0), ratio]
         lines.append("| " + " | ".join(cells) + " |")
     reused = [r for r in rows if r.get("reused_from")]
@@ -113,7 +118,10 @@ def _plot(sweep: Sweep, groups: list[dict[str, Any]], sweep_dir: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = [m for m in METRICS if any(g[m] for g in groups)]
+    # The validation split where the runs have one (newer runs), else the test split (runs that predate it).
+    split = "validation" if any(g[v] for g in groups for v in VAL.values()) else "test"
+    metrics = [VAL[m] if split == "validation" else m for m in METRICS]
+    metrics = [m for m in metrics if any(g[m] for g in groups)]
     if not metrics:
         return
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
@@ -125,20 +133,20 @@ def _plot(sweep: Sweep, groups: list[dict[str, Any]], sweep_dir: Path) -> None:
         errs = [s[1] if not math.isnan(s[1]) else 0.0 for _, s in points]
         if numeric:
             xs = [g["first"][sweep.plot_x] for g, _ in points]
-            ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=NAMES[metric])
+            ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=NAMES[metric.replace("_val", "")])
             for x, y in zip(xs, ys):
                 ax.annotate(f"{y:.1f}", (x, y), textcoords="offset points", xytext=(0, 5), ha="center", fontsize=7)
         else:
             width = 0.8 / len(metrics)
             xs = [groups.index(g) + (i - (len(metrics) - 1) / 2) * width for g, _ in points]
-            ax.bar(xs, ys, width, yerr=errs, capsize=3, label=NAMES[metric])
+            ax.bar(xs, ys, width, yerr=errs, capsize=3, label=NAMES[metric.replace("_val", "")])
     if numeric:
         ax.set_xlabel(sweep.plot_x.split(".")[-1])
     else:
         ax.set_xticks(range(len(groups)), [g["label"] for g in groups], rotation=20, ha="right", fontsize=8)
         lows = [g[m][0] - 3 for g in groups for m in metrics if g[m]]
         ax.set_ylim(bottom=max(0.0, min(lows)))
-    ax.set_ylabel("test top-1 (%)")
+    ax.set_ylabel(f"{split} top-1 (%)")
     ax.set_title(f"{sweep.name} (mean over seeds, bars: std)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

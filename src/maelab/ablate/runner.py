@@ -266,8 +266,9 @@ def _classifier(stage: str):
             from maelab.evaluate.finetune import finetune as fn
         cfg = dataclasses.replace(getattr(cell, stage), checkpoint=cell_dir / "pretrain", output_dir=cell_dir / stage)
         metrics = read_json(fn(cfg) / "metrics.json")
+        # "best" is the epoch with the best validation top-1 (the last one without a validation split).
         return {f"{stage}_top1": metrics["last"]["top1"], f"{stage}_best_top1": metrics["best"]["top1"],
-                f"{stage}_epochs": len(metrics["epochs"])}
+                f"{stage}_val_top1": metrics["best"].get("val_top1"), f"{stage}_epochs": len(metrics["epochs"])}
 
     return run
 
@@ -277,7 +278,8 @@ def _knn(cell: Cell, cell_dir: Path) -> dict[str, Any]:
 
     cfg = dataclasses.replace(cell.knn, checkpoint=cell_dir / "pretrain", output_dir=cell_dir / "knn")
     record = read_json(run_knn(cfg) / "knn.json")
-    return {"knn_top1": record["top1"], "knn_train_images": record["train_images"]}
+    return {"knn_top1": record["top1"], "knn_val_top1": record.get("val_top1"),
+            "knn_train_images": record["train_images"]}
 
 
 _STAGE_FNS = {"pretrain": _pretrain, "linprobe": _classifier("linprobe"), "knn": _knn,
