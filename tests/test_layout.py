@@ -21,7 +21,7 @@ LAYERS = {
     "train": 4,
     "visualize": 5,
     "evaluate": 6,
-    "pretrain": 7,
+    "pretrain": 7, "anomaly": 7,
     "ablate": 8, "bench": 8, "demo": 8,
     "cli": 9,
     "__main__": 10, "__init__": 10,

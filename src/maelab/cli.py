@@ -11,9 +11,11 @@ from typing import Annotated
 
 import tyro
 
+from maelab.anomaly.config import AnomalyConfig
 from maelab.bench.runner import BenchConfig
 from maelab.data import BadFileOptions
 from maelab.evaluate.config import FinetuneConfig, KnnConfig, LinprobeConfig
+from maelab.evaluate.embed import EmbedConfig
 from maelab.interop.export import ExportConfig
 from maelab.pretrain.config import PretrainConfig
 from maelab.train.loop import TrainingDiverged
@@ -99,6 +101,32 @@ class Knn:
         from maelab.evaluate.knn import run_knn
 
         run_knn(self.config)
+
+
+@dataclass(frozen=True)
+class Embed:
+    """Features of every image (all patches visible, pooled as the probe pools them) as one safetensors or .npy
+    matrix, with an index of the images (<stem>.csv) and a summary naming skipped unreadable files (<stem>.json)."""
+
+    config: Annotated[EmbedConfig, tyro.conf.arg(name="")]
+
+    def run(self) -> None:
+        from maelab.evaluate.embed import run_embed
+
+        run_embed(self.config)
+
+
+@dataclass(frozen=True)
+class Anomaly:
+    """Score images by reconstruction error (complementary masks hiding every patch) and by kNN distance to the
+    normal training images; per-image scores, heat maps of the most anomalous, AUROC/AUPRC when labels are known."""
+
+    config: Annotated[AnomalyConfig, tyro.conf.arg(name="")]
+
+    def run(self) -> None:
+        from maelab.anomaly.command import run_anomaly
+
+        run_anomaly(self.config)
 
 
 @dataclass(frozen=True)
@@ -189,7 +217,7 @@ class Ablate:
 
 COMMANDS = {"pretrain": Pretrain, "reconstruct": Reconstruct, "models": Models, "finetune": Finetune,
             "linprobe": Linprobe, "knn": Knn, "ablate": Ablate, "bench": Bench, "shard": Shard, "demo": Demo,
-            "export": Export}
+            "export": Export, "embed": Embed, "anomaly": Anomaly}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from maelab.data import DataConfig, DatasetInfo
+from maelab.data import DataConfig, DatasetInfo, dataset_info
 from maelab.evaluate.classifier import classifier_config, pixel_config
 from maelab.evaluate.config import EvalDataOptions
 from maelab.evaluate.data import eval_loader, labeled_info, resolve_data
@@ -75,7 +75,7 @@ class FrozenFeatures:
 
 def frozen_features(
     init: str, checkpoint: Path | None, model: str, opts: EvalDataOptions, pool: str, head: str, seed: int,
-    device: torch.device, command: str, layers: int = 1,
+    device: torch.device, command: str, layers: int = 1, labeled: bool = True,
 ) -> FrozenFeatures:
     """The one path from ``--init`` to features, shared by linprobe and knn.
 
@@ -83,12 +83,13 @@ def frozen_features(
     (:func:`random_encoder` with ``seed``). ``pixels``: no encoder; the eval-transformed images at
     the data's native size (or ``--img-size``) flattened. ``head`` ("bn_linear" or "none") is
     left as built (callers initialize it); the global RNG is seeded with ``seed`` before it is.
+    ``labeled`` False accepts unlabeled data (``maelab embed``, ``maelab anomaly``): no classes needed.
     """
     if init == "pixels" and layers > 1:
         raise ValueError("--init pixels has no encoder blocks to take --layers from; drop --layers")
     source = encoder_source(init, checkpoint, model, command)
     data = resolve_data(opts, source.saved_data, source.config, fixed_channels=source.fixed_channels)
-    info = labeled_info(data)
+    info = labeled_info(data) if labeled else dataset_info(data)
     torch.manual_seed(seed)
     provenance = source.provenance()
     if init == "pixels":
