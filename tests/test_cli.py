@@ -1,6 +1,7 @@
 """The command line end to end on the synthetic dataset, in a temporary directory."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -117,3 +118,24 @@ def test_reconstruct_image_files_and_bad_file(tmp_path):
     bad.write_text("not an image")
     assert main(["reconstruct", str(run), str(bad), "-o", str(tmp_path / "x.png")]) == 2
     assert not (tmp_path / "x.png").exists()
+
+
+def test_help_lists_the_presets_and_explains_every_mask_and_decoder_option(capsys):
+    """--model names its choices; each option of the mask/decoder group has a help line, not just a default."""
+    import dataclasses
+
+    from maelab.models import list_models
+    from maelab.pretrain.config import ModelOptions
+
+    for command in ("pretrain", "finetune", "linprobe", "knn"):
+        assert main([command, "--help"]) == 0
+        text = " ".join(capsys.readouterr().out.replace("│", " ").split())
+        assert all(name in text for name in list_models()), command
+    assert main(["pretrain", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    for f in dataclasses.fields(ModelOptions):
+        flag = "--" + f.name.replace("_", "-")
+        # The option's own entry: the flag, its metavar ({None}|INT, {None,random,...}), then its help.
+        entry = re.search(re.escape(flag) + r" \{[^}]*\}(\|[A-Z]+)? (\S+)", text)
+        assert entry is not None, flag
+        assert entry.group(2) != "(default:", f"{flag} has no help line"

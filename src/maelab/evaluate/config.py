@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+
+import tyro
 
 from maelab.data.config import BadFileOptions, DatasetName
+from maelab.models.registry import preset_help
 from maelab.train.config import LoopConfig, OptimConfig
 
 FINETUNE_EPOCHS = 10
@@ -63,8 +66,8 @@ class FinetuneConfig:
     directory; optional with --init none."""
     init: Literal["pretrained", "none"] = "pretrained"
     """"none" trains the same ViT from random init (the supervised-from-scratch baseline)."""
-    model: str = "mae_vit_fashion"
-    """Preset giving the architecture when --init none is used without --checkpoint."""
+    model: Annotated[str, tyro.conf.arg(help=preset_help(
+        "Preset giving the architecture when --init none is used without --checkpoint."))] = "mae_vit_fashion"
     data: EvalDataOptions = field(default_factory=EvalDataOptions)
     optim: OptimConfig = field(
         default_factory=lambda: OptimConfig(blr=1e-3, min_lr=1e-6, weight_decay=0.05, beta2=0.999, warmup_epochs=1.0)
@@ -121,8 +124,8 @@ class FeatureSource:
     """Features from: the checkpoint's encoder; "none": a random-init encoder of the same architecture
     (the checkpoint's, else --model's; seeded by --seed); "pixels": no encoder, the flattened
     normalized pixels (C*H*W) at the data's native size or --img-size (the raw-pixel floor)."""
-    model: str = "mae_vit_fashion"
-    """Preset giving the architecture when --init none is used without --checkpoint."""
+    model: Annotated[str, tyro.conf.arg(help=preset_help(
+        "Preset giving the architecture when --init none is used without --checkpoint."))] = "mae_vit_fashion"
 
 
 @dataclass(frozen=True)

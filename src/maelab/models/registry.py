@@ -93,6 +93,11 @@ def create_model(name: str, **overrides) -> MaskedAutoencoder | SimMIM:
     return build_model(get_config(name, **overrides))
 
 
+def preset_help(purpose: str) -> str:
+    """The --model help line: what the preset is for here, and every preset name (the choices)."""
+    return f"{purpose} One of: {', '.join(list_models())} (`maelab models` lists their sizes)."
+
+
 def models_table() -> str:
     """One row per preset: geometry, widths and parameter counts (built on the meta device: no memory)."""
     header = f"{'name':<24}{'img':>8}{'patch':>6}{'chans':>6}{'encoder':>14}{'decoder':>14}{'params':>10}{'encoder':>10}"

@@ -11,6 +11,7 @@ import tyro
 
 from maelab.data import DataConfig
 from maelab.masking import check_mask_ratio
+from maelab.models.registry import preset_help
 from maelab.train.budget import BudgetPlan, parse_duration
 from maelab.train.config import LoopConfig, OptimConfig
 
@@ -23,15 +24,24 @@ class ModelOptions:
     """Changes to the chosen preset; unset options keep the preset's values."""
 
     mask_ratio: float | None = None
+    """Fraction of patches hidden from the encoder, in (0, 1) (paper: 0.75)."""
     mask_strategy: Literal["random", "block", "grid"] | None = None
+    """How the hidden patches are chosen: uniformly at random (paper), in blocks, or a regular grid (Table 1f)."""
     target: Literal["pixel", "norm_pixel", "pca", "hog"] | None = None
+    """What the decoder predicts for a hidden patch: its pixels, its per-patch normalized pixels (paper's best),
+    its PCA coefficients, or its HOG features (Table 1d)."""
     pca_components: int | None = None
     """Components kept by --target pca (default: 1/8 of the patch dimension, at least 4)."""
     decoder_depth: int | None = None
+    """Transformer blocks in the decoder (paper: 8; deeper mostly helps the linear probe, Table 1a)."""
     decoder_embed_dim: int | None = None
+    """Decoder width (paper: 512); a multiple of 4 and of --decoder-num-heads."""
     decoder_num_heads: int | None = None
+    """Attention heads in the decoder; must divide --decoder-embed-dim."""
     encoder_mask_tokens: bool | None = None
+    """Send mask tokens through the encoder too (Table 1c's slower variant; default: only visible patches)."""
     loss_on_all: bool | None = None
+    """Compute the loss on every patch instead of only the hidden ones (the paper: hidden only)."""
     mask_patch_size: int | None = None
     """SimMIM presets only: side of the square mask unit, in patches."""
 
@@ -51,7 +61,8 @@ class ModelOptions:
 class PretrainConfig:
     """Everything a pre-training run needs; written to the run directory as config.json."""
 
-    model: str = "mae_vit_fashion"
+    model: Annotated[str, tyro.conf.arg(help=preset_help("Model preset (the mask and decoder options below change it)."))] = \
+        "mae_vit_fashion"
     options: ModelOptions = field(default_factory=ModelOptions)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
