@@ -43,7 +43,7 @@ from maelab.train.loader import train_loader
 from maelab.train.loop import StepFn, StepOutput
 from maelab.train.resume import prepare_run_dir
 from maelab.train.run import TrainSpec, check_batch_size, open_run, train
-from maelab.train.rundir import new_run_dir
+from maelab.train.rundir import new_run_dir, removed_if_failed_before_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -139,11 +139,12 @@ def solved_probe(cfg: LinprobeConfig) -> Path:
     run = ClassifierRun(run_dir, frozen.model, feature_evaluators(head, feats, env.device), meta,
                         frozen.info.class_names, f"linear probe {frozen.name}", extra, optimizer=None, keep_last=1,
                         images=(train_images, *splits.values()))
-    log = prepare_run_dir(run_dir, cfg, env, None)
-    summary = run.on_epoch_end(0, {"loss": solution.fit.loss})
-    log.write(dict(event="epoch", epoch=0, step=solution.fit.iterations, loss=solution.fit.loss, c=solution.c,
-                   **summary))
-    save_checkpoint(run_dir / LAST, frozen.model.state_dict(), meta(1))
+    with removed_if_failed_before_checkpoint(run_dir, env.is_main):
+        log = prepare_run_dir(run_dir, cfg, env, None)
+        summary = run.on_epoch_end(0, {"loss": solution.fit.loss})
+        log.write(dict(event="epoch", epoch=0, step=solution.fit.iterations, loss=solution.fit.loss, c=solution.c,
+                       **summary))
+        save_checkpoint(run_dir / LAST, frozen.model.state_dict(), meta(1))
     run.finish()
     return run_dir
 

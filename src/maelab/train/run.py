@@ -21,6 +21,7 @@ from maelab.train.environment import Environment
 from maelab.train.loader import TrainData
 from maelab.train.loop import EpochHook, StepFn, TrainLoop
 from maelab.train.resume import LOOP_CHANGES, ResumePoint, open_resume, prepare_run_dir, restore, run_loop
+from maelab.train.rundir import removed_if_failed_before_checkpoint
 from maelab.train.state import LoopState, Progress
 
 Config = TypeVar("Config")
@@ -90,6 +91,12 @@ def train(spec: TrainSpec) -> None:
                                        spec.dataset_size, spec.data.stream_workers)
         if spec.on_restore is not None:
             spec.on_restore(spec.point.state)
+    # A new run that fails before its first checkpoint leaves nothing behind, so the same command can run again.
+    with removed_if_failed_before_checkpoint(spec.run_dir, spec.point is None and spec.env.is_main):
+        _run(spec, progress, loop_state)
+
+
+def _run(spec: TrainSpec, progress: Progress, loop_state: LoopState | None) -> None:
     log = prepare_run_dir(spec.run_dir, spec.cfg, spec.env, progress if spec.point is not None else None)
     loop_cfg = spec.cfg.loop
     loop = TrainLoop(

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from maelab.checkpoint import atomic_write
 from maelab.train.tensorboard import TensorBoardMirror
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_RUNS = Path("runs")
+
+# What a run writes into its directory before its first checkpoint: the only names a failed start removes.
+EARLY_OUTPUTS = ("config.json", "log.jsonl", "events.out.tfevents.*", "recon_epoch*.png", "recon.png", "loss.png",
+                 "metrics.json", "confusion.png", ".*.tmp")
 
 
 def new_run_dir(path: Path | None, prefix: str) -> Path:
@@ -28,6 +38,43 @@ def new_run_dir(path: Path | None, prefix: str) -> Path:
             "continue that run, or choose another --output-dir"
         )
     return path
+
+
+@contextmanager
+def removed_if_failed_before_checkpoint(run_dir: Path, enabled: bool = True) -> Iterator[None]:
+    """Around a new run: when it fails before writing any checkpoint, remove what it wrote, directory included.
+
+    Such a directory could neither be resumed (no checkpoint) nor reused (not empty), so the same command
+    would be refused until the user cleaned up by hand. Only entries that were absent on entry and carry a
+    name maelab writes (:data:`EARLY_OUTPUTS`) are removed, and only directories created here (now empty):
+    nothing a user put there is ever touched. A run with any checkpoint keeps everything (``--resume``).
+    """
+    run_dir = Path(run_dir)
+    if not enabled:
+        yield
+        return
+    missing = [p for p in (run_dir, *run_dir.parents) if not p.exists()]  # innermost first
+    before = set(run_dir.iterdir()) if run_dir.is_dir() else set()
+    try:
+        yield
+    except BaseException:
+        if run_dir.is_dir() and not any(run_dir.glob("checkpoint-*")):
+            _remove_new_outputs(run_dir, before, missing)
+        raise
+
+
+def _remove_new_outputs(run_dir: Path, before: set[Path], created_dirs: list[Path]) -> None:
+    removed = []
+    for path in sorted(set(run_dir.iterdir()) - before):
+        if path.is_file() and any(fnmatch.fnmatch(path.name, pattern) for pattern in EARLY_OUTPUTS):
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+    for directory in created_dirs:
+        if directory.is_dir() and not any(directory.iterdir()):
+            directory.rmdir()
+    kept = run_dir.is_dir()
+    logger.info("the run stopped before its first checkpoint: removed %s%s", ", ".join(removed) or "nothing",
+                f" (kept {run_dir}: it holds files maelab did not write)" if kept and run_dir in created_dirs else "")
 
 
 def open_log(run_dir: Path, tensorboard: bool, purge_step: int | None = None) -> JsonlLog:
