@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import sys
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -255,15 +256,38 @@ def _run(argv: list[str] | None) -> int:
     except TrainingInterrupted as exc:
         logger.warning("%s", exc)
         return exc.exit_status
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"maelab: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        if exc.errno != errno.ENOSPC:
-            raise
-        print(f"maelab: error: {exc.strerror or exc}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 (every failure gets its status and its one report here)
+        if is_user_error(exc):
+            print(f"maelab: error: {exc}", file=sys.stderr)
+            return 2
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            print(f"maelab: error: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        traceback.print_exception(exc, file=sys.stderr)
+        print(f"maelab: internal error: {type(exc).__name__}: {exc}\n(not a problem with the options given: a bug "
+              "in maelab or a library it uses; the traceback above shows where)", file=sys.stderr)
         return 1
     return status or 0
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """Whether ``exc`` reports a bad option or input (exit 2, one line) rather than a bug (exit 1, traceback).
+
+    maelab checks options and inputs itself and raises ValueError from its own code; the same ValueError from
+    inside torch, numpy or another library (the innermost frame of its traceback is theirs) means maelab passed
+    them something wrong: a bug, shown with its traceback. A missing file is always a path the user gave.
+    """
+    if isinstance(exc, FileNotFoundError):
+        return True
+    if not isinstance(exc, ValueError):
+        return False
+    tb = exc.__traceback__
+    if tb is None:
+        return True
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    module = str(tb.tb_frame.f_globals.get("__name__", ""))
+    return module == "maelab" or module.startswith("maelab.")
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ def test_missing_data_lists_all_three_fixes(isolated: Path) -> None:
     message = str(info.value)
     assert "--data DIR" in message
     assert "apt-get install dataset-fashion-mnist" in message
-    assert "download=True" in message and "internet" in message
+    assert "--download" in message and "download=" not in message and "internet" in message
     assert isinstance(info.value, FileNotFoundError)
 
 

@@ -115,7 +115,7 @@ def variant_case(model: str, batch: int, variant: str, device: torch.device) -> 
         changes["compile"] = True
     elif variant == "bf16":
         if device.type != "cuda":
-            return None, "bf16 autocast is measured on GPUs only: these CPUs have no fast bf16 matmul path"
+            return None, "bf16 autocast is measured on GPUs only: most CPUs have no fast bf16 matmul path"
         changes["amp"] = torch.bfloat16
     elif variant == "grad_ckpt":
         changes["grad_ckpt"] = True

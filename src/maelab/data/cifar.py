@@ -164,5 +164,6 @@ def _not_found(split: str, searched: list[Path], reason: str) -> DatasetNotFound
         f"CIFAR-10 {split} split not found (searched: {where}) and {reason}. Fix it with one of:\n"
         f"  1. pass --data DIR where DIR (or DIR/{BATCH_DIR}) holds the python batches ({names});\n"
         f"  2. download and extract {_URL} into DIR yourself;\n"
-        f"  3. allow the download (download=True) on a machine with internet; it goes to {default_cache_dir()}."
+        "  3. run with --download (the default; not --no-download) on a machine with internet; it goes to "
+        f"{default_cache_dir()}."
     )

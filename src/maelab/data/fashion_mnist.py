@@ -134,5 +134,6 @@ def _not_found(split: str, searched: list[Path], reason: str) -> DatasetNotFound
         f"Fashion-MNIST {split} split not found (searched: {where}) and {reason}. Fix it with one of:\n"
         f"  1. pass --data DIR where DIR (or DIR/FashionMNIST/raw) holds the IDX files ({stems});\n"
         "  2. install the Debian package: apt-get install dataset-fashion-mnist;\n"
-        f"  3. allow the download (download=True) on a machine with internet; it goes to {default_cache_dir()}."
+        "  3. run with --download (the default; not --no-download) on a machine with internet; it goes to "
+        f"{default_cache_dir()}."
     )

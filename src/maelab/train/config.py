@@ -83,7 +83,7 @@ class LoopConfig:
     device: str = "auto"
     """"auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N"."""
     amp: Literal["auto", "bf16", "off"] = "auto"
-    """bf16 autocast: "auto" turns it on for CUDA only (these CPUs have no fast bf16)."""
+    """bf16 autocast: "auto" turns it on for CUDA only (most CPUs have no fast bf16 matmul)."""
     log_every: int = 20
     save_every: int = 1
     """Write the resumable checkpoint every N epochs (and always after the last)."""
