@@ -168,7 +168,8 @@ class Demo(BadFileOptions):
     host: str = "127.0.0.1"
     """Address to listen on; the default serves this machine only (0.0.0.0 shares it with your network)."""
     port: int = 7860
-    device: str = "cpu"
+    device: str = "auto"
+    """"auto" (CUDA, else Apple's MPS, else the CPU), "cpu", "cuda", "cuda:N" or "mps"."""
 
     def run(self) -> None:
         from maelab.demo.app import serve

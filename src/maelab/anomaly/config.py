@@ -60,7 +60,8 @@ class AnomalyConfig(BadFileOptions):
     batch_size: int = 64
     num_workers: int = 0
     device: str = "auto"
-    """"auto" (CUDA when available), "cpu" or "cuda"; everything runs in float32."""
+    """"auto" (CUDA, else Apple's MPS, else the CPU), "cpu", "cuda", "cuda:N" or "mps"; everything runs in
+    float32."""
     output_dir: Path | None = None
     """Where the scores and pictures go; default runs/anomaly-<run>-<time>. Never overwritten."""
 

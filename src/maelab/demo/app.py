@@ -19,6 +19,7 @@ from maelab.data.config import DatasetNotFoundError
 from maelab.demo.pipeline import GRID_RATIO, load_upload, run_pipeline
 from maelab.masking import MASK_STRATEGIES
 from maelab.models import MaskedAutoencoder
+from maelab.train.environment import resolve_device
 from maelab.train.rundir import DEFAULT_RUNS
 from maelab.visualize.reconstruct import checkpoint_test_set, load_mae
 
@@ -164,7 +165,7 @@ def _picture(gr, label: str, elem_id: str):
                     buttons=["download"])
 
 
-def serve(checkpoint: Path | None, host: str = "127.0.0.1", port: int = 7860, device: str = "cpu",
+def serve(checkpoint: Path | None, host: str = "127.0.0.1", port: int = 7860, device: str = "auto",
           max_bad_fraction: float = BadFileOptions.max_bad_fraction) -> None:
     """Load the checkpoint (default: the newest run) and serve the page until interrupted."""
     if not gradio_available():
@@ -172,7 +173,7 @@ def serve(checkpoint: Path | None, host: str = "127.0.0.1", port: int = 7860, de
     if not 0 < port < 65536:
         raise ValueError(f"--port must be between 1 and 65535; got {port}")
     checkpoint = newest_run() if checkpoint is None else checkpoint
-    served = load_demo_model(checkpoint, device, max_bad_fraction)
+    served = load_demo_model(checkpoint, resolve_device(device), max_bad_fraction)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests, one line each
     logger.info("serving %s on http://%s:%d", served.checkpoint, host, port)
     build_app(served).queue(default_concurrency_limit=CONCURRENCY).launch(

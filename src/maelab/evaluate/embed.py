@@ -75,7 +75,8 @@ class EmbedConfig(BadFileOptions):
     batch_size: int = 256
     num_workers: int = 0
     device: str = "auto"
-    """"auto" (CUDA when available), "cpu" or "cuda"; features are computed in float32."""
+    """"auto" (CUDA, else Apple's MPS, else the CPU), "cpu", "cuda", "cuda:N" or "mps"; features are computed
+    in float32."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

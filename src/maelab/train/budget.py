@@ -259,6 +259,8 @@ def _timed(work: EpochWork, model: nn.Module, optimizer: torch.optim.Optimizer, 
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    elif device.type == "mps":  # queued kernels, as on CUDA: time them, not their launch
+        torch.mps.synchronize()
 
 
 @contextmanager

@@ -81,7 +81,7 @@ class LoopConfig:
     accum_iter: int = 1
     seed: int = 0
     device: str = "auto"
-    """"auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N"."""
+    """"auto" (CUDA, else Apple's MPS, else the CPU), "cpu", "cuda", "cuda:N" or "mps"."""
     amp: Literal["auto", "bf16", "off"] = "auto"
     """bf16 autocast: "auto" turns it on for CUDA only (most CPUs have no fast bf16 matmul)."""
     log_every: int = 20

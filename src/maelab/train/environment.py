@@ -25,13 +25,36 @@ class Environment:
         return self.rank == 0
 
 
+def mps_available() -> bool:
+    """Apple's Metal GPU (MPS): macOS on Apple silicon with a PyTorch built for it."""
+    backend = getattr(torch.backends, "mps", None)
+    return backend is not None and backend.is_available()
+
+
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
+
+
 def resolve_device(name: str) -> torch.device:
-    """``"auto"`` (CUDA when available, else CPU) or an explicit device; ValueError for CUDA without one."""
+    """``"auto"``: CUDA, else Apple's MPS, else the CPU; or an explicit device (ValueError when it is not here)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if mps_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a device; use {DEVICE_CHOICES}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name} was asked for but no CUDA device is available; use --device auto or cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA device(s) here "
+                             f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    elif device.type == "mps" and not mps_available():
+        raise ValueError("--device mps was asked for but Apple's MPS is not available here (it needs macOS on "
+                         "Apple silicon); use --device auto or cpu")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device {name}: maelab runs on {DEVICE_CHOICES}")
     return device
 
 

@@ -18,6 +18,7 @@ from maelab.data.images import DECODE_ERRORS, load_image
 from maelab.interop.load import load_source
 from maelab.masking import num_visible
 from maelab.models import MaskedAutoencoder
+from maelab.train.environment import resolve_device
 from maelab.visualize.figures import Reconstruction, reconstruct, save_reconstruction_grid
 
 logger = logging.getLogger(__name__)
@@ -39,7 +40,8 @@ class ReconstructConfig(BadFileOptions):
     mask_strategy: Literal["random", "block", "grid"] = "random"
     seed: int = 0
     output: Annotated[Path, tyro.conf.arg(aliases=("-o",))] = Path("reconstruction.png")
-    device: str = "cpu"
+    device: str = "auto"
+    """"auto" (CUDA, else Apple's MPS, else the CPU), "cpu", "cuda", "cuda:N" or "mps"."""
     target: Literal["pixel", "norm_pixel"] | None = None
     """What an official .pth predicts, when its name (mae_visualize_* / *_full) does not say."""
 
@@ -80,7 +82,8 @@ def run_reconstruct(cfg: ReconstructConfig) -> Path:
     """Write the reconstruction grid; returns the output path."""
     if cfg.num_images < 1:
         raise ValueError(f"--num-images must be at least 1; got {cfg.num_images}")
-    model, info, extra = load_mae(cfg.checkpoint, cfg.device, cfg.target)
+    device = resolve_device(cfg.device)
+    model, info, extra = load_mae(cfg.checkpoint, device, cfg.target)
     num_visible(model.config.num_patches, cfg.mask_ratio)
     transform = eval_transform(info)
     if cfg.images:
@@ -95,7 +98,7 @@ def run_reconstruct(cfg: ReconstructConfig) -> Path:
         imgs = torch.stack([item[0] for item in first_items(dataset, cfg.num_images)])
         skipped_files_report(dataset)
     rec: Reconstruction = reconstruct(
-        model, imgs.to(cfg.device), info.mean, info.std, cfg.mask_ratio, cfg.mask_strategy, cfg.seed
+        model, imgs.to(device), info.mean, info.std, cfg.mask_ratio, cfg.mask_strategy, cfg.seed
     )
     title = f"{Path(cfg.checkpoint).name}: mask ratio {cfg.mask_ratio} ({cfg.mask_strategy}), seed {cfg.seed}"
     save_reconstruction_grid(rec, cfg.output, title)
