@@ -7,6 +7,7 @@ import logging
 import math
 import shutil
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -139,17 +140,11 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
     decoder = DeviceDecoder(train_set, info, env.device) if cfg.decode_on_device else None
     run_dir = agree(point.run_dir if point is not None else new_run_dir(cfg.output_dir, f"pretrain-{cfg.model}"))
     uint8_batches = cfg.device_augment or cfg.decode_on_device
-    pca_set = None
-    if point is None and model_cfg.target == "pca":
-        # The basis is fitted on normalized images: with --device-augment the training set yields uint8 crops.
-        pca_set = build_dataset(data_cfg, "train", pretrain_transform(info)) if uint8_batches else train_set
-    model = build_pretrain_model(cfg, model_cfg, pca_set, env)
+    model = build_pretrain_model(cfg, model_cfg, pca_images(cfg, model_cfg, data_cfg, info, train_set)
+                                 if point is None else None, env)
     optimizer = build_adamw(model, cfg.optim)  # after sharding, which replaces the parameters
 
-    def meta(p: Progress) -> CheckpointMeta:
-        return CheckpointMeta(kind="mae", model_config=model_cfg.to_dict(), data_info=to_jsonable(info),
-                              epoch=p.epoch, extra={"model_name": cfg.model, "data": to_jsonable(data_cfg),
-                                                    "step": p.step, "iter": p.iter})
+    meta = partial(mae_meta, cfg.model, model_cfg, info, data_cfg)
 
     def save(p: Progress, state: LoopState) -> None:
         save_point(run_dir, model, optimizer, meta(p), cfg.loop.keep_last, p, state, write=env.is_main)
@@ -173,6 +168,12 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
                     cfg.plan.planned_s, time.monotonic() - started)
     logger.info("run directory: %s", run_dir)
     return run_dir
+
+
+def mae_meta(name: str, model_cfg: MAEConfig, info: DatasetInfo, data_cfg: DataConfig, p: Progress) -> CheckpointMeta:
+    """A pre-training checkpoint's metadata at ``p``: what ``maelab.interop.load_source`` reads back."""
+    return CheckpointMeta(kind="mae", model_config=model_cfg.to_dict(), data_info=to_jsonable(info), epoch=p.epoch,
+                          extra={"model_name": name, "data": to_jsonable(data_cfg), "step": p.step, "iter": p.iter})
 
 
 def timed_work(cfg: PretrainConfig, report, knn: KnnMonitor | None, meta, write: bool
@@ -212,6 +213,16 @@ def plan_budget(cfg: PretrainConfig, started: float, model: torch.nn.Module, ste
                 "them, %.0f s of setup and measuring; expected to end after %.0f s", cfg.time_budget, plan.steps,
                 plan.epochs, plan.steps_per_epoch, plan.step_s, plan.reserved_s, plan.setup_s, plan.planned_s)
     return dataclasses.replace(cfg, loop=dataclasses.replace(loop, steps=plan.steps), plan=plan)
+
+
+def pca_images(cfg: PretrainConfig, model_cfg: MAEConfig, data_cfg: DataConfig, info: DatasetInfo,
+               train_set: torch.utils.data.Dataset) -> torch.utils.data.Dataset | None:
+    """The normalized training images a "pca" target's basis is fitted on (None for other targets):
+    with --device-augment or --decode-on-device the training set yields uint8 crops or bytes instead."""
+    if model_cfg.target != "pca":
+        return None
+    return build_dataset(data_cfg, "train", pretrain_transform(info)) if cfg.device_augment or cfg.decode_on_device \
+        else train_set
 
 
 def build_pretrain_model(cfg: PretrainConfig, model_cfg: MAEConfig, pca_fit_set: torch.utils.data.Dataset | None,
