@@ -18,12 +18,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.fsdp import FSDPModule
 
 logger = logging.getLogger(__name__)
 
@@ -111,13 +111,16 @@ def maybe_no_sync(net: nn.Module, sync: bool) -> contextlib.AbstractContextManag
     return contextlib.nullcontext()
 
 
-def _fsdp_root(model: nn.Module) -> FSDPModule | None:
+def _fsdp_root(model: nn.Module) -> nn.Module | None:
     """The outermost FSDP module in ``model`` (itself, or a sharded model inside a plain wrapper)."""
-    return next((m for m in model.modules() if isinstance(m, FSDPModule)), None)
+    fsdp = sys.modules.get("torch.distributed.fsdp")  # not loaded: nothing was sharded (see maelab.train.fsdp)
+    if fsdp is None:
+        return None
+    return next((m for m in model.modules() if isinstance(m, fsdp.FSDPModule)), None)
 
 
 @contextlib.contextmanager
-def _fsdp_no_sync(net: FSDPModule):
+def _fsdp_no_sync(net: nn.Module):
     net.set_requires_gradient_sync(False)
     try:
         yield

@@ -21,18 +21,14 @@ a full, name-keyed one). :func:`maelab.train.resume.save_point` gathers and writ
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 import torch
 from torch import nn
-from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
-    get_model_state_dict,
-    get_optimizer_state_dict,
-    set_model_state_dict,
-    set_optimizer_state_dict,
-)
-from torch.distributed.fsdp import FSDPModule, fully_shard
+# FSDP and its state-dict helpers are imported inside the functions that shard: a run without --fsdp (and
+# `maelab --help`) never loads them, and a torch build without them breaks only --fsdp.
+FSDP_MODULE = "torch.distributed.fsdp"
 
 
 def shard_model(model: nn.Module) -> nn.Module:
@@ -40,6 +36,8 @@ def shard_model(model: nn.Module) -> nn.Module:
 
     Blocks are ``model.blocks`` and, for an MAE, ``model.decoder_blocks``.
     """
+    from torch.distributed.fsdp import fully_shard
+
     for block in (*model.blocks, *getattr(model, "decoder_blocks", ())):
         fully_shard(block)
     fully_shard(model)
@@ -54,6 +52,8 @@ def build_sharded(build: Callable[[bool], nn.Module], device: torch.device, is_m
     calls ``build(True)`` in host memory; its weights reach the shards by broadcast, so no device
     ever holds the whole model (only rank 0's host memory does, once). A collective call.
     """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
     full = build(True).state_dict() if is_main else {}
     with torch.device("meta"):
         model = build(False)  # shapes and flags only: no memory, no initialization work
@@ -72,7 +72,9 @@ def check_launch(fsdp: bool, world_size: int, command: str) -> None:
 
 
 def is_sharded(model: nn.Module) -> bool:
-    return isinstance(model, FSDPModule)
+    # Only fully_shard makes an FSDPModule, and it imports FSDP first: while FSDP is not loaded, nothing is sharded.
+    fsdp = sys.modules.get(FSDP_MODULE)
+    return fsdp is not None and isinstance(model, fsdp.FSDPModule)
 
 
 def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -82,12 +84,16 @@ def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The whole model's weights as plain CPU tensors on rank 0 (empty on other ranks); a collective call."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
 def load_model_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Load a full state dict (held by every rank) into ``model``, sharded (each rank keeps its shards) or not."""
     if is_sharded(model):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
         set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True))
     else:
         model.load_state_dict(state)
@@ -95,6 +101,8 @@ def load_model_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
 
 def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
     """The optimizer's whole state keyed by parameter name, as CPU tensors on rank 0; a collective call."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
     return get_optimizer_state_dict(model, optimizer,
                                     options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
@@ -107,6 +115,8 @@ def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, sta
     if not any(isinstance(key, str) for key in state.get("state", {})) and not is_sharded(model):
         optimizer.load_state_dict(state)
         return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
     set_optimizer_state_dict(model, optimizer, _by_name(model, optimizer, state),
                              options=StateDictOptions(full_state_dict=True))
 

@@ -21,7 +21,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.distributed.tensor import DTensor
 from tqdm.auto import tqdm
 
 from maelab.train.config import LoopConfig, OptimConfig
@@ -301,8 +300,11 @@ class TrainLoop:
             norm = total_grad_norm(self.trainable)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        if isinstance(norm, DTensor):  # FSDP: each rank holds its shards' part of the norm
-            norm = norm.full_tensor()
+        if self.sharded and norm is not None:
+            from torch.distributed.tensor import DTensor  # loaded with FSDP: never for an unsharded run
+
+            if isinstance(norm, DTensor):  # each rank holds its shards' part of the norm
+                norm = norm.full_tensor()
         return norm
 
     def _rank_mean(self, sums: EpochSums) -> EpochSums:
