@@ -82,8 +82,9 @@ class LoopConfig:
     seed: int = 0
     device: str = "auto"
     """"auto" (CUDA, else Apple's MPS, else the CPU), "cpu", "cuda", "cuda:N" or "mps"."""
-    amp: Literal["auto", "bf16", "off"] = "auto"
-    """bf16 autocast: "auto" turns it on for CUDA only (most CPUs have no fast bf16 matmul)."""
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    """Autocast: "auto" is bf16 on a CUDA GPU that supports it, else fp16 there, and off on other devices (most
+    CPUs have no fast bf16 matmul); "fp16" scales the loss (torch.amp.GradScaler, its state is checkpointed)."""
     log_every: int = 20
     save_every: int = 1
     """Write the resumable checkpoint every N epochs (and always after the last)."""

@@ -58,11 +58,19 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``--amp mode`` on ``device`` (None: float32)."""
+    if mode == "auto":
+        if device.type != "cuda":
+            return None
+        # Emulated bf16 (GPUs before Ampere) is slow: those get fp16 with a gradient scaler instead.
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[mode]
+
+
 def setup_environment(cfg: LoopConfig) -> Environment:
     """Resolve the device and autocast dtype from the loop config."""
     device = resolve_device(cfg.device)
-    amp = None
-    if cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda"):
-        amp = torch.bfloat16
+    amp = amp_dtype(cfg.amp, device)
     device, dist_state = init_from_env(device)
     return Environment(device=device, amp_dtype=amp, rank=dist_state.rank, world_size=dist_state.world_size)

@@ -98,6 +98,12 @@ class TrainLoop:
         self.net = wrap_ddp(self.model, self.env.world_size, self.env.device)
         self.base_lr = self.optim.absolute_lr(self.effective_batch)
         self.nonfinite_skipped = 0
+        # fp16 gradients underflow without loss scaling; bf16 and fp32 need none (disabled: every call passes through).
+        fp16 = self.env.amp_dtype == torch.float16
+        if fp16 and self.sharded:
+            raise ValueError("--amp fp16 does not work with --fsdp (its gradient scaler is not shard-aware); "
+                             "use --amp bf16 or --amp off")
+        self.scaler = torch.amp.GradScaler(self.env.device.type, enabled=fp16)
         # Optimizer steps per epoch: a last accumulation cycle cut short by the epoch's end still steps.
         self.optimizer_steps_per_epoch = math.ceil(self.steps_per_epoch / self.loop.accum_iter)
         self.epochs = self.loop.schedule_epochs(self.optimizer_steps_per_epoch)
@@ -154,6 +160,8 @@ class TrainLoop:
             )
         if resume is not None:
             self.nonfinite_skipped = resume.nonfinite_skipped
+            if resume.scaler and self.scaler.is_enabled():
+                self.scaler.load_state_dict(resume.scaler)
         end = self.epochs
         if self.loop.stop_after is not None:
             end = min(end, progress.epoch + self.loop.stop_after)
@@ -174,7 +182,8 @@ class TrainLoop:
     def _state(self, generator: torch.Generator | None, sums: EpochSums | None) -> LoopState:
         rng = capture_rng(generator) if generator is not None else None
         return LoopState(rng=rng, sums=sums, nonfinite_skipped=self.nonfinite_skipped, dataset_size=self.dataset_size,
-                         world_size=self.env.world_size, stream_workers=self.stream_workers)
+                         world_size=self.env.world_size, stream_workers=self.stream_workers,
+                         scaler=self.scaler.state_dict() if self.scaler.is_enabled() else None)
 
     def _interrupted(self, progress: Progress) -> TrainingInterrupted:
         assert self.stop is not None
@@ -221,7 +230,7 @@ class TrainLoop:
                     out = self.step_fn(self.net, batch, generator)
                 loss = out.loss.detach().float()
                 if nonfinite.check(loss, progress.step + 1):
-                    (out.loss / accum).backward()
+                    self.scaler.scale(out.loss / accum).backward()
                     sums.loss += loss
                     sums.batches += 1
                     for key, value in out.metrics.items():
@@ -294,11 +303,13 @@ class TrainLoop:
                 )
             return None
         norm = None
+        self.scaler.unscale_(self.optimizer)  # clip and measure the true gradients (a no-op without fp16)
         if self.optim.clip_grad is not None:
             norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.optim.clip_grad)
         elif want_norm:
             norm = total_grad_norm(self.trainable)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)  # skipped by the scaler when a gradient overflowed fp16
+        self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         if self.sharded and norm is not None:
             from torch.distributed.tensor import DTensor  # loaded with FSDP: never for an unsharded run
