@@ -57,3 +57,23 @@ def test_success_and_disabled_keep_everything(tmp_path):
         (other / "config.json").write_text("x")
         raise RuntimeError("boom")
     assert (other / "config.json").exists()
+
+
+def test_finetune_that_fails_at_its_first_step_leaves_nothing_and_runs_again(tmp_path, monkeypatch):
+    """finetune (and linprobe) share pretrain's run setup: a failed start does not block the same command."""
+    import maelab.evaluate.finetune as finetune
+    from maelab.cli import main
+
+    def broken(*args, **kwargs):
+        def step(*_):
+            raise RuntimeError("a bug at the first step")
+        return step
+
+    argv = ["finetune", "--init", "none", "--model", "debug", "--dataset", "synthetic", "--synthetic-size", "64",
+            "--batch-size", "32", "--epochs", "1", "--tensorboard", "--output-dir", str(tmp_path / "runs" / "ft")]
+    real = finetune.finetune_step
+    monkeypatch.setattr(finetune, "finetune_step", broken)
+    assert main(argv) == 1
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(finetune, "finetune_step", real)
+    assert main(argv) == 0
