@@ -82,7 +82,8 @@ def val_indices(num_images: int, opts: EvalDataOptions) -> tuple[list[int], list
 def split_train(train: Dataset, val: Dataset, opts: EvalDataOptions) -> tuple[Dataset, Dataset | None]:
     """The training images (minus the validation split, then ``--train-subset``) and the validation split.
 
-    ``train`` and ``val`` are the same training split under the training and the evaluation transform.
+    ``train`` and ``val`` are the same training split under the training and the evaluation transform (the
+    same object when the two transforms are one, so the images are read and checked once).
     Streamed shards cannot be indexed: they get no validation split (a warning says so).
     """
     if isinstance(train, IterableDataset):

@@ -101,8 +101,8 @@ def run_knn(cfg: KnnConfig) -> Path:
                              "knn", cfg.layers)
     data_cfg, info, encode = frozen.data, frozen.info, frozen.encode
     transform = eval_transform(info)
-    train_set, val_set = split_train(build_dataset(data_cfg, "train", transform),
-                                     build_dataset(data_cfg, "train", transform), cfg.data)
+    images = build_dataset(data_cfg, "train", transform)  # one dataset: both parts use the same transform
+    train_set, val_set = split_train(images, images, cfg.data)
     splits = {"train": train_set, "val": val_set, "test": build_dataset(data_cfg, "test", transform)}
     run_dir = new_run_dir(cfg.output_dir, f"knn-{frozen.name}")
     with torch.autocast(env.device.type, dtype=env.amp_dtype or torch.float32, enabled=env.amp_dtype is not None):

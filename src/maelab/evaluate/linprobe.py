@@ -159,9 +159,9 @@ def probe_images(frozen: FrozenFeatures, opts: EvalDataOptions,
                  augment: bool) -> tuple[Dataset, dict[str, Dataset | None]]:
     """The training images (random crops with ``augment``) and the validation and test splits."""
     data, info = frozen.data, frozen.info
+    plain = build_dataset(data, "train", eval_transform(info))
     train_images, val_images = split_train(
-        build_dataset(data, "train", probe_transform(info) if augment else eval_transform(info)),
-        build_dataset(data, "train", eval_transform(info)), opts)
+        build_dataset(data, "train", probe_transform(info)) if augment else plain, plain, opts)
     return train_images, {"val": val_images, "test": build_dataset(data, "test", eval_transform(info))}
 
 
