@@ -10,9 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
-from maelab.checkpoint import load_checkpoint, load_train_state
+from maelab.checkpoint import load_train_state
 from maelab.cli import main
 from maelab.pretrain.config import PretrainConfig, check_fsdp_schedule, with_default_schedule
 from maelab.train import budget
@@ -20,10 +19,12 @@ from maelab.train.checkpoint_store import numbered_checkpoints
 from maelab.train.config import LoopConfig, OptimConfig
 from maelab.train.rundir import JsonlLog
 
+from run_checks import assert_same_weights_and_log as assert_same_run
+from run_checks import records
+
 # 64 images / batch 16 = 4 optimizer steps per epoch.
 SMALL = ["pretrain", "--model", "debug", "--dataset", "synthetic", "--synthetic-size", "64", "--batch-size", "16",
          "--log-every", "1", "--blr", "1e-3", "--device", "cpu"]
-TIMING = ("img_per_s", "epoch_time_s")
 
 
 def run_cli(argv: list[str]) -> int:
@@ -31,19 +32,6 @@ def run_cli(argv: list[str]) -> int:
         return main(argv)
     except SystemExit as exc:
         return int(exc.code)
-
-
-def records(run: Path) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in JsonlLog(run / "log.jsonl").records()]
-
-
-def assert_same_run(a: Path, b: Path) -> None:
-    wa, _ = load_checkpoint(a)
-    wb, _ = load_checkpoint(b)
-    assert wa.keys() == wb.keys()
-    for key in wa:
-        assert torch.equal(wa[key], wb[key]), key
-    assert records(a) == records(b)
 
 
 def config(run: Path) -> dict:

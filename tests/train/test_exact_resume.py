@@ -15,31 +15,19 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
-from maelab.checkpoint import load_checkpoint, load_train_state
+from maelab.checkpoint import load_train_state
 from maelab.cli import main
 from maelab.train.checkpoint_store import numbered_checkpoints
 from maelab.train.rundir import JsonlLog
 
+from run_checks import assert_same_weights_and_log as assert_same_run
+from run_checks import records
+
 # 96 images / batch 8 = 12 optimizer steps per epoch, 24 in all.
 RUN = ["--model", "debug", "--dataset", "synthetic", "--synthetic-size", "96", "--batch-size", "8",
        "--log-every", "1", "--blr", "1e-3", "--epochs", "2", "--vis-every", "100", "--device", "cpu"]
-TIMING = ("img_per_s", "epoch_time_s")
 SRC = str(Path(__file__).resolve().parents[2] / "src")
-
-
-def records(run: Path) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in JsonlLog(run / "log.jsonl").records()]
-
-
-def assert_same_run(a: Path, b: Path) -> None:
-    wa, _ = load_checkpoint(a)
-    wb, _ = load_checkpoint(b)
-    assert wa.keys() == wb.keys()
-    for key in wa:
-        assert torch.equal(wa[key], wb[key]), key
-    assert records(a) == records(b)
 
 
 @pytest.fixture(scope="module")
