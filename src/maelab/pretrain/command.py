@@ -16,6 +16,7 @@ from maelab.checkpoint import CheckpointMeta
 from maelab.data import DataConfig, DatasetInfo, build_dataset, dataset_info, eval_transform, pretrain_transform
 from maelab.data.builders import first_items
 from maelab.data.encoded_folder import build_encoded_folder, collate_encoded
+from maelab.data.folder import skipped_files_report
 from maelab.data.transforms import batch_flip_normalize, pretrain_crop_uint8
 from maelab.evaluate.knn import KnnMonitor
 from maelab.models import MAEConfig, MaskedAutoencoder, build_model, get_config
@@ -275,16 +276,6 @@ def pretrain_dataset(cfg: PretrainConfig, data_cfg: DataConfig, info: DatasetInf
         return build_encoded_folder(data_cfg, info)
     return build_dataset(data_cfg, "train", pretrain_crop_uint8(info) if cfg.device_augment
                          else pretrain_transform(info, data_cfg.augment))
-
-
-def skipped_files_report(dataset) -> dict:
-    """``{"skipped_files": n}`` (and a warning naming the first few) when a folder dataset skipped files."""
-    bad = getattr(dataset, "bad_files", ())
-    if not bad:
-        return {}
-    logger.warning("%d unreadable image files skipped so far (first: %s)", len(bad),
-                   ", ".join(str(p) for p in bad[:5]))
-    return {"skipped_files": len(bad)}
 
 
 def write_pictures(rec, config: MAEConfig, run_dir: Path, epoch: int, records: list[dict]) -> Path:
