@@ -56,3 +56,17 @@ def test_simmim_pretrains_reconstructs_and_evaluates(tmp_path):
     assert (tmp_path / "knn" / "knn.json").is_file() and (tmp_path / "lin" / "metrics.json").is_file()
     # A mask strategy SimMIM does not have is a usage error (exit 2), not a crash.
     assert main(["reconstruct", str(run), "--mask-strategy", "block", "-o", str(tmp_path / "b.png")]) == 2
+
+
+def test_encoder_options_change_the_preset_and_travel_with_the_checkpoint(tmp_path):
+    """--patch-size/--embed-dim/--depth/--num-heads reshape the encoder; evaluation rebuilds it from the checkpoint."""
+    run = tmp_path / "encoder"
+    assert main(["pretrain", "--model", "debug", *SMALL, "--patch-size", "4", "--embed-dim", "24", "--depth", "3",
+                 "--num-heads", "3", "--output-dir", str(run)]) == 0
+    weights, meta = load_checkpoint(run)
+    cfg = meta.model_config
+    assert (cfg["patch_size"], cfg["embed_dim"], cfg["depth"], cfg["num_heads"]) == (4, 24, 3, 3)
+    assert weights["patch_embed.proj.weight"].shape == (24, 1, 4, 4)
+    assert "blocks.2.norm1.weight" in weights and "blocks.3.norm1.weight" not in weights
+    model, _, _ = load_mae(run)
+    assert model.pos_embed.shape == (1, 1 + 64, 24)  # 32x32 image, 4x4 patches

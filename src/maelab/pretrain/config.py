@@ -44,11 +44,21 @@ class ModelOptions:
     """Compute the loss on every patch instead of only the hidden ones (the paper: hidden only)."""
     mask_patch_size: int | None = None
     """SimMIM presets only: side of the square mask unit, in patches."""
+    patch_size: int | None = None
+    """Side of a square patch in pixels; must divide the image size (a coarser patch means fewer tokens,
+    so more images per second)."""
+    embed_dim: int | None = None
+    """Encoder width; a multiple of 4 and of --num-heads."""
+    depth: int | None = None
+    """Transformer blocks in the encoder."""
+    num_heads: int | None = None
+    """Attention heads in the encoder; must divide --embed-dim."""
 
     def __post_init__(self) -> None:
         if self.mask_ratio is not None:
             check_mask_ratio(self.mask_ratio, "--mask-ratio")
-        for name in ("decoder_depth", "decoder_embed_dim", "decoder_num_heads"):
+        for name in ("decoder_depth", "decoder_embed_dim", "decoder_num_heads", "patch_size", "embed_dim", "depth",
+                     "num_heads"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive integer; got {value}")
@@ -61,8 +71,8 @@ class ModelOptions:
 class PretrainConfig:
     """Everything a pre-training run needs; written to the run directory as config.json."""
 
-    model: Annotated[str, tyro.conf.arg(help=preset_help("Model preset (the mask and decoder options below change it)."))] = \
-        "mae_vit_fashion"
+    model: Annotated[str, tyro.conf.arg(
+        help=preset_help("Model preset (the encoder, mask and decoder options below change it)."))] = "mae_vit_fashion"
     options: ModelOptions = field(default_factory=ModelOptions)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
