@@ -9,7 +9,7 @@ from collections.abc import Callable
 import torch
 from torch.utils.data import Dataset, IterableDataset
 
-from maelab.data import cifar, fashion_mnist, folder, synthetic
+from maelab.data import cifar, digits, fashion_mnist, folder, synthetic
 from maelab.data.config import DataConfig, DatasetInfo, Split, check_split
 from maelab.data.tensor_dataset import UInt8ImageDataset
 from maelab.data.transforms import eval_transform
@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 _NATIVE: dict[str, tuple[int, int]] = {
     "fashion_mnist": (fashion_mnist.NATIVE_SIZE, fashion_mnist.NATIVE_CHANNELS),
     "cifar10": (cifar.NATIVE_SIZE, cifar.NATIVE_CHANNELS),
+    "digits": (digits.NATIVE_SIZE, digits.NATIVE_CHANNELS),
     "synthetic": (synthetic.NATIVE_SIZE, synthetic.NATIVE_CHANNELS),
     "folder": (folder.NATIVE_SIZE, folder.NATIVE_CHANNELS),
     "shards": (folder.NATIVE_SIZE, folder.NATIVE_CHANNELS),  # shards are written from an image folder
@@ -55,7 +56,7 @@ def dataset_info(cfg: DataConfig) -> DatasetInfo:
         names = tuple(index["class_names"])
         mean, std = _adapt_stats(*shards.shard_stats(index, channels, cfg.data), channels)
     else:
-        module = fashion_mnist if cfg.dataset == "fashion_mnist" else cifar
+        module = {"fashion_mnist": fashion_mnist, "cifar10": cifar, "digits": digits}[cfg.dataset]
         mean, std = _adapt_stats(module.MEAN, module.STD, channels)
         names = module.CLASS_NAMES
     return DatasetInfo(
@@ -104,6 +105,9 @@ def build_dataset(
         images = images.unsqueeze(1)  # (N, 28, 28) -> (N, 1, 28, 28)
     elif cfg.dataset == "cifar10":
         images, labels = cifar.load_split(cifar.locate(cfg, split), split)
+    elif cfg.dataset == "digits":
+        images, labels = digits.load_split(digits.locate(cfg), split)
+        images = images.unsqueeze(1)  # (N, 8, 8) -> (N, 1, 8, 8)
     else:
         images, labels = synthetic.generate_split(cfg.synthetic_size, info.channels, info.img_size[0], split)
     logger.info("%s %s split: %d images %s", cfg.dataset, split, images.shape[0], tuple(images.shape[1:]))

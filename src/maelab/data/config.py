@@ -13,7 +13,7 @@ from typing import Annotated, Literal, get_args
 
 import tyro
 
-DatasetName = Literal["fashion_mnist", "folder", "cifar10", "synthetic", "shards"]
+DatasetName = Literal["fashion_mnist", "folder", "cifar10", "digits", "synthetic", "shards"]
 Split = Literal["train", "test"]
 Augment = Literal["none", "fixed_crop", "random_resized_crop", "crop_jitter"]
 
@@ -62,9 +62,9 @@ class DataConfig(BadFileOptions):
         download: allow a torchvision download when nothing is found locally.
         img_size: side of the square image fed to the model; ``None`` keeps
             the dataset's native size (28 Fashion-MNIST, 32 CIFAR-10 and
-            synthetic, 224 folder and shards).
+            synthetic, 8 digits, 224 folder and shards).
         channels: channels fed to the model; ``None`` keeps the native count
-            (1 Fashion-MNIST and synthetic, 3 CIFAR-10, folder and shards).
+            (1 Fashion-MNIST, digits and synthetic, 3 CIFAR-10, folder and shards).
         synthetic_size: number of synthetic train images (test: a quarter).
         num_workers: DataLoader worker processes.
         augment: pre-training augmentation (paper Table 1e): "none" (center crop only),
