@@ -142,8 +142,10 @@ class LinprobeConfig(FeatureSource):
     not with --init pixels)."""
     optimizer: Literal["lbfgs", "lars", "sgd"] = "lbfgs"
     """"lbfgs": solve the probe to its optimum on cached features (L2-regularized logistic regression on the
-    BatchNorm-standardized features, full-batch L-BFGS, the L2 strength chosen on the validation split;
-    seconds, no epochs). "lars" / "sgd": the paper's schedule over --epochs (needed with --augment)."""
+    BatchNorm-standardized features, full-batch L-BFGS, the L2 strength chosen on the validation split; no
+    epochs: after the features are computed, one solve per L2 strength, from seconds on a GPU or a few thousand
+    images to minutes on a small CPU with tens of thousands). "lars" / "sgd": the paper's schedule over --epochs
+    (needed with --augment)."""
     c: float | None = None
     """--optimizer lbfgs: the inverse L2 strength (scikit-learn's C) instead of choosing it on the validation
     split from 0.001, 0.01, ..., 100."""
