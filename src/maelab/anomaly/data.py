@@ -54,7 +54,8 @@ def scored_images(cfg: AnomalyConfig, saved: dict[str, Any], model: MAEConfig) -
 
 def normal_images(cfg: AnomalyConfig, saved: dict[str, Any], scored: Images) -> Images | None:
     """The normal images of the kNN score: every image of ``--train-data``; else the run's training data (a
-    folder's every image, a built-in dataset's training split). None when neither is known (an imported model)."""
+    folder's every image, a built-in dataset's training split; only the run's ``--classes`` when it had them). None
+    when neither is known (an imported model)."""
     base = scored.data
     if cfg.train_data is not None:
         config = DataConfig(dataset="folder", data=cfg.train_data, img_size=base.img_size, channels=base.channels,
@@ -66,7 +67,7 @@ def normal_images(cfg: AnomalyConfig, saved: dict[str, Any], scored: Images) -> 
     config = DataConfig(
         dataset=saved["dataset"], data=Path(saved["data"]) if saved.get("data") else None, download=cfg.download,
         img_size=base.img_size, channels=base.channels, synthetic_size=saved.get("synthetic_size") or 512,
-        num_workers=base.num_workers, max_bad_fraction=base.max_bad_fraction,
+        num_workers=base.num_workers, max_bad_fraction=base.max_bad_fraction, classes=saved.get("classes"),
     )
     return Images(config, "all" if config.dataset == "folder" else "train")
 

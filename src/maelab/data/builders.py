@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import Dataset, IterableDataset
 
 from maelab.data import cifar, digits, fashion_mnist, folder, synthetic
+from maelab.data.classes import select_index, select_tensors
 from maelab.data.config import DataConfig, DatasetInfo, Split, check_split
 from maelab.data.tensor_dataset import UInt8ImageDataset
 from maelab.data.transforms import eval_transform
@@ -91,12 +92,16 @@ def build_dataset(
     if cfg.dataset == "shards":
         from maelab.data.shards import ShardDataset
 
+        if cfg.classes is not None:
+            raise ValueError("--classes cannot filter streamed shards; shard a folder of those classes' images, "
+                             "or train on the folder the shards were written from")
+
         data = ShardDataset(cfg.data, split, transform, channels=info.channels, max_bad_fraction=cfg.max_bad_fraction)
         logger.info("shards %s split: %d images in %d shards", split, len(data), len(data.urls))
         return data
     if cfg.dataset == "folder":
         root = folder.check_root(cfg.data)
-        index = folder.index_split(root, split)
+        index = select_index(folder.index_split(root, split), cfg.classes, str(root), split)
         logger.info("folder %s split: %d images, %d classes", split, len(index.files), len(index.class_names))
         return folder.ImageFolderDataset(index, info.channels, transform, cfg.max_bad_fraction)
 
@@ -110,6 +115,7 @@ def build_dataset(
         images = images.unsqueeze(1)  # (N, 8, 8) -> (N, 1, 8, 8)
     else:
         images, labels = synthetic.generate_split(cfg.synthetic_size, info.channels, info.img_size[0], split)
+    images, labels = select_tensors(images, labels, cfg.classes, info.class_names, cfg.dataset, split)
     logger.info("%s %s split: %d images %s", cfg.dataset, split, images.shape[0], tuple(images.shape[1:]))
     return UInt8ImageDataset(images, labels, transform, info.class_names)
 

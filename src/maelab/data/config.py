@@ -82,9 +82,19 @@ class DataConfig(BadFileOptions):
     synthetic_size: int = 512
     num_workers: int = 0
     augment: Augment = "random_resized_crop"
+    classes: tuple[int, ...] | None = None
+    """Keep only the images of these labels, in every split, e.g. --classes 3 or --classes 0 3 (label indices:
+    0-9 for fashion_mnist and cifar10, a folder's class sub-folders in name order). Labeled data only."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.classes is not None:
+            # config.json and sweep files give lists; a tuple compares equal to the command line's on --resume.
+            object.__setattr__(self, "classes", tuple(self.classes))
+            if not self.classes or not all(_is_int(c) and c >= 0 for c in self.classes):
+                raise ValueError(f"--classes takes one or more label indices (0, 1, ...); got {self.classes!r}")
+            if len(set(self.classes)) != len(self.classes):
+                raise ValueError(f"--classes names a label twice: {' '.join(map(str, self.classes))}")
         if self.dataset not in DATASET_NAMES:
             raise ValueError(
                 f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASET_NAMES)}"

@@ -16,6 +16,7 @@ from typing import NamedTuple
 import torch
 
 from maelab.data import folder
+from maelab.data.classes import select_index
 from maelab.data.config import DataConfig, DatasetInfo
 from maelab.data.folder import FolderIndex, ImageFolderDataset
 from maelab.data.images import read_jpeg_undecoded
@@ -112,7 +113,8 @@ class EncodedFolderDataset(ImageFolderDataset):
 
 def build_encoded_folder(cfg: DataConfig, info: DatasetInfo) -> EncodedFolderDataset:
     """The training split of the folder dataset ``cfg`` for ``--decode-on-device``."""
-    index = folder.index_split(folder.check_root(cfg.data), "train")
+    root = folder.check_root(cfg.data)
+    index = select_index(folder.index_split(root, "train"), cfg.classes, str(root), "train")
     logger.info("folder train split: %d images, %d classes; JPEGs are decoded on the training device",
                 len(index.files), len(index.class_names))
     return EncodedFolderDataset(index, info, cfg.max_bad_fraction)
