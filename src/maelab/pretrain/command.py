@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from maelab.checkpoint import CheckpointMeta
+from maelab.checkpoint import CheckpointMeta, read_meta
 from maelab.data import DataConfig, DatasetInfo, build_dataset, dataset_info, eval_transform, pretrain_transform
 from maelab.data.builders import first_items
 from maelab.data.encoded_folder import build_encoded_folder, collate_encoded
@@ -21,7 +21,8 @@ from maelab.data.transforms import batch_flip_normalize, pretrain_crop_uint8
 from maelab.evaluate.knn import KnnMonitor
 from maelab.models import MAEConfig, MaskedAutoencoder, build_model, get_config
 from maelab.models.config import InvalidConfig
-from maelab.pretrain.config import PretrainConfig, check_fsdp_schedule, with_default_schedule
+from maelab.pretrain.config import DEFAULT_MODEL, PretrainConfig, check_fsdp_schedule, with_default_schedule
+from maelab.pretrain.init import InitSource, init_architecture, load_init, read_init
 from maelab.targets import fit_pca, patchify
 from maelab.train.budget import EpochWork, make_plan, measure_costs
 from maelab.train.config import to_jsonable
@@ -32,7 +33,7 @@ from maelab.train.fsdp import build_sharded, check_launch
 from maelab.train.loader import TrainData, train_loader
 from maelab.train.loop import StepOutput
 from maelab.train.optim import build_adamw
-from maelab.train.resume import save_point
+from maelab.train.resume import ResumePoint, save_point
 from maelab.train.run import TrainSpec, check_batch_size, open_run, train
 from maelab.train.rundir import JsonlLog, new_run_dir
 from maelab.train.state import LoopState, Progress
@@ -46,9 +47,11 @@ PCA_FIT_IMAGES = 1000
 PCA_FIT_PATCHES = 50_000
 
 
-def resolve_model_and_data(cfg: PretrainConfig) -> tuple[MAEConfig, DataConfig]:
-    """The model config (preset + options; --img-size/--channels resize the model) and the
-    data config that feeds it at the model's resolution and channel count."""
+def resolve_model_and_data(cfg: PretrainConfig, source: MAEConfig | None = None) -> tuple[MAEConfig, DataConfig]:
+    """The model config (preset + options, or with --init the ``source``'s architecture + options;
+    --img-size/--channels resize the model) and the data config that feeds it at the model's resolution
+    and channel count."""
+    assert source is not None or cfg.init is None, "an --init run's architecture comes from its source"
     overrides = cfg.options.overrides()
     if cfg.data.img_size is not None:
         overrides["img_size"] = cfg.data.img_size
@@ -59,13 +62,28 @@ def resolve_model_and_data(cfg: PretrainConfig) -> tuple[MAEConfig, DataConfig]:
         raise ValueError(f"--data {cfg.data.data} does not exist; pass the directory that holds the {cfg.data.dataset} "
                          "data, or leave --data out to use the default locations")
     try:
-        model_cfg = get_config(cfg.model, **overrides)
+        model_cfg = get_config(cfg.model or DEFAULT_MODEL, **overrides) if source is None else \
+            init_architecture(source, cfg.model, overrides, cfg.init)
     except InvalidConfig as exc:
         raise ValueError(exc.render(lambda name, value: f"{option_flag(name)} {value}")) from None
     height, width = model_cfg.img_size
     if height != width:
         raise ValueError(f"the CLI trains square images only; the model expects {height}x{width}")
     return model_cfg, dataclasses.replace(cfg.data, img_size=height, channels=model_cfg.in_chans)
+
+
+def architecture_source(cfg: PretrainConfig, init: InitSource | None, point: ResumePoint | None
+                        ) -> tuple[MAEConfig | None, str]:
+    """What an --init run's architecture starts from (None for a preset's run) and the model's name.
+
+    A resumed --init run takes both from its own checkpoint: the source may have moved since.
+    """
+    if init is not None:
+        return init.model.config, cfg.model or init.model.name
+    if cfg.init is None:
+        return None, str(cfg.model)
+    meta = read_meta(point.weights)
+    return MAEConfig.from_dict(meta.model_config), cfg.model or str(meta.extra.get("model_name", "mae"))
 
 
 def option_flag(field_name: str) -> str:
@@ -128,7 +146,12 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
         cfg = with_default_schedule(cfg)
     cfg, point = open_run(cfg, resume, "pretrain", None)
     # Validate everything that can fail before any file is written.
-    model_cfg, data_cfg = resolve_model_and_data(cfg)
+    init = read_init(cfg.init) if point is None and cfg.init is not None else None
+    if point is None:
+        cfg = dataclasses.replace(cfg, model=cfg.model or (None if init else DEFAULT_MODEL),
+                                  init_sha256=init.sha256 if init else None)
+    source, name = architecture_source(cfg, init, point)
+    model_cfg, data_cfg = resolve_model_and_data(cfg, source)
     info = dataset_info(data_cfg)
     train_set = pretrain_dataset(cfg, data_cfg, info)
     check_batch_size(len(train_set), cfg.loop.batch_size)
@@ -139,13 +162,13 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
     data = train_loader(train_set, cfg.loop.batch_size, cfg.loop.seed, env, data_cfg.num_workers,
                         collate_encoded if cfg.decode_on_device else None)
     decoder = DeviceDecoder(train_set, info, env.device) if cfg.decode_on_device else None
-    run_dir = agree(point.run_dir if point is not None else new_run_dir(cfg.output_dir, f"pretrain-{cfg.model}"))
+    run_dir = agree(point.run_dir if point is not None else new_run_dir(cfg.output_dir, f"pretrain-{name}"))
     uint8_batches = cfg.device_augment or cfg.decode_on_device
     model = build_pretrain_model(cfg, model_cfg, pca_images(cfg, model_cfg, data_cfg, info, train_set)
-                                 if point is None else None, env)
+                                 if point is None else None, env, init)
     optimizer = build_adamw(model, cfg.optim)  # after sharding, which replaces the parameters
 
-    meta = partial(mae_meta, cfg.model, model_cfg, info, data_cfg)
+    meta = partial(mae_meta, name, model_cfg, info, data_cfg)
 
     def save(p: Progress, state: LoopState) -> None:
         save_point(run_dir, model, optimizer, meta(p), cfg.loop.keep_last, p, state, write=env.is_main)
@@ -227,14 +250,17 @@ def pca_images(cfg: PretrainConfig, model_cfg: MAEConfig, data_cfg: DataConfig, 
 
 
 def build_pretrain_model(cfg: PretrainConfig, model_cfg: MAEConfig, pca_fit_set: torch.utils.data.Dataset | None,
-                         env: Environment) -> torch.nn.Module:
+                         env: Environment, init: InitSource | None = None) -> torch.nn.Module:
     """The model on its device (FSDP-sharded with --fsdp); a new "pca"-target run fits its basis on
-    ``pca_fit_set`` (normalized images; None for other targets and when resuming: the basis is in the checkpoint)."""
+    ``pca_fit_set`` (normalized images; None for other targets and when resuming: the basis is in the checkpoint);
+    a new --init run then takes the source's weights (its decoder's basis too, when the decoder fits)."""
 
     def build(materialize: bool) -> torch.nn.Module:
         model = build_model(model_cfg)
         if materialize and pca_fit_set is not None:
             fit_pca_target(model, pca_fit_set, cfg.loop.seed)  # on the CPU: fit_pca works there
+        if materialize and init is not None:
+            load_init(model, init.model)
         return model
 
     torch.manual_seed(cfg.loop.seed)

@@ -15,6 +15,8 @@ from maelab.models.registry import preset_help
 from maelab.train.budget import BudgetPlan, parse_duration
 from maelab.train.config import LoopConfig, OptimConfig
 
+DEFAULT_MODEL = "mae_vit_fashion"
+"""A new run's preset when neither --model nor --init is given."""
 DEFAULT_TIME_BUDGET = "10m"
 """A new run's schedule when neither --epochs, --steps nor --time-budget is given."""
 
@@ -71,8 +73,19 @@ class ModelOptions:
 class PretrainConfig:
     """Everything a pre-training run needs; written to the run directory as config.json."""
 
-    model: Annotated[str, tyro.conf.arg(
-        help=preset_help("Model preset (the encoder, mask and decoder options below change it)."))] = "mae_vit_fashion"
+    model: Annotated[str | None, tyro.conf.arg(help=preset_help(
+        f"Model preset (default {DEFAULT_MODEL}; the encoder, mask and decoder options below change it). With --init "
+        "the source decides the architecture: leave --model out, or name a preset of the same architecture "
+        "(another one is an error)."))] = None
+    init: Path | None = None
+    """Start from this model's weights instead of random ones (domain-adaptive pre-training): a maelab run or
+    checkpoint, an official mae_pretrain_vit_*.pth / *_full.pth / mae_visualize_vit_*.pth, or a transformers
+    ViT-MAE directory. The source decides the architecture; --img-size resamples its position embeddings,
+    --channels adapts an RGB patch projection, and a decoder it lacks (or that the decoder options, --target
+    or --encoder-mask-tokens change) is initialized fresh. The optimizer and schedule start fresh (not --resume).
+    config.json records the source and its sha256."""
+    init_sha256: Annotated[str | None, tyro.conf.Suppress] = None
+    """sha256 of the --init file(s) the run started from (written to config.json, never given)."""
     options: ModelOptions = field(default_factory=ModelOptions)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
