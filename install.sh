@@ -2,7 +2,7 @@
 # Install maelab and what it needs into a virtual environment (.venv, or $MAELAB_VENV).
 #   ./install.sh          the package, PyTorch and the real Fashion-MNIST (Debian package, when apt is usable)
 #   ./install.sh --test   the same plus the test extras (pytest, transformers, scikit-image, onnx,
-#                         onnxruntime, onnxscript, gradio, tensorboard, playwright)
+#                         onnxruntime, onnxscript, gradio, tensorboard, playwright, torchcodec)
 #                         and Debian's chromium for the browser tests (when apt is usable as root)
 # A venv keeps clear of system Pythons that refuse pip installs (PEP 668, Debian 12 and later).
 # PyTorch goes first: left to pip's resolver, a range like torch>=2.2 pulls the newest CUDA build

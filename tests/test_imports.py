@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "maelab"
-EXTRAS = ("webdataset", "gradio", "tensorboard", "transformers", "onnx", "onnxruntime", "onnxscript")
+EXTRAS = ("webdataset", "gradio", "tensorboard", "transformers", "onnx", "onnxruntime", "onnxscript", "torchcodec")
 # Loaded only where a model is sharded (maelab.train.fsdp, inside its functions).
 FSDP_ONLY = ("torch.distributed.fsdp", "torch.distributed.tensor", "torch.distributed.checkpoint")
 

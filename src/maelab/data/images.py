@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.io import ImageReadMode, decode_jpeg, read_file
+
+from maelab.data.jpeg import file_bytes, jpeg_decoder
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ def load_image(path: Path, channels: int) -> torch.Tensor:
 
 def read_jpeg_undecoded(path: Path) -> tuple[torch.Tensor, tuple[int, int]] | None:
     """The file's bytes (N,) uint8 and its (height, width) when it is an RGB or gray JPEG, which
-    ``torchvision.io.decode_jpeg`` decodes as :func:`load_image` does; None for any other image (CMYK
+    ``decode_jpeg`` (:mod:`maelab.data.jpeg`) decodes as :func:`load_image` does; None for any other image (CMYK
     JPEGs included: PIL's colour conversion), which :func:`load_image` must decode.
 
     Only the header is parsed (PIL's lazy open), so a file whose header is fine but whose data is
@@ -99,7 +100,7 @@ def read_jpeg_undecoded(path: Path) -> tuple[torch.Tensor, tuple[int, int]] | No
         if not _torchvision_jpeg(img):
             return None
         width, height = img.size
-    return read_file(str(path)), (height, width)
+    return file_bytes(path), (height, width)
 
 
 @contextmanager
@@ -217,11 +218,12 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
 
 
 def _decode_jpeg_rgb(path: Path) -> torch.Tensor | None:
-    """(3, H, W) uint8 from torchvision's libjpeg-turbo decoder (about 4x faster than PIL here, and
-    pixel-identical for RGB and gray JPEGs); None for CMYK or undecodable files, which go through PIL
-    (its colour conversion and its errors)."""
+    """(3, H, W) uint8 from libjpeg-turbo (TorchCodec's or torchvision's decoder, :mod:`maelab.data.jpeg`; about
+    4x faster than PIL here, and pixel-identical for RGB and gray JPEGs); None for CMYK or undecodable files,
+    which go through PIL (its colour conversion and its errors)."""
+    cpu = torch.device("cpu")
     try:
-        img = decode_jpeg(read_file(str(path)), mode=ImageReadMode.UNCHANGED)  # (C, H, W) uint8
+        img = jpeg_decoder(cpu)(file_bytes(path), None, cpu)  # (C, H, W) uint8
     except RuntimeError:
         return None
     if img.shape[0] == 1:
