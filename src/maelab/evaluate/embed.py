@@ -5,7 +5,8 @@ and kNN pool them (:func:`maelab.evaluate.features.frozen_features`: the cls tok
 final norm, optionally the last ``--layers`` blocks concatenated). The matrix goes to a safetensors file (key
 ``embeddings``) or a ``.npy``; row i is the image on line i of the index ``<stem>.csv``; ``<stem>.json`` says
 where the features came from and names the unreadable files that were skipped. Every file is written to a
-temporary name and renamed into place.
+temporary name and renamed into place. Under torchrun every process embeds a block of the images and rank 0
+writes the one matrix (:mod:`maelab.evaluate.embed_ranks`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from maelab.checkpoint import atomic_write
 from maelab.data import eval_transform
 from maelab.data.config import BadFileOptions, DatasetName
 from maelab.evaluate.config import EvalDataOptions
+from maelab.evaluate.embed_ranks import embed_on_ranks
 from maelab.evaluate.features import extract_features, frozen_features
 from maelab.evaluate.image_index import (
     INDEX_COLUMNS,
@@ -40,6 +42,7 @@ from maelab.evaluate.image_index import (
     skipped,
 )
 from maelab.train.config import to_jsonable
+from maelab.train.distributed import init_from_env
 from maelab.train.environment import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -141,16 +144,23 @@ def read_matrix(path: Path) -> torch.Tensor:
 
 
 def run_embed(cfg: EmbedConfig) -> Path:
-    """Write the matrix, its index and its summary; returns the matrix's path."""
+    """Write the matrix, its index and its summary (rank 0 under torchrun); returns the matrix's path."""
     start = time.perf_counter()
-    device = resolve_device(cfg.device)
+    device, state = init_from_env(resolve_device(cfg.device))
     opts = EvalDataOptions(dataset=cfg.dataset, data=cfg.data, download=cfg.download, img_size=cfg.img_size,
                            synthetic_size=cfg.synthetic_size, num_workers=cfg.num_workers, val_fraction=0.0,
                            max_bad_fraction=cfg.max_bad_fraction)
     frozen = frozen_features("pretrained", cfg.source, "", opts, cfg.pool, "none", 0, device, "embed", cfg.layers,
                              labeled=False)
     sets = image_sets(frozen.data, frozen.info, eval_transform(frozen.info), cfg.split)
-    embedded = embed_images(frozen.encode, sets, cfg.batch_size, device, frozen.data.num_workers)
+    if state.world_size == 1:
+        embedded = embed_images(frozen.encode, sets, cfg.batch_size, device, frozen.data.num_workers)
+    else:
+        gathered = embed_on_ranks(frozen.encode, sets, cfg.batch_size, device, state, cfg.max_bad_fraction,
+                                  frozen.data.num_workers)
+        if gathered is None:  # not rank 0: its blocks are in rank 0's matrix
+            return Path(cfg.output)
+        embedded = Embedded(*gathered)
     index_path, summary_path = sidecars(cfg.output)
     summary = dict(
         matrix=Path(cfg.output).name, index=index_path.name, rows=len(embedded.rows), dim=frozen.dim,
@@ -168,6 +178,7 @@ def run_embed(cfg: EmbedConfig) -> Path:
     if embedded.skipped:
         logger.warning("%d unreadable image files skipped (listed in %s; first: %s)", len(embedded.skipped),
                        summary_path, ", ".join(embedded.skipped[:5]))
-    logger.info("wrote %s: %d images x %d features (%s pool, %d block(s)) in %.1f s; index %s", cfg.output,
-                len(embedded.rows), frozen.dim, cfg.pool, cfg.layers, time.perf_counter() - start, index_path)
+    logger.info("wrote %s: %d images x %d features (%s pool, %d block(s)) in %.1f s on %d process(es); index %s",
+                cfg.output, len(embedded.rows), frozen.dim, cfg.pool, cfg.layers, time.perf_counter() - start,
+                state.world_size, index_path)
     return Path(cfg.output)
