@@ -102,6 +102,11 @@ class LoopConfig:
     """A NaN/inf loss stops the run ("stop"), or its optimizer step is skipped ("skip", up to --max-nonfinite)."""
     max_nonfinite: int = 20
     """With --on-nonfinite skip: stop once more than this many steps were skipped."""
+    compile: bool = False
+    """Compile the model for the training step (torch.compile): faster steps once compiled, on a GPU mostly.
+    The first steps wait for the compilation (minutes on a CPU, where it also needs a C++ compiler such as
+    gcc); evaluations and pictures run uncompiled, and checkpoints are the same as without it. Belongs to one
+    invocation: a resume may turn it on or off."""
 
     def __post_init__(self) -> None:
         for name in ("epochs", "steps", "batch_size", "accum_iter", "log_every", "save_every", "save_every_steps",

@@ -62,7 +62,8 @@ class TrainLoop:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     step_fn: StepFn
-    """Gets ``model``, or its DDP wrapper on several ranks (the wrapper must run the forward)."""
+    """Gets ``model``, or its DDP wrapper on several ranks, compiled with ``loop.compile`` (what it gets must run
+    the forward; other attributes reach the wrapped module)."""
     make_loader: Callable[[int, int], Iterable]
     """``make_loader(epoch, start)``: the batches of one epoch from batch ``start`` on."""
     steps_per_epoch: int
@@ -94,8 +95,10 @@ class TrainLoop:
         if self.env.world_size > 1 and self.loop.on_nonfinite == "skip":
             # A rank that skips its backward would leave the others waiting in DDP's gradient all-reduce.
             raise ValueError("--on-nonfinite skip works in one process only; under torchrun use --on-nonfinite stop")
-        # Checkpoints use the plain model; the step function gets the DDP wrapper.
+        # Checkpoints use the plain model; the step function gets the DDP wrapper, compiled with --compile (only
+        # the step: evaluations stay eager, and the state dict keeps the plain module's keys).
         self.net = wrap_ddp(self.model, self.env.world_size, self.env.device)
+        self.step_net = torch.compile(self.net) if self.loop.compile else self.net
         self.base_lr = self.optim.absolute_lr(self.effective_batch)
         self.nonfinite_skipped = 0
         # fp16 gradients underflow without loss scaling; bf16 and fp32 need none (disabled: every call passes through).
@@ -147,9 +150,10 @@ class TrainLoop:
                   f"{self.loop.steps} optimizer steps ({self.loop.steps / self.optimizer_steps_per_epoch:.2f} epochs)")
         logger.info(
             "training %s: %s x %d steps, effective batch %d (%d per device x %d devices x %d accumulation), "
-            "lr %.3g, device %s%s", self.desc, length, self.steps_per_epoch, self.effective_batch,
+            "lr %.3g, device %s%s%s", self.desc, length, self.steps_per_epoch, self.effective_batch,
             self.effective_batch // (self.env.world_size * self.loop.accum_iter), self.env.world_size,
             self.loop.accum_iter, self.base_lr, self.env.device, f", autocast {self.env.amp_dtype}" if self.env.amp_dtype else "",
+            ", compiled (the first steps wait for the compilation)" if self.loop.compile else "",
         )
         total = self.loop.epochs if self.loop.steps is None else self.loop.steps - 1
         if 0 < total <= self.warmup:
@@ -227,7 +231,7 @@ class TrainLoop:
             with maybe_no_sync(self.net, sync=stepped):
                 with torch.autocast(self.env.device.type, dtype=self.env.amp_dtype or torch.float32,
                                     enabled=self.env.amp_dtype is not None):
-                    out = self.step_fn(self.net, batch, generator)
+                    out = self.step_fn(self.step_net, batch, generator)
                 loss = out.loss.detach().float()
                 if nonfinite.check(loss, progress.step + 1):
                     self.scaler.scale(out.loss / accum).backward()

@@ -26,8 +26,9 @@ from maelab.train.state import LoopState, Progress
 
 Config = TypeVar("Config")
 
-# Options that belong to one invocation, never to the run: a resume takes them from the command line.
-INVOCATION_ONLY = ("fsdp",)
+# Options that belong to one invocation, never to the run, as (section, field), "" for a top-level field: how
+# the steps are executed, not what they compute. A resume takes them from its own command line.
+INVOCATION_ONLY = (("", "fsdp"), ("loop", "compile"))
 
 
 def open_run(
@@ -47,9 +48,17 @@ def open_run(
         if loop.epochs is not None or loop.steps is not None:
             optim = optim.resolved(step_schedule=loop.steps is not None)
         return dataclasses.replace(cfg, loop=loop, optim=optim), None
-    own = {name: getattr(cfg, name) for name in INVOCATION_ONLY if hasattr(cfg, name)}
-    saved, point = open_resume(Path(resume), cfg, command, LOOP_CHANGES | {("", name) for name in own})
-    return dataclasses.replace(saved, **own), point
+    own = [(section, name) for section, name in INVOCATION_ONLY if hasattr(_section(cfg, section), name)]
+    saved, point = open_resume(Path(resume), cfg, command, LOOP_CHANGES | frozenset(own))
+    for section, name in own:
+        value = getattr(_section(cfg, section), name)
+        saved = dataclasses.replace(saved, **{section: dataclasses.replace(_section(saved, section), **{name: value})}
+                                    if section else {name: value})
+    return saved, point
+
+
+def _section(cfg: Any, section: str) -> Any:
+    return getattr(cfg, section) if section else cfg
 
 
 def check_batch_size(num_images: int, batch_size: int) -> None:
