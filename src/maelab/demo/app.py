@@ -11,11 +11,13 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from torch.utils.data import IterableDataset
 
 from maelab.checkpoint import LAST, read_meta, resolve_checkpoint
 from maelab.data import BadFileOptions, DatasetInfo
 from maelab.data.config import DatasetNotFoundError
+from maelab.demo.anomaly_view import describe, reference_images, run_anomaly_view
 from maelab.demo.pipeline import GRID_RATIO, load_upload, run_pipeline
 from maelab.masking import MASK_STRATEGIES
 from maelab.models import MaskedAutoencoder
@@ -44,6 +46,10 @@ class DemoModel:
     epoch: int
     test_set: object | None
     test_set_note: str
+    reference: torch.Tensor | None = None
+    """(R, C, H, W) held-out images of the run's data that the anomaly view compares each image with."""
+    reference_note: str = ""
+    """What the reference images are, or why there are none."""
 
 
 def gradio_available() -> bool:
@@ -85,7 +91,14 @@ def load_demo_model(checkpoint: Path, device: str = "cpu",
         test_set, note = None, f"The training dataset's test split is not available here ({exc}); upload an image."
     if isinstance(test_set, IterableDataset):  # shards stream; the picker needs images by index
         test_set, note = None, "The training data is streamed from shards (no test image by number); upload an image."
-    return DemoModel(weights, model, info, read_meta(weights).epoch, test_set, note)
+    try:
+        reference = reference_images(info, extra, max_bad_fraction=max_bad_fraction)
+        classes = (extra.get("data") or {}).get("classes")
+        of = f", class {' '.join(map(str, classes))} only" if classes else ""
+        ref_note = f"held-out images of the run's data (the first of its {info.name} test split{of})"
+    except (DatasetNotFoundError, FileNotFoundError, ValueError) as exc:
+        reference, ref_note = None, f"No reference images to compare the score with ({exc})."
+    return DemoModel(weights, model, info, read_meta(weights).epoch, test_set, note, reference, ref_note)
 
 
 def build_app(served: DemoModel):
@@ -95,15 +108,20 @@ def build_app(served: DemoModel):
     cfg, info = served.model.config, served.info
     num_test = len(served.test_set) if served.test_set is not None else 0
 
+    def pick(upload, index):
+        """The image to show (normalized) and its name in words; None when there is none."""
+        if upload is not None:
+            return load_upload(upload, info), f"your upload `{Path(upload).name}`"
+        if served.test_set is not None:
+            index = min(max(int(index or 0), 0), num_test - 1)
+            return served.test_set[index][0], f"test image #{index} of {info.name}"
+        return None, ""
+
     def show(upload, index, ratio, strategy, seed):
         blank = [None] * len(OUTPUT_IDS)
         try:
-            if upload is not None:
-                image, source = load_upload(upload, info), f"your upload `{Path(upload).name}`"
-            elif served.test_set is not None:
-                index = min(max(int(index or 0), 0), num_test - 1)
-                image, source = served.test_set[index][0], f"test image #{index} of {info.name}"
-            else:
+            image, source = pick(upload, index)
+            if image is None:
                 return [*blank, "", "Upload an image to start."]
             result = run_pipeline(served.model, info, image, ratio, strategy, int(seed or 0))
         except ValueError as exc:
@@ -119,6 +137,19 @@ def build_app(served: DemoModel):
         pictures = [result.original, result.masked, result.reconstruction, result.pasted, result.error_map,
                     result.attention_map]
         return [*pictures, summary, ""]
+
+    def score(upload, index, masks, seed, reduction, top_fraction):
+        try:
+            image, source = pick(upload, index)
+            if image is None:
+                return None, "Upload an image to score it."
+            masks, seed = int(masks or 4), int(seed or 0)
+            result = run_anomaly_view(served.model, info, image, masks, seed, reduction, float(top_fraction),
+                                      served.reference)
+        except ValueError as exc:
+            return None, f"**Error:** {exc}"
+        text = describe(result, masks, seed, reduction, float(top_fraction), cfg.target, served.reference_note)
+        return result.heatmap, f"{source}: {text}"
 
     with gr.Blocks(title="maelab demo", analytics_enabled=False) as app:
         gr.Markdown(
@@ -151,7 +182,30 @@ def build_app(served: DemoModel):
         with gr.Row():
             pictures += [_picture(gr, label, elem) for label, elem in zip(OUTPUT_LABELS[4:], OUTPUT_IDS[4:])]
             summary = gr.Markdown(elem_id="summary")
+        gr.Markdown(
+            "### Anomaly score against this run\nAs `maelab anomaly` scores images: complementary masks that "
+            "together hide every patch, each patch's reconstruction error, one score per image. A run pre-trained "
+            "on normal images only reconstructs those well; a high score and bright patches mark what it did not "
+            "learn to expect."
+        )
+        with gr.Row():
+            with gr.Column():
+                masks = gr.Slider(2, 8, value=4, step=1, label="complementary masks K (mask ratio 1 - 1/K)",
+                                  elem_id="anomaly-masks")
+                reduction = gr.Radio(["top", "mean", "max"], value="top", label="image score from patch errors",
+                                     elem_id="anomaly-score")
+                top_fraction = gr.Slider(0.05, 1.0, value=0.1, step=0.05, label="top: share of patches averaged",
+                                         elem_id="anomaly-top-fraction")
+                anomaly_seed = gr.Number(value=0, precision=0, label="mask seed", elem_id="anomaly-seed")
+            anomaly_map = _picture(gr, "patch error over the image", "anomaly-map")
+            anomaly_summary = gr.Markdown(elem_id="anomaly-summary")
         use_test.click(lambda: None, outputs=upload)
+        gr.on(
+            [app.load, upload.change, index.change, masks.change, reduction.change, top_fraction.change,
+             anomaly_seed.change],
+            score, inputs=[upload, index, masks, anomaly_seed, reduction, top_fraction],
+            outputs=[anomaly_map, anomaly_summary], trigger_mode="always_last", concurrency_limit=CONCURRENCY,
+        )
         gr.on(
             [app.load, upload.change, index.change, ratio.change, strategy.change, seed.change],
             show, inputs=[upload, index, ratio, strategy, seed], outputs=[*pictures, summary, status],

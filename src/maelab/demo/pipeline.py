@@ -144,15 +144,15 @@ def run_pipeline(
     mask = rec.mask[0]  # (L,)
     errors = rec.patch_mse[0] * mask  # (L,), masked patches only
     factor = max(1, DISPLAY_SIZE // max(cfg.img_size))
-    original = _to_uint8(rec.original[0], factor)
+    original = to_uint8(rec.original[0], factor)
     return DemoResult(
         original=original,
-        masked=_to_uint8(rec.masked[0], factor),
-        reconstruction=_to_uint8(rec.reconstruction[0], factor),
-        pasted=_to_uint8(rec.pasted[0], factor),
-        error_map=_heatmap(errors / errors.max().clamp_min(1e-12), mask, cfg.grid_size, cfg.patch_size * factor,
+        masked=to_uint8(rec.masked[0], factor),
+        reconstruction=to_uint8(rec.reconstruction[0], factor),
+        pasted=to_uint8(rec.pasted[0], factor),
+        error_map=heatmap(errors / errors.max().clamp_min(1e-12), mask, cfg.grid_size, cfg.patch_size * factor,
                            "inferno", None),
-        attention_map=_heatmap(attention / attention.max().clamp_min(1e-12), 1 - mask, cfg.grid_size,
+        attention_map=heatmap(attention / attention.max().clamp_min(1e-12), 1 - mask, cfg.grid_size,
                                cfg.patch_size * factor, "viridis", original),
         mask_mse=float(rec.mask_mse[0]),
         max_patch_mse=float(errors.max()),
@@ -185,7 +185,7 @@ def _fmt(values: tuple[float, ...]) -> str:
     return "(" + ", ".join(f"{v:.3f}" for v in values) + ")"
 
 
-def _to_uint8(img: torch.Tensor, factor: int) -> np.ndarray:
+def to_uint8(img: torch.Tensor, factor: int) -> np.ndarray:
     """(C, H, W) in [0, 1] -> (H * factor, W * factor, 3) uint8, enlarged without interpolation."""
     array = (img.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)  # (C, H, W)
     array = array.expand(3, -1, -1) if array.shape[0] == 1 else array[:3]  # (3, H, W)
@@ -193,7 +193,7 @@ def _to_uint8(img: torch.Tensor, factor: int) -> np.ndarray:
     return array.permute(1, 2, 0).contiguous().numpy()  # (H', W', 3)
 
 
-def _heatmap(values: torch.Tensor, shown: torch.Tensor, grid: tuple[int, int], cell: int, cmap: str,
+def heatmap(values: torch.Tensor, shown: torch.Tensor, grid: tuple[int, int], cell: int, cmap: str,
              base: np.ndarray | None) -> np.ndarray:
     """Colour each patch by ``values`` (L,) in [0, 1]; patches with ``shown`` == 0 stay light gray.
 
