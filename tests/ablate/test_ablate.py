@@ -143,6 +143,7 @@ def test_changed_sweep_file_refuses_to_mix_results(finished):
     ({"base": {"loop": {"epochs": "1"}}}, r"loop\.epochs: expected int, got '1'"),
     ({"grid": {"options.mask_strategy": ["random", "blocks"]}}, "'blocks' is not one of"),
     ({"base": {"output_dir": "x"}}, "ablate sets output_dir itself"),
+    ({"base": {"init": "run"}}, r"init: a sweep pre-trains every cell from scratch.*maelab pretrain --init"),
     ({"base": {"options.decoder_embed_dim": 18}}, "does not divide the decoder width --decoder-embed-dim 18"),
     ({"eval": {"linprobe": {"loop.epochs": 0}}}, "eval.linprobe: .*epochs must be at least 1"),
     ({"eval": {"knn": {"checkpoint": "x"}}}, "ablate sets checkpoint itself"),

@@ -237,6 +237,9 @@ def _build_cell(label: str, seed: int, base: dict, varied: dict, ev: dict) -> Ce
     from maelab.pretrain.command import resolve_model_and_data
 
     where = f"cells[{label}]"
+    if "init" in {**base, **varied}:
+        raise ValueError(f"{where}.init: a sweep pre-trains every cell from scratch, so that its cells differ only in "
+                         "what the grid varies; run `maelab pretrain --init SOURCE` outside ablate instead")
     pre = apply_overrides(PretrainConfig, {**base, **varied}, where, PRETRAIN_RESERVED)
     pre = dataclasses.replace(pre, loop=dataclasses.replace(pre.loop, seed=seed))
     try:  # the schedule as the run will have it: time_budget 10m without loop.epochs, the default warmup
