@@ -123,3 +123,18 @@ def test_text_file_named_png_gets_a_message(page, server, tmp_path):
     expect(page.locator("#summary")).to_contain_text("your upload real.png")
     expect(page.locator("#status")).not_to_contain_text("Error")
     _picture(page, "reconstruction")
+
+
+def test_anomaly_view_scores_the_upload(page, tmp_path):
+    photo = tmp_path / "part.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 64), dtype=np.uint8)).save(photo)
+    summary = page.locator("#anomaly-summary")  # the page scores on load, with the reconstruction: allow time
+    expect(summary).to_contain_text("test image #0", timeout=TIMEOUT_MS)
+    expect(summary).to_contain_text("of 16 held-out images", timeout=TIMEOUT_MS)
+    page.locator("#upload input[type=file]").set_input_files(str(photo))
+    expect(summary).to_contain_text("your upload part.png", timeout=TIMEOUT_MS)
+    expect(summary).to_contain_text("Anomaly score", timeout=TIMEOUT_MS)
+    at_4 = _picture(page, "anomaly-map")
+    page.locator("#anomaly-masks input[type=range]").fill("2")
+    expect(summary).to_contain_text("--masks 2 --seed 0 --score top", timeout=TIMEOUT_MS)
+    assert _picture(page, "anomaly-map") != at_4
