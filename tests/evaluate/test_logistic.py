@@ -63,6 +63,9 @@ def test_lbfgs_reaches_the_objective_minimum(digits):
 
     assert objective(ours.weight, ours.bias) == pytest.approx(
         objective(torch.tensor(ref.coef_), torch.tensor(ref.intercept_)), rel=1e-7)
+    assert ours.converged
+    # An iteration limit that cuts the solve short is reported, not passed off as the optimum.
+    assert not fit_logistic(z, y, 10, c, max_iter=3, tolerance=1e-10).converged
 
 
 def test_solution_loads_into_the_probe_head(digits):

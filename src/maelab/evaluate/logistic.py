@@ -59,6 +59,8 @@ class LinearFit:
     """(C,)"""
     iterations: int
     loss: float
+    converged: bool
+    """False when the iteration or evaluation limit stopped the solve before it settled."""
 
     def logits(self, z: torch.Tensor) -> torch.Tensor:
         return z @ self.weight.T + self.bias  # (N, C)
@@ -79,7 +81,8 @@ def fit_logistic(
     weight.requires_grad_(True)
     bias.requires_grad_(True)
     l2 = 1.0 / (2.0 * c * n)
-    optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, history_size=20,
+    max_evals = 2 * max_iter  # line-search evaluations included
+    optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, max_eval=max_evals, history_size=20,
                                   tolerance_grad=tolerance, tolerance_change=1e-12, line_search_fn="strong_wolfe")
     labels = labels.to(z.device).long()
 
@@ -90,10 +93,13 @@ def fit_logistic(
         return loss
 
     optimizer.step(closure)  # returns the loss at the start; the final one is evaluated below
-    iterations = optimizer.state[weight].get("n_iter", 0)
+    state = optimizer.state[weight]
+    iterations, evaluations = state.get("n_iter", 0), state.get("func_evals", 0)
     with torch.no_grad():
         loss = F.cross_entropy(z @ weight.T + bias, labels) + l2 * weight.pow(2).sum()
-    return LinearFit(weight.detach(), bias.detach(), int(iterations), float(loss))
+    # L-BFGS stops at the gradient tolerance, when the loss no longer changes, or at a limit; only the last is short.
+    converged = iterations < max_iter and evaluations < max_evals
+    return LinearFit(weight.detach(), bias.detach(), int(iterations), float(loss), converged)
 
 
 def accuracy(fit: LinearFit, z: torch.Tensor, labels: torch.Tensor) -> float:
@@ -131,12 +137,13 @@ def solve_probe(
     for value in grid:
         fit = fit_logistic(z, labels, num_classes, value, init=previous)
         previous = fit
-        row = dict(c=value, iterations=fit.iterations, loss=fit.loss)
+        row = dict(c=value, iterations=fit.iterations, loss=fit.loss, converged=fit.converged)
         if z_val is not None:
             row["val_top1"] = accuracy(fit, z_val, val[1])
         search.append(row)
         score = row.get("val_top1", -math.inf)
-        logger.info("probe C=%g: %d L-BFGS iterations, loss %.4f%s", value, fit.iterations, fit.loss,
+        logger.info("probe C=%g: %d L-BFGS iterations%s, loss %.4f%s", value, fit.iterations,
+                    "" if fit.converged else " (the limit: stopped short of the gradient tolerance)", fit.loss,
                     f", val top-1 {score:.2f}%" if z_val is not None else "")
         if best is not None and score < best[0]:
             break
