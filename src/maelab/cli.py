@@ -28,7 +28,7 @@ logger = logging.getLogger("maelab")
 
 @dataclass(frozen=True)
 class Pretrain:
-    """Pre-train a Masked Autoencoder (default: mae_vit_fashion on Fashion-MNIST, a 10-minute time budget)."""
+    """Pre-train a Masked Autoencoder (default: mae_vit_fashion_patch7 on Fashion-MNIST, a 10-minute time budget)."""
 
     config: Annotated[PretrainConfig, tyro.conf.arg(name="")] = field(default_factory=PretrainConfig)
     resume: Path | None = None

@@ -6,6 +6,7 @@ from torch import nn
 
 from maelab.masking import random_masking
 from maelab.models import MAEConfig, MAEOutput, MaskedAutoencoder, create_model, get_config, list_models
+from maelab.models.registry import DEFAULT_MODEL
 from maelab.targets import patchify
 
 # Loss of create_model("debug") seeded with 0 on the fixed input below. A change in
@@ -141,6 +142,9 @@ def test_registry_names_and_overrides():
     assert get_config("mae_vit_base_patch16", decoder_depth=1).decoder_depth == 1
     fashion = get_config("mae_vit_fashion")
     assert fashion.img_size == (28, 28) and fashion.in_chans == 1
+    # The default differs from mae_vit_fashion only in its patch (results/recipe_search/).
+    assert DEFAULT_MODEL == "mae_vit_fashion_patch7"
+    assert get_config(DEFAULT_MODEL) == get_config("mae_vit_fashion", patch_size=7)
     with pytest.raises(ValueError, match="unknown model"):
         create_model("mae_vit_gigantic")
     with pytest.raises(ValueError, match="unknown model options"):

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 import tyro
 
 from maelab.data.config import BadFileOptions, DatasetName
-from maelab.models.registry import preset_help
+from maelab.models.registry import DEFAULT_MODEL, preset_help
 from maelab.train.config import LoopConfig, OptimConfig
 
 FINETUNE_EPOCHS = 10
@@ -67,7 +67,7 @@ class FinetuneConfig:
     init: Literal["pretrained", "none"] = "pretrained"
     """"none" trains the same ViT from random init (the supervised-from-scratch baseline)."""
     model: Annotated[str, tyro.conf.arg(help=preset_help(
-        "Preset giving the architecture when --init none is used without --checkpoint."))] = "mae_vit_fashion"
+        "Preset giving the architecture when --init none is used without --checkpoint."))] = DEFAULT_MODEL
     data: EvalDataOptions = field(default_factory=EvalDataOptions)
     optim: OptimConfig = field(
         default_factory=lambda: OptimConfig(blr=1e-3, min_lr=1e-6, weight_decay=0.05, beta2=0.999, warmup_epochs=1.0)
@@ -125,7 +125,7 @@ class FeatureSource:
     (the checkpoint's, else --model's; seeded by --seed); "pixels": no encoder, the flattened
     normalized pixels (C*H*W) at the data's native size or --img-size (the raw-pixel floor)."""
     model: Annotated[str, tyro.conf.arg(help=preset_help(
-        "Preset giving the architecture when --init none is used without --checkpoint."))] = "mae_vit_fashion"
+        "Preset giving the architecture when --init none is used without --checkpoint."))] = DEFAULT_MODEL
 
 
 @dataclass(frozen=True)

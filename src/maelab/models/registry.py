@@ -29,6 +29,14 @@ _PRESETS: dict[str, MAEConfig] = {
         embed_dim=192, depth=6, num_heads=3,
         decoder_embed_dim=128, decoder_depth=2, decoder_num_heads=4,
     ),
+    # The default: mae_vit_fashion with 7x7 patches (a 4x4 grid). Within a fixed time budget its 2.2x cheaper
+    # steps buy 2.2x the passes over the data, which gave the best frozen features in the recipe search
+    # (results/recipe_search/).
+    "mae_vit_fashion_patch7": MAEConfig(
+        img_size=(28, 28), patch_size=7, in_chans=1,
+        embed_dim=192, depth=6, num_heads=3,
+        decoder_embed_dim=128, decoder_depth=2, decoder_num_heads=4,
+    ),
     # Tiny model for tests: runs a step in milliseconds.
     "debug": MAEConfig(
         img_size=(32, 32), patch_size=8, in_chans=1,
@@ -49,6 +57,10 @@ _PRESETS: dict[str, MAEConfig] = {
         arch="simmim", mask_ratio=0.6, mask_patch_size=2, target="pixel",
     ),
 }
+
+
+DEFAULT_MODEL = "mae_vit_fashion_patch7"
+"""The preset of a new pre-training run (and of an evaluation's --init none) when none is named."""
 
 
 def list_models() -> list[str]:

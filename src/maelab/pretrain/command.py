@@ -21,7 +21,8 @@ from maelab.data.transforms import batch_flip_normalize, pretrain_crop_uint8
 from maelab.evaluate.knn import KnnMonitor
 from maelab.models import MAEConfig, MaskedAutoencoder, build_model, get_config
 from maelab.models.config import InvalidConfig
-from maelab.pretrain.config import DEFAULT_MODEL, PretrainConfig, check_fsdp_schedule, with_default_schedule
+from maelab.models.registry import DEFAULT_MODEL
+from maelab.pretrain.config import PretrainConfig, check_fsdp_schedule, with_default_schedule
 from maelab.pretrain.init import InitSource, init_architecture, load_init, read_init
 from maelab.targets import fit_pca, patchify
 from maelab.train.budget import EpochWork, make_plan, measure_costs

@@ -11,12 +11,10 @@ import tyro
 
 from maelab.data import DataConfig
 from maelab.masking import check_mask_ratio
-from maelab.models.registry import preset_help
+from maelab.models.registry import DEFAULT_MODEL, preset_help
 from maelab.train.budget import BudgetPlan, parse_duration
 from maelab.train.config import LoopConfig, OptimConfig
 
-DEFAULT_MODEL = "mae_vit_fashion"
-"""A new run's preset when neither --model nor --init is given."""
 DEFAULT_TIME_BUDGET = "10m"
 """A new run's schedule when neither --epochs, --steps nor --time-budget is given."""
 
