@@ -10,7 +10,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from maelab.cli import main
 from maelab.data import DataConfig, build_dataset, eval_transform
@@ -71,22 +70,10 @@ def test_all_splits_train_then_test(pretrained_run, tmp_path):
     assert read_matrix(out).shape == (160, 32)
 
 
-def _png(path, seed):
-    pixels = np.random.default_rng(seed).integers(0, 255, (20, 24, 3)).astype(np.uint8)
-    Image.fromarray(pixels).save(path)
-
-
 @pytest.fixture
-def broken_folder(tmp_path):
+def broken_folder(photo_folder_with):
     """Six readable PNGs in cats/ and dogs/, an empty file and a text file named .png between them."""
-    root = tmp_path / "photos"
-    for name in ("cats", "dogs"):
-        (root / name).mkdir(parents=True)
-        for i in range(3):
-            _png(root / name / f"{i}.png", 10 * len(name) + i)
-    (root / "cats" / "1b.png").write_bytes(b"")
-    (root / "dogs" / "0b.png").write_text("not an image\n")
-    return root
+    return photo_folder_with("0b.png")
 
 
 def test_a_folder_with_broken_files_embeds_the_rest_and_names_the_broken(pretrained_run, broken_folder, tmp_path):

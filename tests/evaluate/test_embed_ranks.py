@@ -9,10 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from maelab.data import DataConfig, dataset_info, eval_transform
 from maelab.evaluate.embed import embed_images, read_matrix
@@ -43,21 +41,10 @@ def test_merging_parts_restores_the_order():
     assert torch.equal(whole.labels, labels) and whole.skipped == ("bad0", "bad4", "bad7")
 
 
-def _png(path: Path, seed: int) -> None:
-    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (20, 24, 3)).astype(np.uint8)).save(path)
-
-
 @pytest.fixture
-def broken_folder(tmp_path):
+def broken_folder(photo_folder_with):
     """cats/ and dogs/ with three readable PNGs each and one broken file each: one in each rank's half."""
-    root = tmp_path / "photos"
-    for name in ("cats", "dogs"):
-        (root / name).mkdir(parents=True)
-        for i in range(3):
-            _png(root / name / f"{i}.png", 10 * len(name) + i)
-    (root / "cats" / "1b.png").write_bytes(b"")
-    (root / "dogs" / "2b.png").write_text("not an image\n")  # the last file of its block
-    return root
+    return photo_folder_with("2b.png")  # the last file of its block
 
 
 def test_blocks_of_a_folder_with_broken_files_equal_one_pass(broken_folder):
