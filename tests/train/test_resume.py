@@ -29,7 +29,7 @@ COMMON = ["--batch-size", "16", "--log-every", "1", "--epochs", "2", "--device",
 # --val-fraction 0: the step counts below assume every image trains.
 FINETUNE = ["finetune", *COMMON, "--val-fraction", "0", "--warmup-epochs", "0.5"]
 LINPROBE = ["linprobe", *COMMON, "--val-fraction", "0", "--optimizer", "lars", "--warmup-epochs", "0.5",
-            "--blr", "1.0"]
+            "--lr", "0.0625"]  # blr 1.0 at batch 16
 TIMING = ("img_per_s", "epoch_time_s")
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 

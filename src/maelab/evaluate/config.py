@@ -6,6 +6,7 @@ lengths are sized for a CPU rather than the paper's 100/90 epochs on ImageNet.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
@@ -18,6 +19,12 @@ from maelab.train.config import LoopConfig, OptimConfig
 
 FINETUNE_EPOCHS = 10
 LINPROBE_EPOCHS = 90
+PROBE_BLR = 0.1
+"""--optimizer sgd's base learning rate (the paper's probe blr), scaled by batch / 256."""
+LARS_LR = 3.2
+"""--optimizer lars's absolute learning rate, the same at every batch size (see LinprobeConfig.optimizer):
+half the paper's 6.4 (blr 0.1 at batch 16,384), which diverged here at batch 64 and over 270 epochs at 256
+(results/probe_lr/)."""
 
 
 @dataclass(frozen=True)
@@ -145,16 +152,28 @@ class LinprobeConfig(FeatureSource):
     BatchNorm-standardized features, full-batch L-BFGS, the L2 strength chosen on the validation split; no
     epochs: after the features are computed, one solve per L2 strength, from seconds on a GPU or a few thousand
     images to minutes on a small CPU with tens of thousands). "lars" / "sgd": the paper's schedule over --epochs
-    (needed with --augment)."""
+    (needed with --augment). LARS scales every step to lr x 0.001 of the weights' norm, so the batch size changes
+    the gradient's noise, not the step: under the paper's linear scaling rule (blr 0.1 x batch / 256) a probe at
+    batch 256 takes steps 64x smaller than the paper's at 16,384, and on a dataset 20x smaller than ImageNet it
+    never gets far. So LARS takes an absolute --lr, 3.2 by default at any batch size, and converges in about
+    50,000 steps (epochs x images / batch: a smaller batch converges in fewer epochs); SGD keeps --blr 0.1 x
+    batch / 256."""
     c: float | None = None
     """--optimizer lbfgs: the inverse L2 strength (scikit-learn's C) instead of choosing it on the validation
     split from 0.001, 0.01, ..., 100."""
     momentum: float = 0.9
     data: EvalDataOptions = field(default_factory=EvalDataOptions)
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(blr=0.1, weight_decay=0.0, warmup_epochs=10.0))
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(blr=PROBE_BLR, weight_decay=0.0,
+                                                                   warmup_epochs=10.0))
     loop: LoopConfig = field(default_factory=LoopConfig)
     output_dir: Path | None = None
     """Run directory; default runs/linprobe-<model>-<time>. Never overwritten."""
+
+    def with_lars_lr(self) -> LinprobeConfig:
+        """The config with LARS's absolute learning rate written out (--lr, else LARS_LR); others unchanged."""
+        if self.optimizer != "lars" or self.optim.lr is not None:
+            return self
+        return dataclasses.replace(self, optim=dataclasses.replace(self.optim, lr=LARS_LR))
 
     def __post_init__(self) -> None:
         if not 0 <= self.momentum < 1:
@@ -164,6 +183,10 @@ class LinprobeConfig(FeatureSource):
         if self.augment and self.optimizer == "lbfgs":
             raise ValueError("--augment runs the encoder on new crops every step, so the probe cannot be solved on "
                              "cached features: add --optimizer lars (the paper's) or --optimizer sgd")
+        if self.optimizer == "lars" and self.optim.lr is None and self.optim.blr != PROBE_BLR:
+            raise ValueError(f"--optimizer lars takes an absolute --lr (default {LARS_LR} at any batch size; the "
+                             f"paper's 6.4 was for batch 16,384), not --blr {self.optim.blr}: LARS's steps do not "
+                             "grow with the batch. --blr applies to --optimizer sgd")
         if self.c is not None and (self.c <= 0 or self.optimizer != "lbfgs"):
             raise ValueError(f"--c is the positive inverse L2 strength of --optimizer lbfgs; got --c {self.c} "
                              f"with --optimizer {self.optimizer}")

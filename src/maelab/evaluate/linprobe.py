@@ -1,9 +1,10 @@
 """``maelab linprobe``: a BatchNorm + linear head on the frozen encoder, on the shared loop.
 
 Recipe (paper appendix): cls-token features after the final norm, BatchNorm1d(affine=False,
-eps 1e-6) before the linear head (weights trunc-normal 0.01), LARS with momentum 0.9, blr 0.1,
-no weight decay. Without ``--augment`` the encoder's features are computed once and the loop
-trains the head on them; with it, the frozen encoder runs on every augmented batch.
+eps 1e-6) before the linear head (weights trunc-normal 0.01), LARS with momentum 0.9, no weight
+decay; the paper's blr 0.1 becomes an absolute lr 3.2 at any batch size (config.LARS_LR says why).
+Without ``--augment`` the encoder's features are computed once and the loop trains the head on
+them; with it, the frozen encoder runs on every augmented batch.
 
 Baselines (``--init``, see :func:`maelab.evaluate.features.frozen_features`): ``none`` probes a
 randomly initialized encoder of the same architecture (the checkpoint's, else ``--model``'s),
@@ -87,6 +88,8 @@ def linprobe(cfg: LinprobeConfig, resume: Path | None = None) -> Path:
     """
     if cfg.optimizer == "lbfgs" and resume is None:
         return solved_probe(cfg)
+    if resume is None:
+        cfg = cfg.with_lars_lr()  # written into config.json: a resumed run keeps the lr it started with
     cfg, point = open_run(cfg, resume, "linprobe", LINPROBE_EPOCHS)  # a resumable run is a LARS / SGD one
     env = setup_environment(cfg.loop)
     frozen = probe_features(cfg, env)
