@@ -7,7 +7,7 @@ import json
 import torch
 
 from maelab.cli import main
-from maelab.evaluate.knn import knn_evaluate, knn_scores
+from maelab.evaluate.knn import knn_evaluate, knn_scores, pca_whitener
 
 
 def test_knn_separates_gaussian_clusters_perfectly():
@@ -58,3 +58,47 @@ def test_pretrain_knn_every_logs_knn_accuracy(tmp_path):
     epochs = [r for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if r["event"] == "epoch"]
     assert len(epochs) == 2 and all(0 <= r["knn_top1"] <= r["knn_top5"] <= 100 for r in epochs)
     assert main(["pretrain", "--knn-every", "-1", "--output-dir", str(tmp_path / "bad")]) == 2
+
+
+def test_pca_whitener_matches_scikit_learn_and_whitens_the_bank():
+    from sklearn.decomposition import PCA
+
+    g = torch.Generator().manual_seed(2)
+    train = torch.randn(300, 12, generator=g) @ torch.randn(12, 12, generator=g) + 3  # correlated, off-centre
+    test = torch.randn(40, 12, generator=g) @ torch.randn(12, 12, generator=g)
+    whiten = pca_whitener(train, 5)
+    z = whiten(train)  # (300, 5)
+    torch.testing.assert_close(z.T @ z / 299, torch.eye(5), atol=1e-4, rtol=0)
+    reference = PCA(5, whiten=True, svd_solver="full").fit(train.double().numpy())
+    theirs = torch.from_numpy(reference.transform(test.double().numpy())).float()
+    ours = whiten(test)
+    signs = (ours * theirs).sum(0).sign()  # a principal direction is defined up to its sign
+    torch.testing.assert_close(ours * signs, theirs, atol=1e-4, rtol=1e-4)
+
+
+def test_whitening_stops_a_loud_nuisance_direction_from_deciding_the_neighbours():
+    """Two classes apart along a quiet direction, beside loud class-free directions: cosine kNN on the raw features
+    follows the loud ones (near chance), on whitened features the class one."""
+    g = torch.Generator().manual_seed(3)
+
+    def sample(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = torch.arange(2).repeat(n // 2)  # (n,)
+        x = torch.randn(n, 6, generator=g) * 0.1  # (n, 6)
+        x[:, 2:] += 100 * torch.randn(n, 4, generator=g)  # loud, no class information
+        x[:, 1] += labels.float() * 2 - 1  # quiet, the class
+        return x, labels
+
+    train, test = sample(400), sample(200)
+    raw = knn_evaluate(train, test, 2).top1
+    whiten = pca_whitener(train[0], 6)
+    white = knn_evaluate((whiten(train[0]), train[1]), (whiten(test[0]), test[1]), 2).top1
+    assert raw < 70 and white > 95, (raw, white)
+
+
+def test_knn_command_whitens_and_refuses_too_many_components(pretrained_run, tmp_path):
+    out = tmp_path / "knn-white"
+    assert main(["knn", "--checkpoint", str(pretrained_run), "--whiten", "8", "--output-dir", str(out)]) == 0
+    assert json.loads((out / "knn.json").read_text())["whiten"] == 8
+    assert main(["knn", "--checkpoint", str(pretrained_run), "--whiten", "100000",
+                 "--output-dir", str(tmp_path / "too-many")]) == 2
+    assert not (tmp_path / "too-many").exists()

@@ -3,13 +3,15 @@
 Each test feature votes with its k most cosine-similar train features; a neighbour of class c
 adds exp(similarity / T) to class c's score. ``maelab knn`` runs it once on a checkpoint;
 :class:`KnnMonitor` runs it on a fixed subset during pre-training (``--knn-every``).
-``--init none`` / ``--init pixels`` give the random-encoder and raw-pixel baselines.
+``--init none`` / ``--init pixels`` give the random-encoder and raw-pixel baselines. ``--whiten n``
+first projects every feature on the bank's top n principal components, each scaled to unit variance.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -54,6 +56,29 @@ def knn_scores(
         scores = torch.zeros(query.shape[0], num_classes, device=bank.device)  # (b, C)
         out.append(scores.scatter_add_(1, labels[index], weights))
     return torch.cat(out)  # (N_test, C)
+
+
+def pca_whitener(train_feats: torch.Tensor, components: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """(N, D) -> (N, components): centered, projected on the top principal components of ``train_feats`` (N_train, D)
+    and divided by their standard deviations, so no few high-variance directions dominate the cosine similarity.
+
+    An exact eigendecomposition of the (D, D) covariance in float64: deterministic, unlike randomized PCA.
+    """
+    n, dim = train_feats.shape
+    if not 1 <= components <= min(dim, n - 1):
+        raise ValueError(f"--whiten {components}: needs 1 to min(feature dim {dim}, train images - 1 = {n - 1}) "
+                         "components; pass a smaller --whiten or drop it")
+    x = train_feats.double()
+    mean = x.mean(0)  # (D,)
+    centered = x - mean  # (N, D)
+    variances, vectors = torch.linalg.eigh(centered.T @ centered / (n - 1))  # (D,), (D, D), ascending
+    top_var, top_vec = variances.flip(0)[:components], vectors.flip(1)[:, :components]  # (n,), (D, n)
+    scale = top_var.clamp_min(top_var[0] * 1e-12).rsqrt()  # (n,)
+
+    def whiten(feats: torch.Tensor) -> torch.Tensor:
+        return ((feats.double().to(mean.device) - mean) @ top_vec * scale).float()  # (N, n)
+
+    return whiten
 
 
 def knn_evaluate(
@@ -108,6 +133,9 @@ def run_knn(cfg: KnnConfig) -> Path:
     with torch.autocast(env.device.type, dtype=env.amp_dtype or torch.float32, enabled=env.amp_dtype is not None):
         feats = {name: extract_features(encode, images, cfg.batch_size, env.device, f"{name} features",
                                         data_cfg.num_workers) for name, images in splits.items() if images is not None}
+    if cfg.whiten is not None:
+        whiten = pca_whitener(feats["train"][0], cfg.whiten)
+        feats = {name: (whiten(x), labels) for name, (x, labels) in feats.items()}
     # The training images (minus the validation split) are the bank; both held-out splits are queries.
     results = {name: knn_evaluate(feats["train"], feats[name], info.num_classes, cfg.k, cfg.temperature)
                for name in ("val", "test") if name in feats}
@@ -117,7 +145,7 @@ def run_knn(cfg: KnnConfig) -> Path:
     write_json(run_dir / "config.json", to_jsonable(cfg))
     record = dict(event="knn", top1=result.top1, top5=result.top5, k=cfg.k, temperature=cfg.temperature,
                   train_images=len(train_set), test_images=len(splits["test"]), pool=cfg.pool, layers=cfg.layers,
-                  init=cfg.init,
+                  init=cfg.init, whiten=cfg.whiten,
                   feature_dim=frozen.dim, **skipped_files_report(*splits.values()))
     if "val" in results:
         record.update(val_top1=results["val"].top1, val_top5=results["val"].top5, val_images=len(val_set))
