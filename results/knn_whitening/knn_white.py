@@ -1,0 +1,11 @@
+# Whitened kNN (maelab.evaluate.knn.pca_whitener, k=20, T=0.07) on cached features: val / test top-1 per component count.
+import sys, torch
+from maelab.evaluate.knn import knn_evaluate, pca_whitener
+torch.set_num_threads(2)
+feats = torch.load(sys.argv[1])
+for n in [int(c) for c in sys.argv[2].split(",")]:
+    if n > feats["train"][0].shape[1]: continue
+    w = pca_whitener(feats["train"][0], n)
+    bank = (w(feats["train"][0]), feats["train"][1])
+    res = {s: round(knn_evaluate(bank, (w(feats[s][0]), feats[s][1]), 10).top1, 2) for s in ("val", "test")}
+    print(sys.argv[1], "whiten", n, res, flush=True)
