@@ -2,8 +2,11 @@
 # The one-class protocol on Fashion-MNIST (issue 17, part 3): for each normal class K, pre-train mae_vit_fashion
 # on class K's 6,000 training images only (--classes K) within a time budget, then score the full 10,000-image
 # test split with class K normal and the other nine anomalous, by reconstruction error and by kNN distance to
-# class K's training embeddings (both at maelab anomaly's defaults: nothing is chosen on the test split).
-# summarize.py then writes the per-class and mean AUROC table beside the published references.
+# class K's training embeddings (both at maelab anomaly's defaults). Then choose_knn.py chooses the kNN score's
+# options (pooling, blocks, whitening, distance, k) on a validation set drawn from the *training* split, one
+# setting for all classes, and every class's test split is scored once more with it (class-K/anomaly-chosen):
+# nothing is chosen on the test split. summarize.py then writes the per-class and mean AUROC table beside the
+# published references.
 #
 #   bash results/anomaly_oneclass/run.sh 10m            # every class, 10 minutes of pre-training each
 #   bash results/anomaly_oneclass/run.sh 20s 3          # smoke test: class 3 only, 20 seconds
@@ -14,7 +17,7 @@
 # Environment: OUT (default results/anomaly_oneclass/budget-<budget>), MAELAB (the maelab command; default
 # .venv/bin/maelab when it exists, else maelab), PRETRAIN_ARGS / ANOMALY_ARGS (extra options, e.g. --device cuda).
 # Run from the repository root. Rerunning continues: a class with anomaly.json is skipped, a finished
-# pre-training run is scored without training again.
+# pre-training run is scored without training again, an existing selection.json is kept.
 set -euo pipefail
 budget=${1:-10m}
 shift || true
@@ -59,4 +62,23 @@ for k in "${classes[@]}"; do
     "${cmd[@]}" > "$dir/anomaly.log" 2>&1
     echo "load after class $k: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)" >> "$out/machine.txt"
 done
-"${MAELAB_PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}" "$here/summarize.py" "$out"
+python=${MAELAB_PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+if [ ${#classes[@]} -eq 10 ]; then  # the choice is one setting for all ten classes
+    if [ ! -f "$out/selection.json" ]; then
+        echo "choosing the kNN score's options on the training split"
+        "$python" "$here/choose_knn.py" "$out" > "$out/choose_knn.log" 2>&1
+    fi
+    read -r -a chosen <<< "$("$python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["anomaly_args"])' \
+        "$out/selection.json")"
+    for k in "${classes[@]}"; do
+        dir=$out/class-$k
+        [ -f "$dir/anomaly-chosen/anomaly.json" ] && continue
+        rm -rf "$dir/anomaly-chosen"
+        cmd=("$maelab" anomaly "$dir/pretrain" --normal-class "$k" "${chosen[@]}" --output-dir "$dir/anomaly-chosen"
+             ${anomaly_args[@]+"${anomaly_args[@]}"})
+        echo "${cmd[*]}" >> "$out/commands.txt"
+        echo "class $k: scoring the test split with the chosen kNN options (${chosen[*]})"
+        "${cmd[@]}" > "$dir/anomaly-chosen.log" 2>&1
+    done
+fi
+"$python" "$here/summarize.py" "$out"

@@ -15,7 +15,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from maelab.anomaly.scoring import image_scores, knn_distance
+from maelab.anomaly.scoring import image_scores, knn_distance, knn_score
 from maelab.cli import main
 from maelab.data.folder import is_test_file
 from maelab.evaluate.embed import read_matrix
@@ -64,6 +64,16 @@ def test_one_class_protocol_on_a_labeled_dataset(pretrained_run, tmp_path):
     again = tmp_path / "b"
     assert main([*argv, "--output-dir", str(again)]) == 0
     assert (again / "scores.csv").read_text() == (out / "scores.csv").read_text()
+    # --whiten: the same embeddings, whitened on the normal ones; the reconstruction score is untouched.
+    white = tmp_path / "w"
+    assert main([*argv, "--whiten", "8", "--distance", "euclidean", "--output-dir", str(white)]) == 0
+    white_rows = _rows(white / "scores.csv")
+    expected = knn_score(read_matrix(train)[normal], read_matrix(test), 5, 8, "euclidean")
+    torch.testing.assert_close(torch.tensor([float(r["knn_score"]) for r in white_rows]), expected, atol=1e-5,
+                               rtol=1e-5)
+    assert [r["recon_score"] for r in white_rows] == [r["recon_score"] for r in rows]
+    knn = json.loads((white / "anomaly.json").read_text())["knn"]
+    assert (knn["whiten"], knn["distance"]) == (8, "euclidean")
 
 
 def _png(path, seed, scratch=False):
@@ -134,6 +144,8 @@ def test_refusals_exit_2(pretrained_run, inspection, tmp_path):
     assert main([*base, "--masks", "1"]) == 2
     assert main([*base, "--masks", "17"]) == 2  # 16 patches
     assert main([*base, "--top-fraction", "0"]) == 2
+    assert main([*base, "--whiten", "0"]) == 2
+    assert main([*base, "--normal-class", "0", "--whiten", "32"]) == 2  # 8 normal images: at most 7 components
     assert main(["anomaly", str(inspection[1]), "--data", str(inspection[0] / "good"), "--normal-class", "0",
                  "--output-dir", str(tmp_path / "y")]) == 2  # unlabeled folder: no class 0
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from maelab.anomaly.scoring import complementary_masks, image_scores, knn_distance, patch_errors
+from maelab.anomaly.scoring import complementary_masks, image_scores, knn_distance, knn_score, patch_errors
 from maelab.models import create_model
 from maelab.targets import make_target
 
@@ -62,3 +62,49 @@ def test_knn_distance_is_the_mean_cosine_distance_to_the_k_nearest():
     assert knn_distance(bank, queries, k=10).shape == (2,)  # k capped at the bank
     with pytest.raises(ValueError):
         knn_distance(torch.zeros(0, 2), queries)
+    # Euclidean: the mean L2 distance to the k nearest, as scikit-learn's NearestNeighbors finds them.
+    from sklearn.neighbors import NearestNeighbors
+
+    g = torch.Generator().manual_seed(5)
+    bank, queries = torch.randn(50, 4, generator=g), 2 * torch.randn(7, 4, generator=g)
+    dists, _ = NearestNeighbors(n_neighbors=3).fit(bank.numpy()).kneighbors(queries.numpy())
+    torch.testing.assert_close(knn_distance(bank, queries, 3, "euclidean"), torch.from_numpy(dists.mean(1)).float(),
+                               atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="manhattan"):
+        knn_distance(bank, queries, 3, "manhattan")
+
+
+def test_knn_score_whitened_on_the_normal_bank():
+    """Normal images spread along loud directions that anomalies share; the anomalies leave along a quiet one. The
+    cosine distance follows the loud directions (near chance); whitened on the bank, the euclidean (Mahalanobis)
+    distance finds them."""
+    from sklearn.decomposition import PCA
+    from sklearn.metrics import roc_auc_score
+
+    g = torch.Generator().manual_seed(4)
+
+    def sample(n: int, shift: float) -> torch.Tensor:
+        x = torch.randn(n, 6, generator=g) * 0.1  # (n, 6)
+        x[:, 2:] += 100 * torch.randn(n, 4, generator=g)  # loud, shared by every image
+        x[:, 0] += 5.0  # every embedding points the same way
+        x[:, 1] += shift  # quiet: the anomalies leave the normal images here
+        return x
+
+    bank, queries = sample(400, 0.0), torch.cat([sample(100, 0.0), sample(100, 1.0)])  # (400, 6), (200, 6)
+    anomalous = [0] * 100 + [1] * 100
+    assert knn_score(bank, queries, 5, None).equal(knn_distance(bank, queries, 5))
+    auroc = lambda scores: roc_auc_score(anomalous, scores.numpy())  # noqa: E731
+    assert auroc(knn_score(bank, queries, 5, None)) < 0.65
+    assert auroc(knn_score(bank, queries, 5, None, "euclidean")) < 0.65
+    whitened = knn_score(bank, queries, 5, 6, "euclidean")
+    assert auroc(whitened) > 0.99
+    # It is the kNN distance after scikit-learn's PCA whitening fit on the bank (signs do not matter).
+    pca = PCA(6, whiten=True, svd_solver="full").fit(bank.double().numpy())
+    project = lambda x: torch.from_numpy(pca.transform(x.double().numpy())).float()  # noqa: E731
+    for metric, scores in (("euclidean", whitened), ("cosine", knn_score(bank, queries, 5, 6))):
+        torch.testing.assert_close(scores, knn_distance(project(bank), project(queries), 5, metric), atol=1e-5,
+                                   rtol=1e-4)
+    with pytest.raises(ValueError, match="--whiten 7"):
+        knn_score(bank, queries, 5, 7)  # more components than the embedding has
+    with pytest.raises(ValueError, match="at least one normal"):
+        knn_score(torch.zeros(0, 6), queries, 5, 2)

@@ -23,7 +23,7 @@ from maelab.anomaly.config import AnomalyConfig
 from maelab.anomaly.data import Images, normal_images, normal_label, only_class, scored_images
 from maelab.anomaly.figures import save_heatmap_grid, save_roc
 from maelab.anomaly.metrics import Detection, detection
-from maelab.anomaly.scoring import complementary_masks, image_scores, knn_distance, patch_errors
+from maelab.anomaly.scoring import complementary_masks, image_scores, knn_score, patch_errors
 from maelab.checkpoint import atomic_write
 from maelab.data import DataConfig, DatasetInfo, eval_transform
 from maelab.evaluate.classifier import classifier_config
@@ -152,9 +152,9 @@ def run_anomaly(cfg: AnomalyConfig) -> Path:
     if encode is not None:
         bank = embed_images(encode, knn_bank(cfg, normal_set, scored, normal, info, transform), cfg.batch_size,
                             device, scored.data.num_workers)
-        scores["knn"] = knn_distance(bank.features, result.features, cfg.k)
+        scores["knn"] = knn_score(bank.features, result.features, cfg.k, cfg.whiten, cfg.distance)
         bad += bank.skipped
-        knn = dict(k=cfg.k, pool=cfg.pool, layers=cfg.layers, normal_images=len(bank.rows),
+        knn = dict(k=cfg.k, distance=cfg.distance, pool=cfg.pool, layers=cfg.layers, whiten=cfg.whiten, normal_images=len(bank.rows),
                    data=to_jsonable(normal_set.data), split=normal_set.split)
     anomalous = (result.labels != normal) if normal is not None else None  # (N,)
     metrics: dict[str, Detection] = {}

@@ -45,11 +45,19 @@ class AnomalyConfig(BadFileOptions):
     """Folder of normal images for the kNN score (default: the run's own training data; with --normal-class on
     the same dataset, the training split's images of that class)."""
     k: int = 5
-    """kNN score: the mean cosine distance to the k nearest normal embeddings."""
+    """kNN score: the mean distance to the k nearest normal embeddings."""
+    distance: Literal["cosine", "euclidean"] = "cosine"
+    """kNN score's distance: "cosine" (1 - cosine similarity, blind to an embedding's length) or "euclidean"
+    (with --whiten, the Mahalanobis distance under the normal embeddings' covariance)."""
     pool: Literal["token", "avg"] = "token"
     """kNN score's embedding: the cls token after the final norm, or the mean of the patch tokens (as maelab embed)."""
     layers: int = 1
     """kNN score's embedding: concatenate the last k blocks' outputs (as maelab embed)."""
+    whiten: int | None = None
+    """kNN score: first project every embedding on the normal images' top N principal components, each scaled to
+    unit variance (as maelab knn --whiten), so that a few high-variance directions shared by all images do not
+    drown the ones where anomalies differ; at most min(embedding size, normal images - 1). Default: off. Whitening
+    centres the embeddings: pair it with --distance euclidean, which also sees how far out an image lies."""
     num_maps: int = 16
     """Draw the patch-error heat maps of this many of the most anomalous images (by reconstruction score)."""
     target: Literal["pixel", "norm_pixel"] | None = None
@@ -74,6 +82,8 @@ class AnomalyConfig(BadFileOptions):
         for name in ("k", "layers", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1; got {getattr(self, name)}")
+        if self.whiten is not None and self.whiten < 1:
+            raise ValueError(f"--whiten is a number of principal components (at least 1); got {self.whiten}")
         if self.num_maps < 0:
             raise ValueError(f"--num-maps must be >= 0; got {self.num_maps}")
         if self.normal_class is not None and self.normal_class < 0:

@@ -6,7 +6,8 @@ the same masks and the score is deterministic); pass k shows group k and hides t
 0.75 for K = 4, the pre-training default). Every patch is hidden in K - 1 passes, and its error
 (:func:`patch_errors`) is the mean squared error of its prediction in the model's own target space (normalized
 pixels, pixels, PCA coefficients or HOG) over those passes. :func:`image_scores` reduces the patch errors to one
-number per image; :func:`knn_distance` is the second, independent score.
+number per image; :func:`knn_distance` is the second, independent score (:func:`knn_score` optionally in
+the space whitened on the normal images).
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from maelab.evaluate.knn import pca_whitener
 from maelab.targets import make_target
 
 Reduction = Literal["top", "mean", "max"]
+Metric = Literal["cosine", "euclidean"]
 _CHUNK = 1024  # queries per similarity matrix: bounds memory at 1024 x N_bank floats
 
 
@@ -79,16 +82,35 @@ def image_scores(errors: torch.Tensor, reduction: Reduction = "top", top_fractio
 
 
 @torch.no_grad()
-def knn_distance(bank: torch.Tensor, queries: torch.Tensor, k: int = 5) -> torch.Tensor:
-    """(M,) mean cosine distance (1 - cosine similarity) of each query (M, D) to its ``k`` nearest rows of the
-    normal ``bank`` (N, D); k is capped at N."""
+def knn_distance(bank: torch.Tensor, queries: torch.Tensor, k: int = 5, metric: Metric = "cosine") -> torch.Tensor:
+    """(M,) mean distance of each query (M, D) to its ``k`` nearest rows of the normal ``bank`` (N, D); k is capped
+    at N. "cosine": 1 - cosine similarity, blind to an embedding's length; "euclidean": the L2 distance, which after
+    whitening (:func:`knn_score`) is the Mahalanobis distance under the normal images' covariance."""
     if bank.shape[0] == 0:
         raise ValueError("the kNN score needs at least one normal training image")
-    normal = F.normalize(bank.float(), dim=1)  # (N, D)
+    if metric not in ("cosine", "euclidean"):
+        raise ValueError(f"unknown kNN distance {metric!r}; choose cosine or euclidean")
+    normal = F.normalize(bank.float(), dim=1) if metric == "cosine" else bank.float()  # (N, D)
     k = min(k, normal.shape[0])
     out = []
     for start in range(0, queries.shape[0], _CHUNK):
-        query = F.normalize(queries[start:start + _CHUNK].float().to(normal.device), dim=1)  # (b, D)
-        sims = (query @ normal.T).topk(k, dim=1).values  # (b, k)
-        out.append(1 - sims.mean(1))  # (b,)
+        query = queries[start:start + _CHUNK].float().to(normal.device)  # (b, D)
+        if metric == "cosine":
+            sims = (F.normalize(query, dim=1) @ normal.T).topk(k, dim=1).values  # (b, k)
+            out.append(1 - sims.mean(1))  # (b,)
+        else:
+            dists = torch.cdist(query, normal).topk(k, dim=1, largest=False).values  # (b, k)
+            out.append(dists.mean(1))  # (b,)
     return torch.cat(out) if out else torch.zeros(0)
+
+
+def knn_score(bank: torch.Tensor, queries: torch.Tensor, k: int, whiten: int | None,
+              metric: Metric = "cosine") -> torch.Tensor:
+    """(M,) :func:`knn_distance` of the queries (M, D) to the normal ``bank`` (N, D), in the space whitened on the
+    bank when ``whiten`` names a number of principal components (:func:`maelab.evaluate.knn.pca_whitener`)."""
+    if whiten is not None:
+        if bank.shape[0] == 0:
+            raise ValueError("the kNN score needs at least one normal training image")
+        project = pca_whitener(bank, whiten)
+        bank, queries = project(bank), project(queries)  # (N, whiten), (M, whiten)
+    return knn_distance(bank, queries, k, metric)
