@@ -33,7 +33,7 @@ from maelab.anomaly.command import embedding_fn
 from maelab.anomaly.config import AnomalyConfig
 from maelab.anomaly.data import scored_images
 from maelab.anomaly.metrics import auroc
-from maelab.anomaly.scoring import knn_score
+from maelab.anomaly.scoring import nearest_distances, whitened
 from maelab.data import build_dataset, eval_transform
 from maelab.evaluate.features import extract_features
 from maelab.visualize.reconstruct import load_mae
@@ -77,13 +77,17 @@ def grid_for_class(run: Path, normal: int, batch_size: int) -> list[dict]:
         bank_feats, _ = extract_features(encode, Subset(train, bank.tolist()), batch_size, torch.device("cpu"))
         val_feats, _ = extract_features(encode, Subset(train, val.tolist()), batch_size, torch.device("cpu"))
         dim = bank_feats.shape[1] // len(model.blocks)
-        for layers, whiten, distance, k in itertools.product(LAYERS, WHITEN, DISTANCES, KS):
+        for layers, whiten in itertools.product(LAYERS, WHITEN):
             if whiten is not None and whiten > layers * dim:
                 continue
             last = slice(bank_feats.shape[1] - layers * dim, None)  # the last `layers` blocks' outputs
-            scores = knn_score(bank_feats[:, last], val_feats[:, last], k, whiten, distance)  # (6000,)
-            rows.append(dict(normal=normal, pool=pool, layers=layers, whiten=whiten, distance=distance, k=k,
-                             auroc=100 * auroc(scores.numpy(), anomalous)))
+            space = whitened(bank_feats[:, last], val_feats[:, last], whiten)  # as maelab anomaly --whiten
+            for distance in DISTANCES:
+                nearest = nearest_distances(*space, max(KS), distance)  # (6000, max k), nearest first
+                for k in KS:  # knn_score's mean over the k nearest
+                    scores = nearest[:, :k].mean(1)  # (6000,)
+                    rows.append(dict(normal=normal, pool=pool, layers=layers, whiten=whiten, distance=distance, k=k,
+                                     auroc=100 * auroc(scores.numpy(), anomalous)))
     return rows
 
 

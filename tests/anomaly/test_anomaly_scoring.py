@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from maelab.anomaly.scoring import complementary_masks, image_scores, knn_distance, knn_score, patch_errors
+from maelab.anomaly.scoring import (
+    complementary_masks,
+    image_scores,
+    knn_distance,
+    knn_score,
+    nearest_distances,
+    patch_errors,
+)
 from maelab.models import create_model
 from maelab.targets import make_target
 
@@ -70,6 +77,11 @@ def test_knn_distance_is_the_mean_cosine_distance_to_the_k_nearest():
     dists, _ = NearestNeighbors(n_neighbors=3).fit(bank.numpy()).kneighbors(queries.numpy())
     torch.testing.assert_close(knn_distance(bank, queries, 3, "euclidean"), torch.from_numpy(dists.mean(1)).float(),
                                atol=1e-5, rtol=1e-5)
+    # The k nearest, nearest first, whose mean is the score: a larger k only appends farther neighbours.
+    nearest = nearest_distances(bank, queries, 10, "euclidean")  # (7, 10)
+    assert nearest.shape == (7, 10) and (nearest.diff(dim=1) >= 0).all()
+    torch.testing.assert_close(nearest[:, :3].mean(1), knn_distance(bank, queries, 3, "euclidean"))
+    torch.testing.assert_close(nearest_distances(bank, queries, 4)[:, :2].mean(1), knn_distance(bank, queries, 2))
     with pytest.raises(ValueError, match="manhattan"):
         knn_distance(bank, queries, 3, "manhattan")
 

@@ -82,10 +82,12 @@ def image_scores(errors: torch.Tensor, reduction: Reduction = "top", top_fractio
 
 
 @torch.no_grad()
-def knn_distance(bank: torch.Tensor, queries: torch.Tensor, k: int = 5, metric: Metric = "cosine") -> torch.Tensor:
-    """(M,) mean distance of each query (M, D) to its ``k`` nearest rows of the normal ``bank`` (N, D); k is capped
-    at N. "cosine": 1 - cosine similarity, blind to an embedding's length; "euclidean": the L2 distance, which after
-    whitening (:func:`knn_score`) is the Mahalanobis distance under the normal images' covariance."""
+def nearest_distances(bank: torch.Tensor, queries: torch.Tensor, k: int = 5, metric: Metric = "cosine"
+                      ) -> torch.Tensor:
+    """(M, k) distances of each query (M, D) to its ``k`` nearest rows of the normal ``bank`` (N, D), nearest first;
+    k is capped at N. "cosine": 1 - cosine similarity, blind to an embedding's length; "euclidean": the L2
+    distance, which after whitening (:func:`knn_score`) is the Mahalanobis distance under the normal images'
+    covariance."""
     if bank.shape[0] == 0:
         raise ValueError("the kNN score needs at least one normal training image")
     if metric not in ("cosine", "euclidean"):
@@ -96,21 +98,31 @@ def knn_distance(bank: torch.Tensor, queries: torch.Tensor, k: int = 5, metric: 
     for start in range(0, queries.shape[0], _CHUNK):
         query = queries[start:start + _CHUNK].float().to(normal.device)  # (b, D)
         if metric == "cosine":
-            sims = (F.normalize(query, dim=1) @ normal.T).topk(k, dim=1).values  # (b, k)
-            out.append(1 - sims.mean(1))  # (b,)
+            out.append(1 - (F.normalize(query, dim=1) @ normal.T).topk(k, dim=1).values)  # (b, k)
         else:
-            dists = torch.cdist(query, normal).topk(k, dim=1, largest=False).values  # (b, k)
-            out.append(dists.mean(1))  # (b,)
-    return torch.cat(out) if out else torch.zeros(0)
+            out.append(torch.cdist(query, normal).topk(k, dim=1, largest=False).values)  # (b, k)
+    return torch.cat(out) if out else torch.zeros(0, k)
+
+
+def knn_distance(bank: torch.Tensor, queries: torch.Tensor, k: int = 5, metric: Metric = "cosine") -> torch.Tensor:
+    """(M,) mean distance of each query (M, D) to its ``k`` nearest normal embeddings (:func:`nearest_distances`)."""
+    return nearest_distances(bank, queries, k, metric).mean(1)
+
+
+def whitened(bank: torch.Tensor, queries: torch.Tensor, whiten: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The normal ``bank`` (N, D) and the ``queries`` (M, D) projected on the bank's top ``whiten`` principal
+    components, each scaled to unit variance (:func:`maelab.evaluate.knn.pca_whitener`): (N, whiten), (M, whiten);
+    unchanged when ``whiten`` is None."""
+    if whiten is None:
+        return bank, queries
+    if bank.shape[0] == 0:
+        raise ValueError("the kNN score needs at least one normal training image")
+    project = pca_whitener(bank, whiten)
+    return project(bank), project(queries)
 
 
 def knn_score(bank: torch.Tensor, queries: torch.Tensor, k: int, whiten: int | None,
               metric: Metric = "cosine") -> torch.Tensor:
     """(M,) :func:`knn_distance` of the queries (M, D) to the normal ``bank`` (N, D), in the space whitened on the
-    bank when ``whiten`` names a number of principal components (:func:`maelab.evaluate.knn.pca_whitener`)."""
-    if whiten is not None:
-        if bank.shape[0] == 0:
-            raise ValueError("the kNN score needs at least one normal training image")
-        project = pca_whitener(bank, whiten)
-        bank, queries = project(bank), project(queries)  # (N, whiten), (M, whiten)
-    return knn_distance(bank, queries, k, metric)
+    bank when ``whiten`` names a number of principal components."""
+    return knn_distance(*whitened(bank, queries, whiten), k, metric)
