@@ -132,7 +132,8 @@ def main() -> None:
              f"Validation: {PER_CLASS} seeded training images of each class; class K's are normal (left out of "
              "the bank), the other nine classes' are anomalous. Mean validation AUROC over the ten classes, "
              f"{len(means)} options; chosen: `{args_line}`.", "",
-             "| rank | pool | layers | whiten | distance | k | mean val AUROC |", "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| rank | pool | layers | whiten | distance | k | mean val AUROC |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for rank, (mean, option) in enumerate(means[:15], 1):
         lines.append(f"| {rank} | " + " | ".join(str(v) for v in option) + f" | {mean:.2f} |")
     lines += ["", f"maelab anomaly's defaults ({' '.join(f'{k}={v}' for k, v in DEFAULT.items())}): "
