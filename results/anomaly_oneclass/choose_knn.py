@@ -45,7 +45,8 @@ LAYERS = (1, 2, 4, 6)  # the last k blocks of the 6-block encoder, concatenated
 WHITEN = (None, 32, 64, 128, 256, 512)  # principal components kept (None: not whitened)
 DISTANCES = ("cosine", "euclidean")
 KS = (1, 5, 20, 50)
-DEFAULT = dict(pool="token", layers=1, whiten=None, distance="cosine", k=5)  # maelab anomaly's defaults
+MIRROR = (False, True)  # the embedding alone, or averaged with its mirror image's (--mirror)
+DEFAULT = dict(pool="token", layers=1, whiten=None, distance="cosine", k=5, mirror=False)  # maelab anomaly's
 
 
 def validation_indices(targets: torch.Tensor, classes: int) -> dict[int, torch.Tensor]:
@@ -72,8 +73,8 @@ def grid_for_class(run: Path, normal: int, batch_size: int) -> list[dict]:
     members = (targets == normal).nonzero().flatten()
     bank = members[~torch.isin(members, held[normal])]  # (5400,) class K minus its validation images
     rows = []
-    for pool in POOLS:
-        encode = embedding_fn(model, data, pool, len(model.blocks), torch.device("cpu"), run)
+    for pool, mirror in itertools.product(POOLS, MIRROR):
+        encode = embedding_fn(model, data, pool, len(model.blocks), torch.device("cpu"), run, mirror)
         bank_feats, _ = extract_features(encode, Subset(train, bank.tolist()), batch_size, torch.device("cpu"))
         val_feats, _ = extract_features(encode, Subset(train, val.tolist()), batch_size, torch.device("cpu"))
         dim = bank_feats.shape[1] // len(model.blocks)
@@ -87,7 +88,7 @@ def grid_for_class(run: Path, normal: int, batch_size: int) -> list[dict]:
                 for k in KS:  # knn_score's mean over the k nearest
                     scores = nearest[:, :k].mean(1)  # (6000,)
                     rows.append(dict(normal=normal, pool=pool, layers=layers, whiten=whiten, distance=distance, k=k,
-                                     auroc=100 * auroc(scores.numpy(), anomalous)))
+                                     mirror=mirror, auroc=100 * auroc(scores.numpy(), anomalous)))
     return rows
 
 
@@ -123,7 +124,8 @@ def main() -> None:
         writer.writerows(dict(r, auroc=f"{r['auroc']:.3f}") for r in rows)
     per_class = {str(r["normal"]): r["auroc"] for r in rows if key(r) == key(best)}
     args_line = (f"--pool {best['pool']} --layers {best['layers']} --k {best['k']} --distance {best['distance']}"
-                 + (f" --whiten {best['whiten']}" if best["whiten"] is not None else ""))
+                 + (f" --whiten {best['whiten']}" if best["whiten"] is not None else "")
+                 + (" --mirror" if best["mirror"] else ""))
     (out / "selection.json").write_text(json.dumps(dict(
         chosen=best, anomaly_args=args_line, val_mean_auroc=means[0][0], val_auroc_per_class=per_class,
         default=DEFAULT, default_val_mean_auroc=default_mean, options=len(means), per_class_images=PER_CLASS,
@@ -132,8 +134,8 @@ def main() -> None:
              f"Validation: {PER_CLASS} seeded training images of each class; class K's are normal (left out of "
              "the bank), the other nine classes' are anomalous. Mean validation AUROC over the ten classes, "
              f"{len(means)} options; chosen: `{args_line}`.", "",
-             "| rank | pool | layers | whiten | distance | k | mean val AUROC |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| rank | pool | layers | whiten | distance | k | mirror | mean val AUROC |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for rank, (mean, option) in enumerate(means[:15], 1):
         lines.append(f"| {rank} | " + " | ".join(str(v) for v in option) + f" | {mean:.2f} |")
     lines += ["", f"maelab anomaly's defaults ({' '.join(f'{k}={v}' for k, v in DEFAULT.items())}): "

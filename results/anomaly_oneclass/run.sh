@@ -3,8 +3,8 @@
 # on class K's 6,000 training images only (--classes K) within a time budget, then score the full 10,000-image
 # test split with class K normal and the other nine anomalous, by reconstruction error and by kNN distance to
 # class K's training embeddings (both at maelab anomaly's defaults). Then choose_knn.py chooses the kNN score's
-# options (pooling, blocks, whitening, distance, k) on a validation set drawn from the *training* split, one
-# setting for all classes, and every class's test split is scored once more with it (class-K/anomaly-chosen):
+# options (pooling, blocks, whitening, distance, k, mirror averaging) on a validation set drawn from the *training*
+# split, one setting for all classes, and every class's test split is scored once more with it (class-K/anomaly-chosen):
 # nothing is chosen on the test split. summarize.py then writes the per-class and mean AUROC table beside the
 # published references.
 #

@@ -15,6 +15,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from maelab.anomaly.command import mirror_averaged
 from maelab.anomaly.scoring import image_scores, knn_distance, knn_score
 from maelab.cli import main
 from maelab.data.folder import is_test_file
@@ -74,6 +75,23 @@ def test_one_class_protocol_on_a_labeled_dataset(pretrained_run, tmp_path):
     assert [r["recon_score"] for r in white_rows] == [r["recon_score"] for r in rows]
     knn = json.loads((white / "anomaly.json").read_text())["knn"]
     assert (knn["whiten"], knn["distance"]) == (8, "euclidean")
+    # --mirror: other kNN scores (mirror images embed differently), the same reconstruction scores.
+    mirror = tmp_path / "m"
+    assert main([*argv, "--mirror", "--output-dir", str(mirror)]) == 0
+    mirror_rows = _rows(mirror / "scores.csv")
+    assert [r["recon_score"] for r in mirror_rows] == [r["recon_score"] for r in rows]
+    assert [r["knn_score"] for r in mirror_rows] != [r["knn_score"] for r in rows]
+    assert json.loads((mirror / "anomaly.json").read_text())["knn"]["mirror"] is True
+
+
+def test_mirror_averaged_embedding_is_blind_to_left_and_right():
+    torch.manual_seed(0)
+    encoder = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 5, 6))
+    imgs = torch.randn(2, 3, 4, 5)
+    encode = mirror_averaged(encoder)
+    torch.testing.assert_close(encode(imgs), (encoder(imgs) + encoder(imgs.flip(-1))) / 2)
+    torch.testing.assert_close(encode(imgs.flip(-1)), encode(imgs))
+    assert not torch.allclose(encoder(imgs.flip(-1)), encoder(imgs))  # the plain embedding is not
 
 
 def _png(path, seed, scratch=False):

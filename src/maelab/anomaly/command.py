@@ -53,13 +53,19 @@ SCORE_COLUMNS = (*INDEX_COLUMNS, "anomalous", "recon_score", "knn_score")
 
 
 def embedding_fn(model: nn.Module, data: DataConfig, pool: str, layers: int, device: torch.device,
-                 path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
+                 path: Path, mirror: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
     """The model's encoder as ``maelab embed`` runs it (every patch visible, pooled by ``pool`` over the last
-    ``layers`` blocks): (B, C, H, W) -> (B, D)."""
+    ``layers`` blocks), with ``mirror`` averaged with its mirror image's: (B, C, H, W) -> (B, D)."""
     config = classifier_config(model.config, data, 0, global_pool=pool, head="none", layers=layers)
     vit = build_vit(config)
     load_encoder(vit, Pretrained(Path(path), model.config, model.encoder_state_dict(), {}, "mae"))
-    return frozen_features_fn(vit.to(device).eval())
+    encode = frozen_features_fn(vit.to(device).eval())
+    return mirror_averaged(encode) if mirror else encode
+
+
+def mirror_averaged(encode: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``encode`` made blind to left-right orientation: the mean of an image's and its mirror image's embedding."""
+    return lambda imgs: (encode(imgs) + encode(imgs.flip(-1))) / 2  # (B, D)
 
 
 @torch.no_grad()
@@ -143,7 +149,7 @@ def run_anomaly(cfg: AnomalyConfig) -> Path:
     names = class_names(sets[0].dataset)
     normal = normal_label(names, cfg.normal_class)
     normal_set = normal_images(cfg, saved, scored) if cfg.knn else None
-    encode = embedding_fn(model, scored.data, cfg.pool, cfg.layers, device, source) if normal_set else None
+    encode = embedding_fn(model, scored.data, cfg.pool, cfg.layers, device, source, cfg.mirror) if normal_set else None
     masks = complementary_masks(model.config.num_patches, cfg.masks, torch.Generator().manual_seed(cfg.seed))
 
     result = score_sets(model, encode, sets, masks, cfg.batch_size, device, scored.data.num_workers)
@@ -155,7 +161,7 @@ def run_anomaly(cfg: AnomalyConfig) -> Path:
         scores["knn"] = knn_score(bank.features, result.features, cfg.k, cfg.whiten, cfg.distance)
         bad += bank.skipped
         knn = dict(k=cfg.k, distance=cfg.distance, pool=cfg.pool, layers=cfg.layers, whiten=cfg.whiten,
-                   normal_images=len(bank.rows), data=to_jsonable(normal_set.data), split=normal_set.split)
+                   mirror=cfg.mirror, normal_images=len(bank.rows), data=to_jsonable(normal_set.data), split=normal_set.split)
     anomalous = (result.labels != normal) if normal is not None else None  # (N,)
     metrics: dict[str, Detection] = {}
     if anomalous is not None and 0 < int(anomalous.sum()) < len(anomalous):

@@ -58,6 +58,10 @@ class AnomalyConfig(BadFileOptions):
     unit variance (as maelab knn --whiten), so that a few high-variance directions shared by all images do not
     drown the ones where anomalies differ; at most min(embedding size, normal images - 1). Default: off. Whitening
     centres the embeddings: pair it with --distance euclidean, which also sees how far out an image lies."""
+    mirror: bool = False
+    """kNN score: embed every image (scored and normal) and its left-right mirror image, and use the mean of the
+    two embeddings (test-time augmentation: the score no longer depends on which way an object faces). For images
+    whose mirror image is just as normal (clothes, tissue, satellite tiles), not for text or handed parts."""
     num_maps: int = 16
     """Draw the patch-error heat maps of this many of the most anomalous images (by reconstruction score)."""
     target: Literal["pixel", "norm_pixel"] | None = None
