@@ -53,7 +53,7 @@ def test_budgeted_sweep_trains_each_cell_to_its_plan(tmp_path, monkeypatch):
     """In process, with the plan fixed at 6 steps (1.5 epochs) and nothing measured: each cell's run records
     its plan, the table its fractional epochs."""
     monkeypatch.setattr(budget, "plan_steps", lambda available, spe, costs: 6)
-    monkeypatch.setattr("maelab.pretrain.command.measure_costs", lambda *args, **kwargs: budget.Costs(step_s=0.01))
+    monkeypatch.setattr("maelab.train.budget.measure_costs", lambda *args, **kwargs: budget.Costs(step_s=0.01))
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump({"name": "budget", "base": {**BASE, "time_budget": "1m", "vis_every": 100},
                                     "grid": GRID, "eval": {"linprobe": False, "knn": {}}}))

@@ -47,7 +47,7 @@ def ten_steps(monkeypatch):
 @pytest.fixture
 def ten_steps_unmeasured(monkeypatch, ten_steps):
     """As ``ten_steps``, and nothing measured (the step time is said to be 10 ms): for tests of what follows."""
-    monkeypatch.setattr("maelab.pretrain.command.measure_costs", lambda *args, **kwargs: budget.Costs(step_s=0.01))
+    monkeypatch.setattr("maelab.train.budget.measure_costs", lambda *args, **kwargs: budget.Costs(step_s=0.01))
 
 
 def test_time_budget_run_completes_its_schedule(tmp_path, monkeypatch):
@@ -126,16 +126,16 @@ def test_stopped_budget_run_resumes_exactly(tmp_path, ten_steps_unmeasured, monk
         raise AssertionError("a resume must not measure or plan again")
 
     planned = config(run)
-    monkeypatch.setattr("maelab.pretrain.command.measure_costs", no_measuring)
+    monkeypatch.setattr("maelab.train.budget.measure_costs", no_measuring)
     assert main(["pretrain", "--resume", str(run)]) == 0
     assert_same_run(straight, run)
     assert config(run) == planned  # the plan as it was made
 
     chunks = tmp_path / "chunks"
-    monkeypatch.setattr("maelab.pretrain.command.measure_costs", lambda *args, **kwargs: budget.Costs(step_s=0.01))
+    monkeypatch.setattr("maelab.train.budget.measure_costs", lambda *args, **kwargs: budget.Costs(step_s=0.01))
     assert main([*SMALL, *extra, "--stop-after", "2", "--output-dir", str(chunks)]) == 0
     assert [r["epoch"] for r in records(chunks) if r["event"] == "epoch"] == [0, 1]
-    monkeypatch.setattr("maelab.pretrain.command.measure_costs", no_measuring)
+    monkeypatch.setattr("maelab.train.budget.measure_costs", no_measuring)
     assert main(["pretrain", "--resume", str(chunks)]) == 0  # the last, partial epoch
     assert_same_run(straight, chunks)
 

@@ -15,6 +15,7 @@ import tyro
 
 from maelab.data.config import BadFileOptions, DatasetName
 from maelab.models.registry import DEFAULT_MODEL, preset_help
+from maelab.train.budget import BudgetPlan, check_time_budget
 from maelab.train.config import LoopConfig, OptimConfig
 
 FINETUNE_EPOCHS = 10
@@ -96,6 +97,13 @@ class FinetuneConfig:
     tune_blocks: float | None = None
     """Partial fine-tuning: train only the last k blocks (+ final norm + head); 0 = frozen encoder;
     a trailing .5 adds the MLP half of one more block (0.5 = norm2 + mlp of the last block)."""
+    time_budget: str | None = None
+    """Fine-tune for this long, e.g. 30m or 1h, instead of --epochs (as pretrain --time-budget): a few optimizer
+    steps on a copy of the classifier time the step, an epoch's validation and test evaluation and a checkpoint
+    on this machine, and the run gets the most steps (--steps) whose schedule completes within the budget.
+    config.json records the plan; --resume replays it."""
+    plan: Annotated[BudgetPlan | None, tyro.conf.Suppress] = None
+    """How --time-budget planned the schedule (written to config.json, never given)."""
     output_dir: Path | None = None
     """Run directory; default runs/finetune-<model>-<time>. Never overwritten."""
     fsdp: bool = False
@@ -115,6 +123,7 @@ class FinetuneConfig:
             raise ValueError(
                 f"--tune-blocks must be a whole or half number >= 0 (e.g. 0, 0.5, 1, 2); got {self.tune_blocks}"
             )
+        check_time_budget(self.time_budget, self.plan, self.loop, self.fsdp)
 
 
 Init = Literal["pretrained", "none", "pixels"]

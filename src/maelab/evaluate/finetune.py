@@ -12,6 +12,8 @@ uint8 tensors from the datasets are channel-matched and turned into PIL first.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -23,24 +25,29 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.models.vision_transformer import VisionTransformer
 from timm.optim import param_groups_layer_decay
 from torch import nn
+from torch.utils.data import Dataset
 from torchvision import transforms
 from torchvision.transforms import v2
 
+from maelab.checkpoint import CheckpointMeta, save_checkpoint
 from maelab.data import DatasetInfo, MatchChannels, build_dataset, eval_transform
 from maelab.evaluate.classifier import classifier_config, classifier_meta
 from maelab.evaluate.config import FINETUNE_EPOCHS, FinetuneConfig
 from maelab.evaluate.data import labeled_info, resolve_data, split_train
-from maelab.evaluate.metrics import ClassifierRun, evaluators
+from maelab.evaluate.metrics import BEST, ClassifierRun, evaluators
 from maelab.evaluate.source import EncoderSource, encoder_source, load_encoder
 from maelab.models.classifier import FrozenInEval, build_vit, init_head
+from maelab.train.budget import EpochWork, log_budget_end, plan_budget
 from maelab.train.distributed import agree
 from maelab.train.environment import Environment, setup_environment
-from maelab.train.fsdp import build_sharded, check_launch
+from maelab.train.fsdp import build_sharded, check_launch, plain_state_dict
 from maelab.train.loader import train_loader
 from maelab.train.loop import StepFn, StepOutput
 from maelab.train.optim import adamw
+from maelab.train.resume import save_point
 from maelab.train.run import TrainSpec, check_batch_size, open_run, train
-from maelab.train.rundir import new_run_dir
+from maelab.train.rundir import JsonlLog, new_run_dir
+from maelab.train.state import LoopState, Progress
 
 logger = logging.getLogger(__name__)
 
@@ -162,8 +169,11 @@ def build_finetune_model(cfg: FinetuneConfig, vit_cfg: dict, source: EncoderSour
 
 
 def finetune(cfg: FinetuneConfig, resume: Path | None = None) -> Path:
-    """Fine-tune and evaluate every epoch, or continue the run in ``resume``; returns the run directory."""
-    cfg, point = open_run(cfg, resume, "finetune", FINETUNE_EPOCHS)
+    """Fine-tune and evaluate every epoch, or continue the run in ``resume``; returns the run directory.
+
+    A new run with --time-budget (counted from here) has its steps planned once everything is loaded and built."""
+    started = time.monotonic()
+    cfg, point = open_run(cfg, resume, "finetune", FINETUNE_EPOCHS if cfg.time_budget is None else None)
     source = encoder_source(cfg.init, cfg.checkpoint, cfg.model, "finetune")
     data_cfg = resolve_data(cfg.data, source.saved_data, source.config, fixed_channels=source.fixed_channels)
     info = labeled_info(data_cfg)
@@ -190,6 +200,10 @@ def finetune(cfg: FinetuneConfig, resume: Path | None = None) -> Path:
         lambda epoch: classifier_meta(vit_cfg, info, data_cfg, epoch, extra), info.class_names, title, extra,
         optimizer, cfg.loop.keep_last, write=env.is_main, images=(train_set, val_set, test_set),
     )
+    if point is None and cfg.time_budget is not None:
+        splits = {"val": val_set, "test": test_set}
+        cfg = plan_budget(cfg, started, model, lambda m: build_optimizer(_classifier(m), cfg), step, data, env,
+                          *timed_epoch_end(cfg, splits, run.meta, env, data_cfg.num_workers))
     train(TrainSpec(
         command="finetune", cfg=cfg, run_dir=run_dir, env=env, point=point, model=model, optimizer=optimizer,
         step_fn=step, data=data, dataset_size=len(train_set), save=run.save, on_epoch_end=run.on_epoch_end,
@@ -197,4 +211,30 @@ def finetune(cfg: FinetuneConfig, resume: Path | None = None) -> Path:
     ))
     if env.is_main:
         run.finish()
+    if point is None:
+        log_budget_end(cfg, started)
     return run_dir
+
+
+def timed_epoch_end(cfg: FinetuneConfig, splits: dict[str, Dataset | None], meta: Callable[[int], CheckpointMeta],
+                    env: Environment, num_workers: int) -> tuple[list[tuple[EpochWork, int]], EpochWork]:
+    """What --time-budget times besides the step, on the copy of the trained model: an epoch end's evaluation
+    of every split with a best-so-far checkpoint (counted at every epoch end, an upper bound), and the
+    resumable checkpoint."""
+
+    def evaluate_and_keep_best(model: nn.Module, _, log: JsonlLog) -> None:
+        model.eval()
+        for evaluate in evaluators(model, splits, cfg.loop.batch_size, env.device, num_workers).values():
+            evaluate()
+        save_checkpoint(log.path.parent / BEST, plain_state_dict(_classifier(model)), meta(1))
+
+    def checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, log: JsonlLog) -> None:
+        at = Progress(epoch=1, step=1)
+        save_point(log.path.parent, _classifier(model), optimizer, meta(1), 1, at, LoopState(), write=env.is_main)
+
+    return [(evaluate_and_keep_best, 1)], checkpoint
+
+
+def _classifier(model: nn.Module) -> nn.Module:
+    """The classifier inside what the loop trains (a partial fine-tuning wraps it)."""
+    return model.model if isinstance(model, FrozenInEval) else model

@@ -25,13 +25,13 @@ from maelab.models.registry import DEFAULT_MODEL
 from maelab.pretrain.config import PretrainConfig, check_fsdp_schedule, with_default_schedule
 from maelab.pretrain.init import InitSource, init_architecture, load_init, read_init
 from maelab.targets import fit_pca, patchify
-from maelab.train.budget import EpochWork, make_plan, measure_costs
+from maelab.train.budget import EpochWork, log_budget_end, plan_budget
 from maelab.train.config import to_jsonable
 from maelab.train.device_decode import DeviceDecoder, check_decode_on_device
 from maelab.train.distributed import agree, rank_rows
 from maelab.train.environment import Environment, setup_environment
 from maelab.train.fsdp import build_sharded, check_launch
-from maelab.train.loader import TrainData, train_loader
+from maelab.train.loader import train_loader
 from maelab.train.loop import StepOutput
 from maelab.train.optim import build_adamw
 from maelab.train.resume import ResumePoint, save_point
@@ -140,7 +140,8 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
     """Run (or resume) pre-training; returns the run directory.
 
     A new run without --epochs or --steps trains for --time-budget (default 10m, counted from here):
-    its steps are planned after everything is loaded and built, from the measured costs (:func:`plan_budget`).
+    its steps are planned after everything is loaded and built, from the measured costs
+    (:func:`~maelab.train.budget.plan_budget`).
     """
     started = time.monotonic()
     if resume is None:
@@ -182,15 +183,15 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
         return EpochReport(cfg, epochs, m, train_set, vis_imgs, info, monitor, directory, env.is_main)
 
     if point is None and cfg.time_budget is not None:
-        cfg = plan_budget(cfg, started, model, step_fn, data, env, *timed_work(cfg, report, knn, meta, env.is_main))
+        cfg = plan_budget(cfg, started, model, lambda m: build_adamw(m, cfg.optim), step_fn, data, env,
+                          *timed_work(cfg, report, knn, meta, env.is_main))
     train(TrainSpec(
         command="pretrain", cfg=cfg, run_dir=run_dir, env=env, point=point, model=model, optimizer=optimizer,
         step_fn=step_fn, data=data, dataset_size=len(train_set), save=save, sharded=cfg.fsdp,
         on_epoch_end=report(model, run_dir, cfg.loop.schedule_epochs(math.ceil(data.steps / cfg.loop.accum_iter)), knn),
     ))
-    if point is None and cfg.plan is not None:
-        logger.info("--time-budget %s: planned to end after %.0f s, ended after %.0f s", cfg.time_budget,
-                    cfg.plan.planned_s, time.monotonic() - started)
+    if point is None:
+        log_budget_end(cfg, started)
     logger.info("run directory: %s", run_dir)
     return run_dir
 
@@ -219,25 +220,6 @@ def timed_work(cfg: PretrainConfig, report, knn: KnnMonitor | None, meta, write:
     if knn is not None:
         work.append((lambda model, _, __: knn(model), cfg.knn_every))
     return work, checkpoint
-
-
-def plan_budget(cfg: PretrainConfig, started: float, model: torch.nn.Module, step_fn, data: TrainData,
-                env: Environment, epoch_end: list[tuple[EpochWork, int]], checkpoint: EpochWork) -> PretrainConfig:
-    """``cfg`` with --steps planned to fill what is left of --time-budget since ``started`` (time.monotonic()),
-    and the plan that says how.
-
-    The costs are measured on copies of ``model`` and its optimizer (:func:`~maelab.train.budget.measure_costs`);
-    on several ranks, rank 0's plan is every rank's.
-    """
-    loop = cfg.loop
-    costs = measure_costs(model, lambda m: build_adamw(m, cfg.optim), step_fn, data, loop, cfg.optim, env,
-                          loop.batch_size * loop.accum_iter * env.world_size, epoch_end, checkpoint)
-    steps_per_epoch = math.ceil(data.steps / loop.accum_iter)
-    plan = agree(make_plan(cfg.time_budget, time.monotonic() - started, steps_per_epoch, costs))
-    logger.info("--time-budget %s: %d optimizer steps (%.2f epochs of %d) at %.3g s each, %.0f s reserved around "
-                "them, %.0f s of setup and measuring; expected to end after %.0f s", cfg.time_budget, plan.steps,
-                plan.epochs, plan.steps_per_epoch, plan.step_s, plan.reserved_s, plan.setup_s, plan.planned_s)
-    return dataclasses.replace(cfg, loop=dataclasses.replace(loop, steps=plan.steps), plan=plan)
 
 
 def pca_images(cfg: PretrainConfig, model_cfg: MAEConfig, data_cfg: DataConfig, info: DatasetInfo,

@@ -12,7 +12,7 @@ import tyro
 from maelab.data import DataConfig
 from maelab.masking import check_mask_ratio
 from maelab.models.registry import DEFAULT_MODEL, preset_help
-from maelab.train.budget import BudgetPlan, parse_duration
+from maelab.train.budget import BudgetPlan, check_time_budget
 from maelab.train.config import LoopConfig, OptimConfig
 
 DEFAULT_TIME_BUDGET = "10m"
@@ -118,15 +118,7 @@ class PretrainConfig:
         if self.optim.warmup_epochs is not None and self.optim.warmup_fraction is not None:
             raise ValueError(f"--warmup-epochs {self.optim.warmup_epochs} and --warmup-fraction "
                              f"{self.optim.warmup_fraction} exclude each other; give one")
-        if self.time_budget is None:
-            return
-        parse_duration(self.time_budget)
-        if self.loop.epochs is not None:
-            raise ValueError(f"--time-budget {self.time_budget} and --epochs {self.loop.epochs} exclude each other: "
-                             "give one (--epochs N trains N epochs however long they take)")
-        if self.loop.steps is not None and (self.plan is None or self.plan.steps != self.loop.steps):
-            raise ValueError(f"--time-budget {self.time_budget} and --steps {self.loop.steps} exclude each other: "
-                             "give one (--time-budget plans the steps)")
+        check_time_budget(self.time_budget, self.plan, self.loop)
 
 
 def with_default_schedule(cfg: PretrainConfig) -> PretrainConfig:
@@ -142,6 +134,4 @@ def with_default_schedule(cfg: PretrainConfig) -> PretrainConfig:
 def check_fsdp_schedule(cfg: PretrainConfig) -> None:
     """A new --fsdp run needs a fixed schedule: the time budget's measurement copies the model, and a sharded
     one cannot be copied yet."""
-    if cfg.fsdp and cfg.time_budget is not None and cfg.plan is None:
-        raise ValueError("--fsdp needs a fixed schedule (--epochs or --steps): --time-budget times the step on a "
-                         "copy of the model, which a sharded model cannot make yet")
+    check_time_budget(cfg.time_budget, cfg.plan, cfg.loop, cfg.fsdp)

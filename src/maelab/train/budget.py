@@ -22,11 +22,13 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import nn
 
 from maelab.train.config import LoopConfig, OptimConfig
+from maelab.train.distributed import agree
 from maelab.train.environment import Environment
 from maelab.train.loader import TrainData, preserved_rngs
 from maelab.train.loop import StepFn, TrainLoop
@@ -44,6 +46,9 @@ MIN_PLANNED_STEPS = 2
 
 _NUMBER = r"(\d+(?:\.\d*)?|\.\d+)"
 _DURATION = re.compile(rf"(?:{_NUMBER}h)?(?:{_NUMBER}m)?(?:{_NUMBER}s)?")
+
+Budgeted = TypeVar("Budgeted")
+"""A command's config with ``time_budget``, ``plan``, ``loop`` and ``optim`` (pretrain's, finetune's)."""
 
 EpochWork = Callable[[nn.Module, torch.optim.Optimizer, JsonlLog], None]
 """Work a run does between optimizer steps (pictures, an evaluation, a checkpoint), applied here to
@@ -164,6 +169,50 @@ def make_plan(budget: str, setup_s: float, steps_per_epoch: int, costs: Costs) -
         steps_per_epoch=steps_per_epoch, epochs=steps / steps_per_epoch,
         planned_s=setup_s + steps * costs.step_s + reserved,
     )
+
+
+def check_time_budget(time_budget: str | None, plan: BudgetPlan | None, loop: LoopConfig, fsdp: bool = False) -> None:
+    """ValueError unless ``--time-budget`` is a duration that no ``--epochs`` / ``--steps`` contradicts (a run
+    resumed from its config has its plan's steps as ``--steps``) and, on a new run, ``--fsdp`` is off: the
+    measurement copies the model, which a sharded one cannot do yet."""
+    if time_budget is None:
+        return
+    parse_duration(time_budget)
+    if loop.epochs is not None:
+        raise ValueError(f"--time-budget {time_budget} and --epochs {loop.epochs} exclude each other: give one "
+                         "(--epochs N trains N epochs however long they take)")
+    if loop.steps is not None and (plan is None or plan.steps != loop.steps):
+        raise ValueError(f"--time-budget {time_budget} and --steps {loop.steps} exclude each other: give one "
+                         "(--time-budget plans the steps)")
+    if fsdp and plan is None:
+        raise ValueError("--fsdp needs a fixed schedule (--epochs or --steps): --time-budget times the step on a "
+                         "copy of the model, which a sharded model cannot make yet")
+
+
+def plan_budget(cfg: Budgeted, started: float, model: nn.Module,
+                make_optimizer: Callable[[nn.Module], torch.optim.Optimizer], step_fn: StepFn, data: TrainData,
+                env: Environment, epoch_end: Sequence[tuple[EpochWork, int]], checkpoint: EpochWork) -> Budgeted:
+    """``cfg`` (a command's config with ``time_budget``, ``plan``, ``loop`` and ``optim``) with ``--steps`` planned
+    to fill what is left of its --time-budget since ``started`` (time.monotonic()), and the plan that says how.
+
+    The costs are measured on copies of ``model`` and of its optimizer (:func:`measure_costs`: the step, and
+    ``epoch_end`` and ``checkpoint`` work); on several ranks, rank 0's plan is every rank's."""
+    loop = cfg.loop
+    costs = measure_costs(model, make_optimizer, step_fn, data, loop, cfg.optim, env,
+                          loop.batch_size * loop.accum_iter * env.world_size, epoch_end, checkpoint)
+    steps_per_epoch = math.ceil(data.steps / loop.accum_iter)
+    plan = agree(make_plan(cfg.time_budget, time.monotonic() - started, steps_per_epoch, costs))
+    logger.info("--time-budget %s: %d optimizer steps (%.2f epochs of %d) at %.3g s each, %.0f s reserved around "
+                "them, %.0f s of setup and measuring; expected to end after %.0f s", cfg.time_budget, plan.steps,
+                plan.epochs, plan.steps_per_epoch, plan.step_s, plan.reserved_s, plan.setup_s, plan.planned_s)
+    return dataclasses.replace(cfg, loop=dataclasses.replace(loop, steps=plan.steps), plan=plan)
+
+
+def log_budget_end(cfg, started: float) -> None:
+    """Log how the planned end compares with the actual one (a new --time-budget run's last line)."""
+    if cfg.plan is not None:
+        logger.info("--time-budget %s: planned to end after %.0f s, ended after %.0f s", cfg.time_budget,
+                    cfg.plan.planned_s, time.monotonic() - started)
 
 
 @dataclass
