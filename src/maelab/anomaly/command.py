@@ -161,7 +161,8 @@ def run_anomaly(cfg: AnomalyConfig) -> Path:
         scores["knn"] = knn_score(bank.features, result.features, cfg.k, cfg.whiten, cfg.distance)
         bad += bank.skipped
         knn = dict(k=cfg.k, distance=cfg.distance, pool=cfg.pool, layers=cfg.layers, whiten=cfg.whiten,
-                   mirror=cfg.mirror, normal_images=len(bank.rows), data=to_jsonable(normal_set.data), split=normal_set.split)
+                   mirror=cfg.mirror, normal_images=len(bank.rows), data=to_jsonable(normal_set.data),
+                   split=normal_set.split)
     anomalous = (result.labels != normal) if normal is not None else None  # (N,)
     metrics: dict[str, Detection] = {}
     if anomalous is not None and 0 < int(anomalous.sum()) < len(anomalous):

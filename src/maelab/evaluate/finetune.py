@@ -194,14 +194,13 @@ def finetune(cfg: FinetuneConfig, resume: Path | None = None) -> Path:
     vit, model = build_finetune_model(cfg, vit_cfg, source, env)
     optimizer = build_optimizer(vit, cfg)  # after sharding, which replaces the parameters
     extra = dict(command="finetune", **source.provenance(), tune_blocks=cfg.tune_blocks)
+    splits = {"val": val_set, "test": test_set}
     run = ClassifierRun(
-        run_dir, vit, evaluators(vit, {"val": val_set, "test": test_set}, cfg.loop.batch_size, env.device,
-                                 data_cfg.num_workers),
+        run_dir, vit, evaluators(vit, splits, cfg.loop.batch_size, env.device, data_cfg.num_workers),
         lambda epoch: classifier_meta(vit_cfg, info, data_cfg, epoch, extra), info.class_names, title, extra,
         optimizer, cfg.loop.keep_last, write=env.is_main, images=(train_set, val_set, test_set),
     )
     if point is None and cfg.time_budget is not None:
-        splits = {"val": val_set, "test": test_set}
         cfg = plan_budget(cfg, started, model, lambda m: build_optimizer(_classifier(m), cfg), step, data, env,
                           *timed_epoch_end(cfg, splits, run.meta, env, data_cfg.num_workers))
     train(TrainSpec(

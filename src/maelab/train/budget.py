@@ -208,7 +208,7 @@ def plan_budget(cfg: Budgeted, started: float, model: nn.Module,
     return dataclasses.replace(cfg, loop=dataclasses.replace(loop, steps=plan.steps), plan=plan)
 
 
-def log_budget_end(cfg, started: float) -> None:
+def log_budget_end(cfg: Budgeted, started: float) -> None:
     """Log how the planned end compares with the actual one (a new --time-budget run's last line)."""
     if cfg.plan is not None:
         logger.info("--time-budget %s: planned to end after %.0f s, ended after %.0f s", cfg.time_budget,
