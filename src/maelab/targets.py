@@ -143,14 +143,19 @@ def fit_pca(patches: torch.Tensor, k: int) -> PCABasis:
     x = patches.double()
     mean = x.mean(dim=0)  # (P,)
     std = (x.var(dim=0, unbiased=True) + PCA_STD_EPS).sqrt()  # (P,)
-    z = (x - mean) / std  # (N, P)
-    cov = z.T @ z / (num - 1)  # (P, P)
-    eigvals, eigvecs = torch.linalg.eigh(cov)  # ascending
-    order = torch.argsort(eigvals, descending=True)[:k]
-    components = eigvecs[:, order].T  # (k, P)
+    eigvals, eigvecs = principal_axes((x - mean) / std)  # (P,), (P, P)
+    components = eigvecs[:, :k].T  # (k, P)
     peak = components.gather(1, components.abs().argmax(dim=1, keepdim=True))  # (k, 1)
     components = components * torch.sign(peak)  # (k, P)
-    return PCABasis(mean.float(), std.float(), components.float(), eigvals[order].clamp_min(0).float())
+    return PCABasis(mean.float(), std.float(), components.float(), eigvals[:k].clamp_min(0).float())
+
+
+def principal_axes(centered: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sample covariance's eigenvalues (D,), largest first, and unit eigenvectors (D, D) as columns, of
+    ``centered`` (N, D) rows of zero mean. An exact eigendecomposition, in the input's dtype (float64 for the
+    callers): deterministic, unlike randomized PCA."""
+    variances, vectors = torch.linalg.eigh(centered.T @ centered / (centered.shape[0] - 1))  # (D,), (D, D) ascending
+    return variances.flip(0), vectors.flip(1)
 
 
 def pca_project(patches: torch.Tensor, basis: PCABasis) -> torch.Tensor:

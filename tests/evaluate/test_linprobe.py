@@ -9,7 +9,7 @@ import torch
 
 from maelab.checkpoint import load_checkpoint, read_meta
 from maelab.cli import main
-from maelab.evaluate.config import LARS_LR, LinprobeConfig
+from maelab.evaluate.config import LARS_LR, LinprobeConfig, ProbeOptimConfig
 from maelab.evaluate.linprobe import build_probe_optimizer
 from maelab.evaluate.source import load_pretrained
 from maelab.train.config import OptimConfig
@@ -69,8 +69,20 @@ def test_lars_takes_an_absolute_lr_at_any_batch_size():
     assert given.with_lars_lr().optim.lr == 6.4
     sgd = LinprobeConfig(checkpoint="unused", optimizer="sgd")
     assert sgd.with_lars_lr() is sgd and sgd.optim.absolute_lr(64) == pytest.approx(0.025)  # SGD keeps blr x B / 256
+    assert LinprobeConfig(checkpoint="unused", optimizer="sgd", optim=ProbeOptimConfig(blr=0.4)).optim.absolute_lr(
+        64) == pytest.approx(0.1)
     with pytest.raises(ValueError, match="absolute --lr"):
         LinprobeConfig(checkpoint="unused", optimizer="lars", optim=OptimConfig(blr=0.5, weight_decay=0.0))
+
+
+@pytest.mark.parametrize("blr", ["0.1", "0.5"])
+def test_lars_refuses_an_explicit_blr_even_the_sgd_default(tmp_path, capsys, blr):
+    # --blr 0.1 is --optimizer sgd's default; given with lars it would be silently ignored, so it is refused too.
+    assert main(["linprobe", "--init", "pixels", "--dataset", "digits", "--optimizer", "lars", "--blr", blr,
+                 "--output-dir", str(tmp_path / "run")]) == 2
+    assert "absolute --lr" in capsys.readouterr().err and not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match="positive"):
+        ProbeOptimConfig(blr=0.0)
 
 
 def _probe_test_top1(tmp_path, name: str, *args: str) -> tuple[float, dict]:

@@ -21,11 +21,35 @@ from maelab.train.config import LoopConfig, OptimConfig
 FINETUNE_EPOCHS = 10
 LINPROBE_EPOCHS = 90
 PROBE_BLR = 0.1
-"""--optimizer sgd's base learning rate (the paper's probe blr), scaled by batch / 256."""
+"""--optimizer sgd's default base learning rate (the paper's probe blr), scaled by batch / 256."""
 LARS_LR = 3.2
 """--optimizer lars's absolute learning rate, the same at every batch size (see LinprobeConfig.optimizer):
 half the paper's 6.4 (blr 0.1 at batch 16,384), which diverged here at batch 64 and over 270 epochs at 256
 (results/probe_lr/)."""
+
+
+@dataclass(frozen=True)
+class ProbeOptimConfig(OptimConfig):
+    """The probe's optimizer and learning-rate schedule, for --optimizer lars / sgd (lbfgs solves without one)."""
+
+    # Unset by default so that an explicit --blr, even 0.1, is told apart: --optimizer lars refuses one.
+    blr: float | None = None
+    """--optimizer sgd's base learning rate: the absolute lr is blr * effective_batch / 256 (default 0.1, the
+    paper's probe). --optimizer lars takes an absolute --lr instead."""
+    weight_decay: float = 0.0
+    warmup_epochs: float | None = 10.0
+    """Linear warmup length in epochs of --optimizer lars / sgd (the paper's probe: 10)."""
+
+    def __post_init__(self) -> None:
+        if self.blr is None:  # the checks OptimConfig makes, on the default blr
+            dataclasses.replace(self, blr=PROBE_BLR)
+        else:
+            super().__post_init__()
+
+    def absolute_lr(self, effective_batch: int) -> float:
+        if self.lr is not None:
+            return self.lr
+        return (PROBE_BLR if self.blr is None else self.blr) * effective_batch / 256
 
 
 @dataclass(frozen=True)
@@ -172,8 +196,7 @@ class LinprobeConfig(FeatureSource):
     split from 0.001, 0.01, ..., 100."""
     momentum: float = 0.9
     data: EvalDataOptions = field(default_factory=EvalDataOptions)
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(blr=PROBE_BLR, weight_decay=0.0,
-                                                                   warmup_epochs=10.0))
+    optim: ProbeOptimConfig = field(default_factory=ProbeOptimConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
     output_dir: Path | None = None
     """Run directory; default runs/linprobe-<model>-<time>. Never overwritten."""
@@ -192,7 +215,7 @@ class LinprobeConfig(FeatureSource):
         if self.augment and self.optimizer == "lbfgs":
             raise ValueError("--augment runs the encoder on new crops every step, so the probe cannot be solved on "
                              "cached features: add --optimizer lars (the paper's) or --optimizer sgd")
-        if self.optimizer == "lars" and self.optim.lr is None and self.optim.blr != PROBE_BLR:
+        if self.optimizer == "lars" and self.optim.lr is None and self.optim.blr is not None:
             raise ValueError(f"--optimizer lars takes an absolute --lr (default {LARS_LR} at any batch size; the "
                              f"paper's 6.4 was for batch 16,384), not --blr {self.optim.blr}: LARS's steps do not "
                              "grow with the batch. --blr applies to --optimizer sgd")

@@ -24,6 +24,7 @@ from maelab.evaluate.data import fixed_subset, split_train
 from maelab.evaluate.features import extract_features, frozen_features
 from maelab.evaluate.metrics import EvalResult, result_from_scores, save_confusion_matrix
 from maelab.models import MaskedAutoencoder
+from maelab.targets import principal_axes
 from maelab.train.config import LoopConfig, to_jsonable
 from maelab.train.environment import setup_environment
 from maelab.train.rundir import new_run_dir, open_log, write_json
@@ -62,7 +63,7 @@ def pca_whitener(train_feats: torch.Tensor, components: int) -> Callable[[torch.
     """(N, D) -> (N, components): centered, projected on the top principal components of ``train_feats`` (N_train, D)
     and divided by their standard deviations, so no few high-variance directions dominate the cosine similarity.
 
-    An exact eigendecomposition of the (D, D) covariance in float64: deterministic, unlike randomized PCA.
+    The (D, D) covariance's exact eigendecomposition in float64 (:func:`maelab.targets.principal_axes`).
     """
     n, dim = train_feats.shape
     if not 1 <= components <= min(dim, n - 1):
@@ -70,9 +71,8 @@ def pca_whitener(train_feats: torch.Tensor, components: int) -> Callable[[torch.
                          "components; pass a smaller --whiten or drop it")
     x = train_feats.double()
     mean = x.mean(0)  # (D,)
-    centered = x - mean  # (N, D)
-    variances, vectors = torch.linalg.eigh(centered.T @ centered / (n - 1))  # (D,), (D, D), ascending
-    top_var, top_vec = variances.flip(0)[:components], vectors.flip(1)[:, :components]  # (n,), (D, n)
+    variances, vectors = principal_axes(x - mean)  # (D,), (D, D), largest first
+    top_var, top_vec = variances[:components], vectors[:, :components]  # (n,), (D, n)
     scale = top_var.clamp_min(top_var[0] * 1e-12).rsqrt()  # (n,)
 
     def whiten(feats: torch.Tensor) -> torch.Tensor:
