@@ -11,3 +11,4 @@ maelab knn --init none --model mae_vit_fashion --output-dir $out/knn-random > $o
 # The control for the default since issue 16's recipe search (same architecture and features, random weights):
 maelab linprobe --init none --model mae_vit_fashion_patch7 --pool avg --layers 4 --output-dir $out/linprobe-random-patch7-avg-l4 > $out/linprobe-random-patch7-avg-l4.log 2>&1
 maelab knn --init none --model mae_vit_fashion_patch7 --pool avg --layers 4 --output-dir $out/knn-random-patch7-avg-l4 > $out/knn-random-patch7-avg-l4.log 2>&1
+maelab linprobe --init none --model mae_vit_fashion_patch7 --pool avg --layers 6 --output-dir $out/linprobe-random-patch7-avg-l6 > $out/linprobe-random-patch7-avg-l6.log 2>&1
