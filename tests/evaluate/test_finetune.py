@@ -193,7 +193,8 @@ def test_bad_checkpoints_exit_2(pretrained_run, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("extra", [["--layer-decay", "2"], ["--tune-blocks", "0.3"], ["--tune-blocks", "5"],
-                                   ["--batch-size", "31"], ["--img-size", "44"]])
+                                   ["--batch-size", "31"], ["--img-size", "44"], ["--crop-scale", "0"],
+                                   ["--crop-scale", "1.5"]])
 def test_bad_options_exit_2_before_writing(pretrained_run, tmp_path, extra):
     out = tmp_path / "bad"
     assert _finetune(pretrained_run, out, *extra) == 2
@@ -210,6 +211,27 @@ def test_rand_augment_at_full_magnitude_works_with_current_pillow():
     data = build_dataset(cfg, "train", transform)
     for i in range(40):
         assert data[i % len(data)][0].shape == (1, 32, 32)
+
+
+def test_crop_scale_one_keeps_the_whole_image_and_the_default_crops():
+    """--crop-scale 1 without RandAugment and erasing leaves each image whole (or mirrored); 0.08 crops it."""
+    from maelab.data import DataConfig, build_dataset, dataset_info, eval_transform
+    from maelab.evaluate.finetune import finetune_transform
+
+    cfg = DataConfig(dataset="synthetic", synthetic_size=8)
+    info = dataset_info(cfg)
+    whole = build_dataset(cfg, "train", eval_transform(info))
+    torch.manual_seed(0)
+    kept = build_dataset(cfg, "train", finetune_transform(info, "", 0.0, crop_scale=1.0))
+    cropped = build_dataset(cfg, "train", finetune_transform(info, "", 0.0))
+    changed = 0
+    for i in range(len(whole)):
+        image = whole[i][0]
+        for _ in range(4):
+            out = kept[i][0]
+            assert any(torch.allclose(out, view, atol=1e-5) for view in (image, image.flip(-1)))
+            changed += not any(torch.allclose(cropped[i][0], view, atol=1e-2) for view in (image, image.flip(-1)))
+    assert changed > 16
 
 
 def test_train_subset_limits_the_training_images(pretrained_run, tmp_path):

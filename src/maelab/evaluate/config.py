@@ -118,6 +118,9 @@ class FinetuneConfig:
     """timm RandAugment spec (the paper's RandAug(9, 0.5)); "" turns it off."""
     reprob: float = 0.25
     """Random erasing probability."""
+    crop_scale: float = 0.08
+    """Smallest area fraction of the random resized crop (the paper's 0.08, timm's default; the crop covers this to
+    all of the image). 1 keeps the whole image (then only the flip and RandAugment change it)."""
     tune_blocks: float | None = None
     """Partial fine-tuning: train only the last k blocks (+ final norm + head); 0 = frozen encoder;
     a trailing .5 adds the MLP half of one more block (0.5 = norm2 + mlp of the last block)."""
@@ -141,6 +144,8 @@ class FinetuneConfig:
         for name in ("drop_path", "smoothing", "reprob"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1); got {getattr(self, name)}")
+        if not 0 < self.crop_scale <= 1:
+            raise ValueError(f"--crop-scale is the crop's smallest area fraction, in (0, 1]; got {self.crop_scale}")
         if self.mixup < 0 or self.cutmix < 0:
             raise ValueError("--mixup and --cutmix are Beta-distribution alphas: use 0 (off) or a positive value")
         if self.tune_blocks is not None and (self.tune_blocks < 0 or (2 * self.tune_blocks) % 1):

@@ -57,8 +57,9 @@ NO_WEIGHT_DECAY = ("pos_embed", "cls_token")
 MAX_MAGNITUDE = 9.99
 
 
-def finetune_transform(info: DatasetInfo, rand_augment: str, reprob: float):
-    """uint8 (C_in, H, W) -> float (channels, img, img): crop, flip, RandAugment, normalize, erase.
+def finetune_transform(info: DatasetInfo, rand_augment: str, reprob: float, crop_scale: float = 0.08):
+    """uint8 (C_in, H, W) -> float (channels, img, img): crop (``crop_scale`` to all of the area), flip,
+    RandAugment, normalize, erase.
 
     The pipeline of timm's ``create_transform(is_training=True)`` (the reference code's), built
     from its parts for one reason: magnitudes are capped at 9.99 instead of 10. At exactly 10,
@@ -70,7 +71,7 @@ def finetune_transform(info: DatasetInfo, rand_augment: str, reprob: float):
     size = info.img_size[0]
     steps: list = [
         MatchChannels(info.channels), v2.ToPILImage(),
-        RandomResizedCropAndInterpolation(size, interpolation="bicubic"), transforms.RandomHorizontalFlip(),
+        RandomResizedCropAndInterpolation(size, scale=(crop_scale, 1.0), interpolation="bicubic"), transforms.RandomHorizontalFlip(),
     ]
     if rand_augment:
         fill = tuple(min(255, round(255 * m)) for m in info.mean)
@@ -179,7 +180,7 @@ def finetune(cfg: FinetuneConfig, resume: Path | None = None) -> Path:
     info = labeled_info(data_cfg)
     vit_cfg = classifier_config(source.config, data_cfg, info.num_classes, global_pool="avg", head="linear")
     train_set, val_set = split_train(
-        build_dataset(data_cfg, "train", finetune_transform(info, cfg.rand_augment, cfg.reprob)),
+        build_dataset(data_cfg, "train", finetune_transform(info, cfg.rand_augment, cfg.reprob, cfg.crop_scale)),
         build_dataset(data_cfg, "train", eval_transform(info)), cfg.data)
     test_set = build_dataset(data_cfg, "test", eval_transform(info))
     check_batch_size(len(train_set), cfg.loop.batch_size)
