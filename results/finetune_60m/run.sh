@@ -30,5 +30,8 @@ arm() {  # arm NAME OPTIONS...: one fine-tuning run, started again from scratch 
     echo "$maelab finetune $* --time-budget $budget --output-dir $out/$name" >> "$out/commands.txt"
     "$maelab" finetune "$@" --time-budget "$budget" --output-dir "$out/$name" > "$out/$name.log" 2>&1
 }
-arm mae --checkpoint "$CKPT"
-arm scratch --init none --model mae_vit_fashion_patch7
+# OPTIONS: a recipe's finetune options for both arms (e.g. one chosen by results/finetune_recipe/run.sh); default none.
+# shellcheck disable=SC2086  # the options split on spaces on purpose
+arm mae --checkpoint "$CKPT" ${OPTIONS:-}
+# shellcheck disable=SC2086
+arm scratch --init none --model mae_vit_fashion_patch7 ${OPTIONS:-}

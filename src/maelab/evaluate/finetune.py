@@ -71,7 +71,8 @@ def finetune_transform(info: DatasetInfo, rand_augment: str, reprob: float, crop
     size = info.img_size[0]
     steps: list = [
         MatchChannels(info.channels), v2.ToPILImage(),
-        RandomResizedCropAndInterpolation(size, scale=(crop_scale, 1.0), interpolation="bicubic"), transforms.RandomHorizontalFlip(),
+        RandomResizedCropAndInterpolation(size, scale=(crop_scale, 1.0), interpolation="bicubic"),
+        transforms.RandomHorizontalFlip(),
     ]
     if rand_augment:
         fill = tuple(min(255, round(255 * m)) for m in info.mean)
