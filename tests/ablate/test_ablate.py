@@ -136,6 +136,22 @@ def test_changed_sweep_file_refuses_to_mix_results(finished):
         run_sweep(_write(tmp, changed), sweep_dir, isolate=False)
 
 
+def test_older_saved_defaults_match_and_real_changes_do_not():
+    # Cells saved by older versions wrote sgd's --blr 0.1 out and the old default --model into evaluations
+    # that always read the cell's checkpoint: both run the same, so a resumed sweep keeps and reuses them.
+    cell = parse_sweep({**SWEEP, "eval": {"linprobe": {}, "knn": {}}}).cells[0]
+    saved = ablate.cell_to_json(cell)
+    assert saved["linprobe"]["optim"]["blr"] is None
+    saved["linprobe"]["optim"]["blr"] = 0.1
+    saved["linprobe"]["model"] = saved["knn"]["model"] = "mae_vit_fashion"
+    assert ablate._same_config(saved, cell)
+    assert ablate._canonical(ablate.cell_from_json(saved)) == ablate._canonical(cell)
+    saved["linprobe"]["optim"]["blr"] = 0.2
+    assert not ablate._same_config(saved, cell)
+    saved["linprobe"]["optim"]["blr"], saved["linprobe"]["layers"] = 0.1, 2
+    assert not ablate._same_config(saved, cell)
+
+
 @pytest.mark.parametrize("change, message", [
     ({"grdi": {}}, "unknown top-level key 'grdi'"),
     ({"base": {"loop.epoch": 1}}, r"loop\.epoch: unknown key 'epoch'; valid keys here: loop\.epochs"),

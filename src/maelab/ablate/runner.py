@@ -177,7 +177,7 @@ def _canonical(cell: Cell) -> Any:
     from maelab.pretrain.config import ModelOptions
     from maelab.pretrain.command import resolve_model_and_data
 
-    out = {k: to_jsonable(getattr(cell, k)) for k in STAGES}
+    out = _comparable_stages(cell)
     model, data = resolve_model_and_data(cell.pretrain)
     pre = dataclasses.replace(cell.pretrain, options=ModelOptions(), data=data)
     out["pretrain"] = {**to_jsonable(pre), "model": model.to_dict()}
@@ -318,10 +318,26 @@ def _check_resumable(sweep: Sweep, sweep_dir: Path) -> None:
 def _same_config(saved: dict[str, Any], cell: Cell) -> bool:
     # Compared after rebuilding the saved cell, so a config field added later (with its default) still matches.
     try:
-        rebuilt = cell_to_json(cell_from_json(saved))
+        rebuilt = cell_from_json(saved)
     except (ValueError, TypeError, KeyError):
         return False
-    return _roundtrip(rebuilt) == _roundtrip(cell_to_json(cell))
+    return _roundtrip({**cell_to_json(rebuilt), **_comparable_stages(rebuilt)}) == _roundtrip(
+        {**cell_to_json(cell), **_comparable_stages(cell)})
+
+
+def _comparable_stages(cell: Cell) -> dict[str, Any]:
+    """The cell's stage configs as JSON, equal for configs that run the same: sgd's default --blr written out
+    (older versions saved it), and without the evaluations' --model, which only names the architecture of
+    --init none without a checkpoint (a sweep's evaluations always read the cell's checkpoint; the default
+    preset changed under older runs)."""
+    stages = {k: getattr(cell, k) for k in STAGES}
+    if cell.linprobe is not None:
+        stages["linprobe"] = cell.linprobe.with_default_blr()
+    out = {k: to_jsonable(v) for k, v in stages.items()}
+    for stage in STAGES[1:]:
+        if out[stage] is not None:
+            out[stage].pop("model", None)
+    return out
 
 
 def _roundtrip(data: dict[str, Any]) -> Any:

@@ -212,6 +212,13 @@ class LinprobeConfig(FeatureSource):
             return self
         return dataclasses.replace(self, optim=dataclasses.replace(self.optim, lr=LARS_LR))
 
+    def with_default_blr(self) -> LinprobeConfig:
+        """The config with sgd's default --blr written out (lars refuses one): runs saved before --blr became
+        unset by default recorded 0.1, and compare equal to today's unset --blr through this."""
+        if self.optimizer == "lars" or self.optim.blr is not None:
+            return self
+        return dataclasses.replace(self, optim=dataclasses.replace(self.optim, blr=PROBE_BLR))
+
     def __post_init__(self) -> None:
         if not 0 <= self.momentum < 1:
             raise ValueError(f"--momentum must be in [0, 1); got {self.momentum}")
