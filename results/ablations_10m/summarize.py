@@ -1,0 +1,68 @@
+"""Print each sweep's table (markdown) from the committed cells: planned steps and step time, final loss, probe
+and kNN as validation / test, mean ± sample std over the seeds that finished. Validation compares cells; test is
+only reported. A cell whose numbers were reused from an identical cell is read from that cell's committed copy.
+
+    python results/ablations_10m/summarize.py [SWEEP ...]    # default: every sweep folder here
+"""
+
+import json
+import re
+import statistics
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).parent
+# Where the runs' directories under RUNS were committed (reports are copied without checkpoints).
+COMMITTED = {"recipe_final": HERE.parent / "recipe_search" / "final"}
+SWEEPS = ("mask_ratio", "decoder_depth", "mask_tokens", "target", "mask_sampling")
+
+
+def committed(run_path: str) -> Path:
+    """The committed copy of a cell directory named by its path on the machine that ran it."""
+    sweep_dir, cell = Path(run_path).parent.parent.name, Path(run_path).name
+    base = COMMITTED.get(sweep_dir, HERE / sweep_dir.removesuffix("_10m"))
+    return base / "cells" / cell
+
+
+def numbers(cell_dir: Path) -> dict | None:
+    result_path = cell_dir / "result.json"
+    if not result_path.exists():
+        return None
+    result = json.loads(result_path.read_text())
+    if result.get("status") != "ok":
+        return None
+    source = committed(result["reused_from"]) if "reused_from" in result else cell_dir
+    plan = json.loads((source / "pretrain" / "config.json").read_text()).get("plan") or {}
+    return {"steps": plan.get("steps"), "step_s": plan.get("step_s"), "loss": result["pretrain_loss"],
+            "probe_val": result["linprobe_val_top1"], "probe_test": result["linprobe_top1"],
+            "knn_val": result["knn_val_top1"], "knn_test": result["knn_top1"]}
+
+
+def show(values: list[float], digits: int = 2) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def table(sweep: str) -> str:
+    cells: dict[str, list[dict]] = {}
+    for cell_dir in sorted((HERE / sweep / "cells").glob("*-seed*")):
+        name = re.sub(r"-seed\d+$", "", cell_dir.name)
+        found = numbers(cell_dir)
+        cells.setdefault(name, [])
+        if found is not None:
+            cells[name].append(found)
+    lines = [f"### {sweep}", "", "| cell | seeds | steps | s per step | final loss | probe val | probe test | kNN val "
+             "| kNN test |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, runs in cells.items():
+        col = lambda key, digits=2: show([r[key] for r in runs if r[key] is not None], digits)  # noqa: E731
+        lines.append(f"| {name} | {len(runs)} | {col('steps', 0)} | {col('step_s', 3)} | {col('loss', 4)} | "
+                     f"{col('probe_val')} | {col('probe_test')} | {col('knn_val')} | {col('knn_test')} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    chosen = sys.argv[1:] or [s for s in SWEEPS if (HERE / s / "cells").is_dir()]
+    print("\n\n".join(table(s) for s in chosen))
