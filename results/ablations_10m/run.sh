@@ -43,3 +43,7 @@ for s in "${order[@]}"; do
   "$maelab" ablate $here/$s.yaml --output-dir "$RUNS/${s}_10m" 2>&1 | tee -a "$RUNS/${s}_10m.log"
   copy $s
 done
+# Figure 5's fine-tuning panel: the mask-ratio cells' seed 0, fine-tuned 10 minutes each (pre-training, probe and
+# kNN are taken from mask_ratio_10m, so only the fine-tuning runs).
+"$maelab" ablate $here/mask_ratio_ft.yaml --output-dir "$RUNS/mask_ratio_ft_10m" 2>&1 | tee -a "$RUNS/mask_ratio_ft_10m.log"
+copy mask_ratio_ft

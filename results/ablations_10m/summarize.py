@@ -14,7 +14,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 # Where the runs' directories under RUNS were committed (reports are copied without checkpoints).
 COMMITTED = {"recipe_final": HERE.parent / "recipe_search" / "final"}
-SWEEPS = ("mask_ratio", "decoder_depth", "mask_tokens", "target", "mask_sampling")
+SWEEPS = ("mask_ratio", "mask_ratio_ft", "decoder_depth", "mask_tokens", "target", "mask_sampling")
 
 
 def committed(run_path: str) -> Path:
@@ -35,7 +35,8 @@ def numbers(cell_dir: Path) -> dict | None:
     plan = json.loads((source / "pretrain" / "config.json").read_text()).get("plan") or {}
     return {"steps": plan.get("steps"), "step_s": plan.get("step_s"), "loss": result["pretrain_loss"],
             "probe_val": result["linprobe_val_top1"], "probe_test": result["linprobe_top1"],
-            "knn_val": result["knn_val_top1"], "knn_test": result["knn_top1"]}
+            "knn_val": result["knn_val_top1"], "knn_test": result["knn_top1"],
+            "ft_val": result.get("finetune_val_top1"), "ft_test": result.get("finetune_top1")}
 
 
 def show(values: list[float], digits: int = 2) -> str:
@@ -54,12 +55,16 @@ def table(sweep: str) -> str:
         cells.setdefault(name, [])
         if found is not None:
             cells[name].append(found)
-    lines = [f"### {sweep}", "", "| cell | seeds | steps | s per step | final loss | probe val | probe test | kNN val "
-             "| kNN test |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    finetuned = any(r["ft_val"] is not None for runs in cells.values() for r in runs)
+    head = ["cell", "seeds", "steps", "s per step", "final loss", "probe val", "probe test", "kNN val", "kNN test"]
+    head += ["fine-tune val", "fine-tune test (last)"] if finetuned else []
+    lines = [f"### {sweep}", "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for name, runs in cells.items():
         col = lambda key, digits=2: show([r[key] for r in runs if r[key] is not None], digits)  # noqa: E731
-        lines.append(f"| {name} | {len(runs)} | {col('steps', 0)} | {col('step_s', 3)} | {col('loss', 4)} | "
-                     f"{col('probe_val')} | {col('probe_test')} | {col('knn_val')} | {col('knn_test')} |")
+        row = [name, str(len(runs)), col("steps", 0), col("step_s", 3), col("loss", 4), col("probe_val"),
+               col("probe_test"), col("knn_val"), col("knn_test")]
+        row += [col("ft_val"), col("ft_test")] if finetuned else []
+        lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
