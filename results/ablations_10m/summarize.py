@@ -14,6 +14,8 @@ from pathlib import Path
 HERE = Path(__file__).parent
 # Where the runs' directories under RUNS were committed (reports are copied without checkpoints).
 COMMITTED = {"recipe_final": HERE.parent / "recipe_search" / "final"}
+DEFAULT = {"mask_ratio": "ratio0.75", "mask_ratio_ft": "ratio0.75", "decoder_depth": "depth2", "mask_tokens": "skip",
+           "target": "norm_pixel", "mask_sampling": "random75"}  # each sweep's default-recipe cell
 SWEEPS = ("mask_ratio", "mask_ratio_ft", "decoder_depth", "mask_tokens", "target", "mask_sampling")
 
 
@@ -47,6 +49,19 @@ def show(values: list[float], digits: int = 2) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
+def against_default(runs: list[dict], default: list[dict]) -> str:
+    """Probe val minus the default cell's, with Welch's two-sided p when both have 2+ seeds (rough at n = 2-3)."""
+    if runs is default or not runs or not default:
+        return "-"
+    diff = statistics.mean(r["probe_val"] for r in runs) - statistics.mean(r["probe_val"] for r in default)
+    if len(runs) < 2 or len(default) < 2:
+        return f"{diff:+.2f}"
+    from scipy.stats import ttest_ind
+
+    p = ttest_ind([r["probe_val"] for r in runs], [r["probe_val"] for r in default], equal_var=False).pvalue
+    return f"{diff:+.2f} (p {p:.2f})"
+
+
 def table(sweep: str) -> str:
     cells: dict[str, list[dict]] = {}
     for cell_dir in sorted((HERE / sweep / "cells").glob("*-seed*")):
@@ -56,13 +71,14 @@ def table(sweep: str) -> str:
         if found is not None:
             cells[name].append(found)
     finetuned = any(r["ft_val"] is not None for runs in cells.values() for r in runs)
-    head = ["cell", "seeds", "steps", "s per step", "final loss", "probe val", "probe test", "kNN val", "kNN test"]
+    head = ["cell", "seeds", "steps", "s per step", "final loss", "probe val", "probe val - default", "probe test",
+            "kNN val", "kNN test"]
     head += ["fine-tune val", "fine-tune test (last)"] if finetuned else []
     lines = [f"### {sweep}", "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for name, runs in cells.items():
         col = lambda key, digits=2: show([r[key] for r in runs if r[key] is not None], digits)  # noqa: E731
         row = [name, str(len(runs)), col("steps", 0), col("step_s", 3), col("loss", 4), col("probe_val"),
-               col("probe_test"), col("knn_val"), col("knn_test")]
+               against_default(runs, cells.get(DEFAULT[sweep], [])), col("probe_test"), col("knn_val"), col("knn_test")]
         row += [col("ft_val"), col("ft_test")] if finetuned else []
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
