@@ -31,10 +31,8 @@ second=(mask_tokens:with_tokens-seed1 mask_ratio:ratio0.5-seed1 decoder_depth:de
   mask_sampling:block75-seed1 mask_tokens:with_tokens-seed2 mask_ratio:ratio0.5-seed2 decoder_depth:depth8-seed2
   target:pixel-seed2 mask_sampling:block75-seed2 mask_ratio:ratio0.25-seed0 decoder_depth:depth4-seed0
   mask_sampling:block50-seed0)
-declare -A default=([mask_ratio]=ratio0.75 [decoder_depth]=depth2 [mask_tokens]=skip [target]=norm_pixel
-  [mask_sampling]=random75)
 for item in "${second[@]}"; do
-  s=${item%%:*}; d=${default[$s]}  # the default cell's seeds 1-2 are reused from recipe_final at no cost
+  s=${item%%:*}; d=$(sed -n 's/^reference: //p' $here/$s.yaml)  # the default cell: its seeds 1-2 are reused at no cost
   "$maelab" ablate $here/$s.yaml --output-dir "$RUNS/${s}_10m" --only "${item#*:}" $d-seed1 $d-seed2 2>&1 |
     tee -a "$RUNS/${s}_10m.log"
   copy $s

@@ -11,11 +11,11 @@ import statistics
 import sys
 from pathlib import Path
 
+import yaml
+
 HERE = Path(__file__).parent
 # Where the runs' directories under RUNS were committed (reports are copied without checkpoints).
 COMMITTED = {"recipe_final": HERE.parent / "recipe_search" / "final"}
-DEFAULT = {"mask_ratio": "ratio0.75", "mask_ratio_ft": "ratio0.75", "decoder_depth": "depth2", "mask_tokens": "skip",
-           "target": "norm_pixel", "mask_sampling": "random75"}  # each sweep's default-recipe cell
 SWEEPS = ("mask_ratio", "mask_ratio_ft", "decoder_depth", "mask_tokens", "target", "mask_sampling")
 
 
@@ -63,6 +63,7 @@ def against_default(runs: list[dict], default: list[dict]) -> str:
 
 
 def table(sweep: str) -> str:
+    default = yaml.safe_load((HERE / f"{sweep}.yaml").read_text())["reference"]  # the default-recipe cell
     cells: dict[str, list[dict]] = {}
     for cell_dir in sorted((HERE / sweep / "cells").glob("*-seed*")):
         name = re.sub(r"-seed\d+$", "", cell_dir.name)
@@ -78,7 +79,7 @@ def table(sweep: str) -> str:
     for name, runs in cells.items():
         col = lambda key, digits=2: show([r[key] for r in runs if r[key] is not None], digits)  # noqa: E731
         row = [name, str(len(runs)), col("steps", 0), col("step_s", 3), col("loss", 4), col("probe_val"),
-               against_default(runs, cells.get(DEFAULT[sweep], [])), col("probe_test"), col("knn_val"), col("knn_test")]
+               against_default(runs, cells.get(default, [])), col("probe_test"), col("knn_val"), col("knn_test")]
         row += [col("ft_val"), col("ft_test")] if finetuned else []
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)

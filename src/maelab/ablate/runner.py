@@ -321,8 +321,11 @@ def _same_config(saved: dict[str, Any], cell: Cell) -> bool:
         rebuilt = cell_from_json(saved)
     except (ValueError, TypeError, KeyError):
         return False
-    return _roundtrip({**cell_to_json(rebuilt), **_comparable_stages(rebuilt)}) == _roundtrip(
-        {**cell_to_json(cell), **_comparable_stages(cell)})
+    return _comparable_cell(rebuilt) == _comparable_cell(cell)
+
+
+def _comparable_cell(cell: Cell) -> Any:
+    return _roundtrip({**cell_to_json(cell), **_comparable_stages(cell)})
 
 
 def _comparable_stages(cell: Cell) -> dict[str, Any]:
