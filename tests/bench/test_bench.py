@@ -50,20 +50,21 @@ def test_flops_golden_vit_base():
 def test_bench_debug_writes_valid_json(tmp_path):
     out = tmp_path / "bench"
     argv = ["bench", "--models", "debug", "--batch-sizes", "4", "--variants", "mae", "mask_tokens", "decoder8",
-            "decoder1", "bf16", "grad_ckpt", "--steps", "2", "--warmup", "1", "--matmul-size", "128",
+            "decoder1", "block_mask", "bf16", "grad_ckpt", "--steps", "2", "--warmup", "1", "--matmul-size", "128",
             "--output", str(out)]
     assert main(argv) == 0
     report = json.loads((tmp_path / "bench.json").read_text())
     assert report["matmul_peak"][0]["flops_per_s"] > 0
     by_variant = {r["variant"]: r for r in report["results"]}
-    assert set(by_variant) == {"mae", "mask_tokens", "decoder8", "grad_ckpt"}
+    assert set(by_variant) == {"mae", "mask_tokens", "decoder8", "block_mask", "grad_ckpt"}
     assert {s["variant"] for s in report["skipped"]} == {"decoder1", "bf16"}
     mae = by_variant["mae"]
     assert mae["img_per_s"] > 0 and 0 < mae["mfu"] and mae["peak_memory_mb"] > 0
     assert mae["inference_img_per_s"] > 0 and mae["encoder_tokens"] == 5
     assert by_variant["mask_tokens"]["encoder_tokens"] == 17 and by_variant["decoder8"]["decoder_depth"] == 8
+    assert by_variant["block_mask"]["mask_strategy"] == "block" and mae["mask_strategy"] == "random"
     names = {q["name"] for q in report["ratios"]}
-    assert any(n.startswith("asymmetric speedup") for n in names)
+    assert any(n.startswith("asymmetric speedup") for n in names) and any(n.startswith("block vs random") for n in names)
     assert "| debug | 4 | mae |" in (tmp_path / "bench.md").read_text()
 
 

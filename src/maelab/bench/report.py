@@ -7,6 +7,7 @@ SPEEDUPS = (
     ("asymmetric speedup (mask tokens in encoder vs MAE, paper Table 2)", "mask_tokens", "mae"),
     ("1-block vs preset decoder", "mae", "decoder1"),
     ("preset vs 8-block decoder", "decoder8", "mae"),
+    ("block vs random mask sampling (time with / without)", "block_mask", "mae"),
     ("torch.compile vs eager", "mae", "compile"),
     ("bf16 autocast vs fp32", "mae", "bf16"),
     ("gradient checkpointing overhead (time with / without)", "grad_ckpt", "mae"),

@@ -32,8 +32,8 @@ from maelab.train.rundir import write_json
 
 logger = logging.getLogger(__name__)
 
-Variant = Literal["mae", "mask_tokens", "decoder1", "decoder8", "compile", "bf16", "grad_ckpt"]
-VARIANTS: tuple[str, ...] = ("mae", "mask_tokens", "decoder1", "decoder8", "compile", "bf16", "grad_ckpt")
+Variant = Literal["mae", "mask_tokens", "decoder1", "decoder8", "block_mask", "compile", "bf16", "grad_ckpt"]
+VARIANTS: tuple[str, ...] = ("mae", "mask_tokens", "decoder1", "decoder8", "block_mask", "compile", "bf16", "grad_ckpt")
 ALIASES = {
     "debug": "debug", "fashion": "mae_vit_fashion", "tiny": "mae_vit_tiny_patch16", "small": "mae_vit_small_patch16",
     "base": "mae_vit_base_patch16", "large": "mae_vit_large_patch16", "huge": "mae_vit_huge_patch14",
@@ -49,7 +49,8 @@ class BenchConfig(BadFileOptions):
     batch_sizes: tuple[int, ...] = (8,)
     variants: tuple[Variant, ...] = ("mae", "mask_tokens", "decoder1")
     """mae: the preset as is (mask ratio from the preset, eager, fp32); every other variant changes one thing:
-    mask_tokens (encoder sees all patches), decoder1/decoder8 (decoder depth), compile (torch.compile),
+    mask_tokens (encoder sees all patches), decoder1/decoder8 (decoder depth), block_mask (block-wise mask
+    sampling, a sequential loop on the host, instead of random), compile (torch.compile),
     bf16 (autocast, GPU only), grad_ckpt (activation checkpointing)."""
     steps: int = 5
     """Timed optimizer steps per case (the median step time is reported)."""
@@ -111,6 +112,8 @@ def variant_case(model: str, batch: int, variant: str, device: torch.device) -> 
         if depth == cfg.decoder_depth:
             return None, f"the preset's decoder already has {depth} blocks: same as 'mae'"
         changes["config"] = dataclasses.replace(cfg, decoder_depth=depth)
+    elif variant == "block_mask":
+        changes["config"] = dataclasses.replace(cfg, mask_strategy="block")
     elif variant == "compile":
         changes["compile"] = True
     elif variant == "bf16":
@@ -241,7 +244,8 @@ def run_case(case: Case, cfg: BenchConfig, device: torch.device, peaks: dict[str
     record = dict(
         model=case.model, batch_size=case.batch_size, variant=case.variant, dtype=dtype,
         compile=case.compile, grad_ckpt=case.grad_ckpt, encoder_mask_tokens=c.encoder_mask_tokens,
-        mask_ratio=c.mask_ratio, decoder_depth=c.decoder_depth, encoder_tokens=flops.encoder_tokens,
+        mask_strategy=c.mask_strategy, mask_ratio=c.mask_ratio, decoder_depth=c.decoder_depth,
+        encoder_tokens=flops.encoder_tokens,
         params_m=sum(p.numel() for p in model.parameters()) / 1e6,
         flops_per_image=dict(forward=flops.forward, train_step=flops.train_step,
                              **{k: getattr(flops, k) for k in ("patch_embed", "encoder", "decoder_embed",
