@@ -196,7 +196,7 @@ def block_masking(
         device = generator.device
     # The rejection loop is sequential, so it runs in plain Python on integer bitmasks (bit r * cols + c is
     # patch (r, c)) with a Python RNG seeded from the caller's generator: one torch op per draw on
-    # 1-element tensors made this loop cost a fifth of a small model's CPU training step.
+    # 1-element tensors made this loop cost about a tenth of a small model's CPU training step (29 ms of 0.31 s).
     rng = random.Random(int(torch.randint(0, 2**62, (1,), generator=generator, device=device).item()))
     rects: dict[tuple[int, int, int, int], int] = {}
     log_aspect = (math.log(1.0 / max_aspect), math.log(max_aspect))
