@@ -25,6 +25,7 @@ declare -A recipe=(
     [light-blr5e-4]="--mixup 0 --cutmix 0 --crop-scale 0.35 --rand-augment= --reprob 0 --blr 5e-4"  # light, half the lr
     [light-blr2e-3]="--mixup 0 --cutmix 0 --crop-scale 0.35 --rand-augment= --reprob 0 --blr 2e-3"  # light, twice the lr
     [light-blr4e-3]="--mixup 0 --cutmix 0 --crop-scale 0.35 --rand-augment= --reprob 0 --blr 4e-3"  # light, 4x the lr
+    [light-ld85]="--mixup 0 --cutmix 0 --crop-scale 0.35 --rand-augment= --reprob 0 --blr 2e-3 --layer-decay 0.85"  # 6 blocks, not 12
 )
 arms=${ARMS:-"paper nomix crop35 nomix-crop35 light"}
 if [ "$init" = none ]; then source=(--init none --model mae_vit_fashion_patch7); side=scratch; else
