@@ -13,6 +13,6 @@ for arm in sorted(p.parent for p in out.glob("*/metrics.json")):
     config = json.loads((arm / "config.json").read_text())
     plan, best, last = config["plan"], metrics["best"], metrics["last"]
     options = ", ".join(f"{k} {config[k] if config[k] != '' else 'off'}"
-                        for k in ("mixup", "cutmix", "crop_scale", "rand_augment", "reprob")) + f", blr {config['optim']['blr']:g}"
+                        for k in ("mixup", "cutmix", "crop_scale", "rand_augment", "reprob", "layer_decay")) + f", blr {config['optim']['blr']:g}"
     print(f"| {arm.name} | {options} | {plan['steps']} ({plan['epochs']:.2f}) | {best['epoch'] + 1} | "
           f"{best['val_top1']:.2f} | {best['top1']:.2f} | {last['val_top1']:.2f} / {last['top1']:.2f} |")
