@@ -49,6 +49,7 @@ ax.plot([m for m, *_ in rows], [r[3] for r in rows], marker="s", label="test (re
 ax.set(xscale="log", xlabel="fine-tuning budget (CPU-minutes, log scale)", ylabel="top-1 (%)",
        title="Light recipe: fine-tuning accuracy vs budget")
 ax.set_xticks([m for m, *_ in rows], [str(m) for m, *_ in rows])
+ax.minorticks_off()
 ax.axhline(93, color="grey", ls="--", lw=0.8)
 ax.grid(alpha=0.3)
 ax.legend()
