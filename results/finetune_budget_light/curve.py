@@ -1,6 +1,6 @@
 """Issue 16's fine-tuning curve: the light recipe's accuracy against fine-tuning budget (10, 20 and 60 CPU-minutes),
-each point's checkpoint-best chosen on validation. Prints the table with a least-squares line in log2(budget) fitted
-to the validation points, and draws curve.png. Run from the repository root (matplotlib: the .venv's python)."""
+each point's checkpoint-best chosen on validation. Prints the table and, for each split, a least-squares line in
+log2(budget) with where it would reach 93; draws curve.png. Run from the repository root (matplotlib: the .venv's python)."""
 
 import json
 import math
