@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from maelab.data import DataConfig, build_dataset, dataset_info
+from maelab.data import DataConfig, build_dataset, dataset_info, digits
 from maelab.data.config import DatasetNotFoundError
-from maelab.data import digits
 
 sklearn_datasets = pytest.importorskip("sklearn.datasets")
 

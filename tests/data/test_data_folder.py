@@ -12,7 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from maelab.data import DataConfig, build_dataset, dataset_info, folder as folder_mod
+from maelab.data import DataConfig, build_dataset, dataset_info
+from maelab.data import folder as folder_mod
 from maelab.data.images import load_image
 
 MODES = ("RGB", "L", "RGBA", "P", "I;16", "CMYK")

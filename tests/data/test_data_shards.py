@@ -9,7 +9,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from maelab.cli import main
-from maelab.data.shards import ShardDataset, _Lookahead, _candidates, read_index
+from maelab.data.shards import ShardDataset, _candidates, _Lookahead, read_index
 
 
 @pytest.fixture

@@ -7,12 +7,11 @@ import json
 import math
 
 import pytest
+from run_checks import assert_same_weights_and_log as assert_same_run
+from run_checks import records
 
 from maelab.cli import main
 from maelab.train import budget
-
-from run_checks import assert_same_weights_and_log as assert_same_run
-from run_checks import records
 
 
 def _argv(pretrained_run, out, *extra):

@@ -135,8 +135,8 @@ def test_reconstruct_each_kind(official_files, tmp_path, capsys):
 
 def test_reconstruction_is_viewable_for_both_targets(official_files):
     """Both kinds give [0, 1] images; the norm-pixel one says it borrowed the true patch statistics."""
-    from maelab.visualize.reconstruct import load_mae
     from maelab.visualize.figures import reconstruct
+    from maelab.visualize.reconstruct import load_mae
 
     x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     for kind, note in (("visualize", "pixel model"), ("full", "norm-pixel model")):

@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
+from run_checks import assert_same_weights_and_log as assert_same_run
+from run_checks import records
 
 from maelab.checkpoint import load_train_state
 from maelab.cli import main
@@ -18,9 +20,6 @@ from maelab.train import budget
 from maelab.train.checkpoint_store import numbered_checkpoints
 from maelab.train.config import LoopConfig, OptimConfig
 from maelab.train.rundir import JsonlLog
-
-from run_checks import assert_same_weights_and_log as assert_same_run
-from run_checks import records
 
 # 64 images / batch 16 = 4 optimizer steps per epoch.
 SMALL = ["pretrain", "--model", "debug", "--dataset", "synthetic", "--synthetic-size", "64", "--batch-size", "16",

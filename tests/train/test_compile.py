@@ -15,6 +15,7 @@ import signal
 
 import pytest
 import torch
+from run_checks import assert_same_weights_and_log, records
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -28,8 +29,6 @@ from maelab.train.loop import StepOutput, TrainLoop
 from maelab.train.run import open_run
 from maelab.train.rundir import JsonlLog
 from maelab.train.state import Progress
-
-from run_checks import assert_same_weights_and_log, records
 
 # 32 images / batch 8 = 4 optimizer steps per epoch, 8 in all.
 RUN = ["pretrain", "--model", "debug", "--dataset", "synthetic", "--synthetic-size", "32", "--batch-size", "8",

@@ -15,14 +15,13 @@ import time
 from pathlib import Path
 
 import pytest
+from run_checks import assert_same_weights_and_log as assert_same_run
+from run_checks import records
 
 from maelab.checkpoint import load_train_state
 from maelab.cli import main
 from maelab.train.checkpoint_store import numbered_checkpoints
 from maelab.train.rundir import JsonlLog
-
-from run_checks import assert_same_weights_and_log as assert_same_run
-from run_checks import records
 
 # 96 images / batch 8 = 12 optimizer steps per epoch, 24 in all.
 RUN = ["--model", "debug", "--dataset", "synthetic", "--synthetic-size", "96", "--batch-size", "8",

@@ -90,7 +90,8 @@ def test_fsdp_two_ranks_match_one_process_and_checkpoint_resumes_on_one(tmp_path
 # Fine-tuning without the randomness that depends on the per-rank batch (mixup pairs rows of a batch; drop path
 # draws from the global RNG, the same stream on every rank); crops, RandAugment and erasing are seeded per image.
 FINETUNE = ["finetune", "--init", "none", "--model", "debug", "--dataset", "synthetic", "--synthetic-size", "64",
-            "--epochs", "2", "--stop-after", "1", "--log-every", "1", "--mixup", "0", "--cutmix", "0", "--drop-path", "0",
+            "--epochs", "2", "--stop-after", "1", "--log-every", "1", "--mixup", "0", "--cutmix", "0",
+            "--drop-path", "0",
             "--lr", "1e-3", "--warmup-epochs", "0", "--no-tensorboard"]
 
 

@@ -12,7 +12,7 @@ from torch.utils.data import TensorDataset
 from maelab.train.config import LoopConfig, OptimConfig
 from maelab.train.environment import Environment
 from maelab.train.loader import make_loader_fn
-from maelab.train.loop import StepOutput, TrainLoop, TrainingDiverged
+from maelab.train.loop import StepOutput, TrainingDiverged, TrainLoop
 from maelab.train.rundir import JsonlLog
 from maelab.train.state import Progress
 

@@ -174,8 +174,8 @@ def _link_or_copy(src: str, dst: str) -> None:
 def _canonical(cell: Cell) -> Any:
     """The cell's stage configs with the pre-training model resolved (preset + options), so that an
     option set to the preset's own value equals leaving it unset."""
-    from maelab.pretrain.config import ModelOptions
     from maelab.pretrain.command import resolve_model_and_data
+    from maelab.pretrain.config import ModelOptions
 
     out = _comparable_stages(cell)
     model, data = resolve_model_and_data(cell.pretrain)

@@ -26,6 +26,7 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+
 # FSDP and its state-dict helpers are imported inside the functions that shard: a run without --fsdp (and
 # `maelab --help`) never loads them, and a torch build without them breaks only --fsdp.
 FSDP_MODULE = "torch.distributed.fsdp"
