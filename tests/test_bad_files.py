@@ -220,7 +220,8 @@ def test_new_users_path_on_a_folder_with_broken_files(dirty_folder, dirty_run, t
 def test_tolerance_may_change_on_resume(dirty_run, tmp_path):
     """--max-bad-fraction belongs to the invocation: a resumed fine-tuning run may raise it."""
     ft = tmp_path / "ft"
-    args = ["--checkpoint", str(dirty_run), "--val-size", "3", "--batch-size", "6", "--epochs", "2", "--warmup-epochs", "0"]
+    args = ["--checkpoint", str(dirty_run), "--val-size", "3", "--batch-size", "6", "--epochs", "2",
+            "--warmup-epochs", "0"]
     assert main(["finetune", *args, "--max-bad-fraction", "0.2", "--stop-after", "1", "--output-dir", str(ft)]) == 0
     assert main(["finetune", "--resume", str(ft), "--max-bad-fraction", "0.3"]) == 0
     assert json.loads((ft / "config.json").read_text())["data"]["max_bad_fraction"] == 0.3

@@ -227,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     from maelab.train.distributed import env_rank, shutdown
 
     # Under torchrun only rank 0 reports progress; the others speak up for warnings and errors.
-    logging.basicConfig(level=logging.INFO if env_rank() == 0 else logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(level=logging.INFO if env_rank() == 0 else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:
         return _run(argv)
     finally:

@@ -233,7 +233,8 @@ def test_added_finetune_reuses_the_pretraining_and_evaluations_of_a_sibling(fini
     runs in and runs only the fine-tuning, on the linked checkpoint."""
     tmp, sweep_dir = finished
     with_ft = {**SWEEP, "name": "with_ft", "grid": {"options.mask_ratio": [0.75]},
-               "eval": {**SWEEP["eval"], "finetune": {"loop.epochs": 1, "loop.batch_size": 16, "data.train_subset": 32}}}
+               "eval": {**SWEEP["eval"],
+                        "finetune": {"loop.epochs": 1, "loop.batch_size": 16, "data.train_subset": 32}}}
     ran = []
     for stage in ablate.STAGES:
         real = ablate._STAGE_FNS[stage]

@@ -32,7 +32,8 @@ def test_cells_without_a_schedule_get_the_default_budget_and_may_vary_it():
 
 
 def test_epochs_and_time_budget_exclude_each_other_per_cell():
-    with pytest.raises(ValueError, match=r"cells\[time_budget=5m\].*--time-budget 5m and --epochs 1 exclude each other"):
+    expected = r"cells\[time_budget=5m\].*--time-budget 5m and --epochs 1 exclude each other"
+    with pytest.raises(ValueError, match=expected):
         parse_sweep({"base": {**BASE, "loop.epochs": 1}, "grid": {"time_budget": ["5m"]}})
     # A cell clears the base's epochs to take a budget instead.
     sweep = parse_sweep({"base": {**BASE, "loop.epochs": 1}, "cells": [

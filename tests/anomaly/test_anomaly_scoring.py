@@ -44,7 +44,8 @@ def test_patch_errors_are_the_models_own_loss_patch_by_patch(target):
         losses = sum(model(imgs, mask=m.expand(3, -1)).loss for m in masks)
         torch.testing.assert_close(errors.sum(1).mean() * 3 / 12, losses)
         # Patch by patch: each pass's prediction of the patches it hides, against the target.
-        others = [((model(imgs, mask=m.expand(3, -1)).pred - make_target(imgs, 8, target)) ** 2).mean(-1) for m in masks]
+        others = [((model(imgs, mask=m.expand(3, -1)).pred - make_target(imgs, 8, target)) ** 2).mean(-1)
+                  for m in masks]
     expected = sum(e * m for e, m in zip(others, masks)) / 3
     torch.testing.assert_close(errors, expected)
 
@@ -65,7 +66,8 @@ def test_knn_distance_is_the_mean_cosine_distance_to_the_k_nearest():
     queries = torch.tensor([[2.0, 0.0], [0.0, -1.0]])
     torch.testing.assert_close(knn_distance(bank, queries, k=1), torch.tensor([0.0, 1.0]))
     cos45 = 2 ** -0.5
-    torch.testing.assert_close(knn_distance(bank, queries, k=2), torch.tensor([1 - (1 + cos45) / 2, 1 - (0 - cos45) / 2]))
+    torch.testing.assert_close(knn_distance(bank, queries, k=2),
+                               torch.tensor([1 - (1 + cos45) / 2, 1 - (0 - cos45) / 2]))
     assert knn_distance(bank, queries, k=10).shape == (2,)  # k capped at the bank
     with pytest.raises(ValueError):
         knn_distance(torch.zeros(0, 2), queries)

@@ -34,7 +34,8 @@ def test_first_page_of_a_float_planar_tiff(multipage_rgb):
     assert torch.equal(decode_image_bytes(multipage_rgb.read_bytes(), 3), expected)  # a shard member
 
 
-@pytest.mark.parametrize(("dtype", "scale"), [(np.float32, 1.0), (np.uint32, 255 / 4294967295), (np.int16, 255 / 32767)])
+@pytest.mark.parametrize(("dtype", "scale"),
+                         [(np.float32, 1.0), (np.uint32, 255 / 4294967295), (np.int16, 255 / 32767)])
 def test_sample_ranges(tmp_path, dtype, scale):
     """Floats over 1 are taken as 0..255 and clipped; integers are scaled from their range, negatives clipped."""
     rng = np.random.default_rng(0)

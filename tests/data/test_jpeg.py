@@ -51,7 +51,8 @@ def test_torchcodec_is_chosen_and_decodes_torchvisions_pixels():
         for one in data:
             assert torch.equal(codec(one, channels, CPU), TORCHVISION(one, channels, CPU))
         batch = codec(data, channels, CPU)  # one call for the list, as the device decoder makes it
-        assert isinstance(batch, list) and all(torch.equal(a, TORCHVISION(b, channels, CPU)) for a, b in zip(batch, data))
+        assert isinstance(batch, list)
+        assert all(torch.equal(a, TORCHVISION(b, channels, CPU)) for a, b in zip(batch, data))
     broken = data[1][:len(data[1]) // 2]
     for decoder in (codec, TORCHVISION):  # a broken file raises the same error type from both
         with pytest.raises(RuntimeError):

@@ -19,7 +19,8 @@ from playwright.sync_api import expect, sync_playwright
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="Chromium is not installed (Debian: apt-get install chromium; ./install.sh --test does it as root)"
+    CHROMIUM is None,
+    reason="Chromium is not installed (Debian: apt-get install chromium; ./install.sh --test does it as root)"
 )
 TIMEOUT_MS = 60_000
 

@@ -85,7 +85,8 @@ def test_a_folder_with_broken_files_embeds_the_rest_and_names_the_broken(pretrai
     assert [r["path"] for r in rows] == [str(p) for p in good]
     assert [r["class"] for r in rows] == ["cats"] * 3 + ["dogs"] * 3 and [r["label"] for r in rows] == list("000111")
     summary = json.loads(out.with_suffix(".json").read_text())
-    assert sorted(summary["skipped_file_names"]) == sorted(str(broken_folder / p) for p in ("cats/1b.png", "dogs/0b.png"))
+    skipped = sorted(str(broken_folder / p) for p in ("cats/1b.png", "dogs/0b.png"))
+    assert sorted(summary["skipped_file_names"]) == skipped
     # Each row is its own file's features (not the neighbour the dataset served in a broken file's place).
     model, info, _ = load_mae(pretrained_run)
     # Normalized with the folder's statistics (gray: 0.5, 0.5), as the probe normalizes a folder.

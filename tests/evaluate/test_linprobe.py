@@ -95,7 +95,8 @@ def _probe_test_top1(tmp_path, name: str, *args: str) -> tuple[float, dict]:
 
 def test_lars_probe_converges_at_small_batch_where_the_linear_scaling_rule_does_not(tmp_path):
     """Real images (scikit-learn's digits, raw pixels), batch 64, the default 90 epochs: LARS at its default lr
-    ends within 1.5 points of the solved probe; at the paper's linear-scaling lr (blr 0.1 x 64 / 256) it barely moves."""
+    ends within 1.5 points of the solved probe; at the paper's linear-scaling lr (blr 0.1 x 64 / 256) it barely
+    moves."""
     solved, _ = _probe_test_top1(tmp_path, "solved")
     lars, config = _probe_test_top1(tmp_path, "lars", "--optimizer", "lars", "--batch-size", "64")
     paper, _ = _probe_test_top1(tmp_path, "paper", "--optimizer", "lars", "--batch-size", "64", "--lr", "0.025")

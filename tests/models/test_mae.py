@@ -46,7 +46,8 @@ def test_output_type_and_shapes_do_not_depend_on_flags():
 
 @pytest.mark.parametrize(
     "overrides",
-    [dict(), dict(in_chans=3), dict(in_chans=5, img_size=(16, 40), patch_size=8), dict(img_size=(24, 32), patch_size=4)],
+    [dict(), dict(in_chans=3), dict(in_chans=5, img_size=(16, 40), patch_size=8),
+     dict(img_size=(24, 32), patch_size=4)],
 )
 def test_channels_patch_sizes_and_non_square(overrides):
     model = _debug(**overrides)
@@ -60,7 +61,8 @@ def test_channels_patch_sizes_and_non_square(overrides):
 def test_every_trainable_parameter_gets_a_gradient(encoder_mask_tokens):
     model = _debug(encoder_mask_tokens=encoder_mask_tokens, decoder_depth=2)
     model(_inputs(model.config), generator=torch.Generator().manual_seed(0)).loss.backward()
-    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
+    missing = [n for n, p in model.named_parameters()
+               if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
     assert missing == []
     frozen = sorted(n for n, p in model.named_parameters() if not p.requires_grad)
     assert frozen == ["decoder_pos_embed", "pos_embed"]

@@ -39,7 +39,8 @@ def test_prediction_widths_follow_the_target():
 def test_every_trainable_parameter_gets_a_gradient(make):
     model = make()
     model(_imgs(model), generator=torch.Generator().manual_seed(0)).loss.backward()
-    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
+    missing = [n for n, p in model.named_parameters()
+               if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
     assert missing == []
 
 

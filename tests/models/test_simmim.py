@@ -61,7 +61,8 @@ def test_explicit_masks_are_used_and_checked():
 def test_every_trainable_parameter_gets_a_gradient():
     model = _model()
     model(_imgs(model), generator=torch.Generator().manual_seed(0)).loss.backward()
-    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
+    missing = [n for n, p in model.named_parameters()
+               if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
     assert missing == []
     assert sorted(n for n, p in model.named_parameters() if not p.requires_grad) == ["pos_embed"]
 

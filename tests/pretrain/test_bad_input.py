@@ -110,7 +110,8 @@ def test_folder_with_20_corrupt_files_trains_and_reports_them(dirty_folder, tmp_
 
 def test_too_many_corrupt_files_stop_with_a_clear_error(dirty_folder, tmp_path, capsys):
     root, _ = dirty_folder
-    argv = ["pretrain", *FOLDER, "--data", str(root), "--max-bad-fraction", "0.01", "--output-dir", str(tmp_path / "run")]
+    argv = ["pretrain", *FOLDER, "--data", str(root), "--max-bad-fraction", "0.01",
+            "--output-dir", str(tmp_path / "run")]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "could not be decoded, more than --max-bad-fraction 0.01" in err and "broken_" in err

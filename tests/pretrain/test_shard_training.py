@@ -135,8 +135,8 @@ def test_corrupt_images_in_shards_are_skipped_in_fixed_epochs_that_resume_exactl
 def test_pretrain_from_corrupt_shards_reports_the_skipped_images_or_stops_past_the_fraction(
         corrupt_shards, tmp_path, caplog):
     shards, broken = corrupt_shards
-    args = ["pretrain", "--model", "debug", "--img-size", "16", "--batch-size", "8", "--epochs", "1", "--vis-every", "5",
-            "--dataset", "shards", "--data", str(shards), "--num-workers", "2", "--no-tensorboard"]
+    args = ["pretrain", "--model", "debug", "--img-size", "16", "--batch-size", "8", "--epochs", "1",
+            "--vis-every", "5", "--dataset", "shards", "--data", str(shards), "--num-workers", "2", "--no-tensorboard"]
     run = tmp_path / "run"
     assert main([*args, "--max-bad-fraction", "0.1", "--output-dir", str(run)]) == 0
     epoch = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if '"epoch"' in line]
@@ -174,8 +174,8 @@ def test_pretrain_finetune_linprobe_knn_from_shards(shard_dir, tmp_path):
                  "--output-dir", str(ft), "--no-tensorboard"]) == 0  # the data comes from the checkpoint
     assert (ft / "metrics.json").exists()
     lp = tmp_path / "lp"
-    assert main(["linprobe", "--checkpoint", str(run), "--batch-size", "8", "--epochs", "2", "--augment", "--optimizer", "lars",
-                 "--output-dir", str(lp), *base]) == 0
+    assert main(["linprobe", "--checkpoint", str(run), "--batch-size", "8", "--epochs", "2", "--augment",
+                 "--optimizer", "lars", "--output-dir", str(lp), *base]) == 0
     assert [json.loads(line)["step"] for line in (lp / "log.jsonl").read_text().splitlines()
             if json.loads(line)["event"] == "epoch"] == [6, 12]
     knn = tmp_path / "knn"
@@ -203,9 +203,10 @@ def test_shard_run_resumes_mid_epoch_exactly_with_the_same_workers(shard_dir, co
     """With corrupt images too: their slots' substitutes do not move the batches a resume skips undecoded."""
     full, mid = tmp_path / "full", tmp_path / "mid"
     data = corrupt_shards[0] if corrupt else shard_dir
-    args = ["pretrain", "--model", "debug", "--img-size", "16", "--batch-size", "4", "--epochs", "1", "--vis-every", "5",
-            "--dataset", "shards", "--data", str(data), "--num-workers", "2", "--no-tensorboard", "--lr", "1e-3",
-            "--warmup-epochs", "0", "--save-every-steps", "1", "--keep-last", "20", "--max-bad-fraction", "0.1"]
+    args = ["pretrain", "--model", "debug", "--img-size", "16", "--batch-size", "4", "--epochs", "1",
+            "--vis-every", "5", "--dataset", "shards", "--data", str(data), "--num-workers", "2", "--no-tensorboard",
+            "--lr", "1e-3", "--warmup-epochs", "0", "--save-every-steps", "1", "--keep-last", "20",
+            "--max-bad-fraction", "0.1"]
     assert main([*args, "--output-dir", str(full)]) == 0  # 2 workers x 4 shards x 24 images: 12 steps of 4
     shutil.copytree(full, mid)
     discard_after(mid, 5)  # as if stopped after step 5: odd, so worker 1 serves the first batch after it
@@ -234,7 +235,8 @@ def test_two_ranks_stream_uneven_shards_in_step(tmp_path):
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "maelab",
-           "pretrain", "--model", "debug", "--img-size", "16", "--batch-size", "2", "--epochs", "2", "--num-workers", "2",
+           "pretrain", "--model", "debug", "--img-size", "16", "--batch-size", "2", "--epochs", "2",
+           "--num-workers", "2",
            "--dataset", "shards", "--data", str(tmp_path / "shards"), "--no-tensorboard", "--output-dir", str(run)]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -100,8 +100,8 @@ def test_measurement_does_not_change_the_run(tmp_path, ten_steps):
 
 
 def test_stopped_budget_run_resumes_exactly(tmp_path, ten_steps_unmeasured, monkeypatch):
-    """SIGTERM mid-epoch (step 6 of 10) and --stop-after 2 (before the last, partial epoch), each resumed: equal to the uninterrupted run,
-    bit for bit; a resume replays the recorded plan without measuring again."""
+    """SIGTERM mid-epoch (step 6 of 10) and --stop-after 2 (before the last, partial epoch), each resumed: equal to
+    the uninterrupted run, bit for bit; a resume replays the recorded plan without measuring again."""
     extra = ["--time-budget", "1m", "--save-every-steps", "3", "--keep-last", "2", "--vis-every", "100"]
     straight = tmp_path / "straight"
     assert main([*SMALL, *extra, "--output-dir", str(straight)]) == 0

@@ -1,4 +1,5 @@
-"""--amp: auto picks bf16 where the GPU supports it, else fp16; fp16's gradient scaler is checkpointed and resumes exactly."""
+"""--amp: auto picks bf16 where the GPU supports it, else fp16; fp16's gradient scaler is checkpointed and resumes
+exactly."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ SMALL = ["--model", "debug", "--dataset", "synthetic", "--synthetic-size", "64",
 
 @pytest.mark.parametrize(("bf16", "expected"), [(True, torch.bfloat16), (False, torch.float16)])
 def test_auto_is_bf16_where_supported_else_fp16_on_cuda(monkeypatch, bf16, expected):
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: bf16 and not including_emulation)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                        lambda including_emulation=True: bf16 and not including_emulation)
     assert amp_dtype("auto", torch.device("cuda")) == expected
     assert amp_dtype("auto", torch.device("cpu")) is None and amp_dtype("auto", torch.device("mps")) is None
     assert amp_dtype("fp16", torch.device("cpu")) == torch.float16

@@ -53,7 +53,8 @@ def test_two_gloo_ranks_match_one_process_and_resume_on_one(tmp_path):
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
     torch.manual_seed(0)  # pretrain seeds with --seed 0 before building the model: its initial weights
     init = MaskedAutoencoder(get_config("debug")).state_dict()
-    assert (a["blocks.0.attn.qkv.weight"] - init["blocks.0.attn.qkv.weight"]).abs().max() > 1e-3  # 100x the tolerance above
+    # 100x the tolerance above
+    assert (a["blocks.0.attn.qkv.weight"] - init["blocks.0.attn.qkv.weight"]).abs().max() > 1e-3
     steps_1 = [line for line in (one / "log.jsonl").read_text().splitlines() if '"event": "step"' in line]
     steps_2 = [line for line in (two / "log.jsonl").read_text().splitlines() if '"event": "step"' in line]
     assert len(steps_1) == len(steps_2) == 4  # 64 images / global batch 16, logged by rank 0 only

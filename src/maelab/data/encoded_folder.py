@@ -3,7 +3,8 @@
 A worker reads a JPEG's bytes and its size from the header (no pixel is decoded) and draws the
 RandomResizedCrop box with the sample's seeded RNG, exactly the draws the uint8 crop transform of
 ``--device-augment`` makes; the training process decodes the batch (``decode_jpeg`` of TorchCodec or
-torchvision, :mod:`maelab.data.jpeg`, on its device) and cuts the boxes there (:mod:`maelab.train.device_decode`). Other files (PNG, CMYK
+torchvision, :mod:`maelab.data.jpeg`, on its device) and cuts the boxes there
+(:mod:`maelab.train.device_decode`). Other files (PNG, CMYK
 JPEGs, ...) are decoded and cropped in the worker as before, so a folder may mix formats; broken files
 are skipped and counted as in :class:`~maelab.data.folder.ImageFolderDataset`.
 """

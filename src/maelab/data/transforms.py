@@ -57,7 +57,8 @@ class MatchChannels(torch.nn.Module):
         return f"channels={self.channels}"
 
 
-def pretrain_transform(info: DatasetInfo, augment: str = "random_resized_crop") -> Callable[[torch.Tensor], torch.Tensor]:
+def pretrain_transform(info: DatasetInfo,
+                       augment: str = "random_resized_crop") -> Callable[[torch.Tensor], torch.Tensor]:
     """Pre-training augmentation (the paper's Table 1e ablation picks ``augment``).
 
     - ``"none"``: no augmentation: the evaluation transform (resize shorter side, center crop).

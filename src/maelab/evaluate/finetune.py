@@ -84,7 +84,8 @@ def finetune_transform(info: DatasetInfo, rand_augment: str, reprob: float, crop
     return transforms.Compose(steps)
 
 
-def partial_tuning_split(model: VisionTransformer, tune_blocks: float | None) -> tuple[list[nn.Module], list[nn.Module]]:
+def partial_tuning_split(model: VisionTransformer,
+                         tune_blocks: float | None) -> tuple[list[nn.Module], list[nn.Module]]:
     """The (tuned, frozen) modules of partial fine-tuning: the last ``tune_blocks`` blocks (+ final norms + head)
     train, the rest is frozen and kept in eval mode. A trailing .5 also tunes the MLP half (norm2 + mlp) of
     the block before them. ``None`` tunes everything (nothing frozen)."""

@@ -112,7 +112,8 @@ def index_rows(images: ImageSet, keep: torch.Tensor, labels: torch.Tensor, first
         label = int(labels[i])
         rows.append(dict(row=first_row + len(rows), split=images.split, index=positions[i],
                          path=str(base.path(positions[i])) if isinstance(base, ImageFolderDataset) else "",
-                         label=label if label >= 0 else "", **{"class": names[label] if 0 <= label < len(names) else ""}))
+                         label=label if label >= 0 else "",
+                         **{"class": names[label] if 0 <= label < len(names) else ""}))
     return rows
 
 

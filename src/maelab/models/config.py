@@ -64,7 +64,8 @@ class MAEConfig:
     mask_ratio: float = 0.75
     mask_strategy: str = "random"
     encoder_mask_tokens: bool = False
-    """Ablation (paper Table 1c, SimMIM-style): the encoder sees every patch, masked ones replaced by a learned token."""
+    """Ablation (paper Table 1c, SimMIM-style): the encoder sees every patch, masked ones replaced by a learned
+    token."""
     arch: str = "mae"
     """"mae", or "simmim" (Xie et al. 2021: the encoder sees every patch, masked ones replaced by a
     learned token, a linear head predicts pixels, L1 loss; the decoder_* fields are unused)."""

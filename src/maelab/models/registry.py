@@ -96,7 +96,8 @@ def weights_mismatch(config: MAEConfig, weights: dict[str, torch.Tensor], with_d
     if expected == got:
         return None
     wrong = sorted(k for k in expected.keys() & got.keys() if expected[k] != got[k])
-    return (f"missing {sorted(expected.keys() - got.keys())[:5]}, unexpected {sorted(got.keys() - expected.keys())[:5]}, "
+    return (f"missing {sorted(expected.keys() - got.keys())[:5]}, "
+            f"unexpected {sorted(got.keys() - expected.keys())[:5]}, "
             f"wrong shape {[(k, got[k], expected[k]) for k in wrong[:3]]}")
 
 
@@ -112,7 +113,8 @@ def preset_help(purpose: str) -> str:
 
 def models_table() -> str:
     """One row per preset: geometry, widths and parameter counts (built on the meta device: no memory)."""
-    header = f"{'name':<24}{'img':>8}{'patch':>6}{'chans':>6}{'encoder':>14}{'decoder':>14}{'params':>10}{'encoder':>10}"
+    header = (f"{'name':<24}{'img':>8}{'patch':>6}{'chans':>6}{'encoder':>14}{'decoder':>14}"
+              f"{'params':>10}{'encoder':>10}")
     lines = [header, f"{'':<24}{'':>8}{'':>6}{'':>6}{'dim/depth/hd':>14}{'dim/depth/hd':>14}{'(M)':>10}{'(M)':>10}"]
     for name in list_models():
         cfg = get_config(name)

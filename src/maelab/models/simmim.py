@@ -89,7 +89,8 @@ class SimMIM(nn.Module):
     ) -> PixelMask:
         """Draw SimMIM's coarse random mask with this model's default (or the given) ratio."""
         if strategy not in (None, "random"):
-            raise ValueError(f"SimMIM draws random masks on its coarse grid; mask strategy {strategy!r} is not available")
+            raise ValueError(f"SimMIM draws random masks on its coarse grid; mask strategy {strategy!r} "
+                             "is not available")
         ratio = self.config.mask_ratio if mask_ratio is None else mask_ratio
         device = self.pos_embed.device if device is None else device
         c = self.config

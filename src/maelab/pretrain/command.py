@@ -278,8 +278,8 @@ def pretrain_dataset(cfg: PretrainConfig, data_cfg: DataConfig, info: DatasetInf
     """The training images as the step expects them: augmented tensors, uint8 crops (--device-augment)
     or JPEG bytes with crop boxes (--decode-on-device)."""
     if cfg.device_augment and data_cfg.augment != "random_resized_crop":
-        raise ValueError(f"--device-augment implements the default augmentation only, not --augment {data_cfg.augment}; "
-                         "drop one of the two")
+        raise ValueError("--device-augment implements the default augmentation only, "
+                         f"not --augment {data_cfg.augment}; drop one of the two")
     if cfg.decode_on_device:
         check_decode_on_device(data_cfg)
         return build_encoded_folder(data_cfg, info)

@@ -142,7 +142,8 @@ def rank_share(order: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
     """This rank's share of an order of whole global batches: positions rank, rank + N, rank + 2N, ...
 
     (K * N * B,) -> (K * B,): the union of the ranks' k-th batches is the k-th global batch, and a
-    rank's j-th sample of it is the global batch's row ``rank + N * j`` (as :func:`~maelab.train.distributed.rank_rows`).
+    rank's j-th sample of it is the global batch's row ``rank + N * j``
+    (as :func:`~maelab.train.distributed.rank_rows`).
     """
     return order[rank::world_size]
 

@@ -152,7 +152,8 @@ class TrainLoop:
             "training %s: %s x %d steps, effective batch %d (%d per device x %d devices x %d accumulation), "
             "lr %.3g, device %s%s%s", self.desc, length, self.steps_per_epoch, self.effective_batch,
             self.effective_batch // (self.env.world_size * self.loop.accum_iter), self.env.world_size,
-            self.loop.accum_iter, self.base_lr, self.env.device, f", autocast {self.env.amp_dtype}" if self.env.amp_dtype else "",
+            self.loop.accum_iter, self.base_lr, self.env.device,
+            f", autocast {self.env.amp_dtype}" if self.env.amp_dtype else "",
             ", compiled (the first steps wait for the compilation)" if self.loop.compile else "",
         )
         total = self.loop.epochs if self.loop.steps is None else self.loop.steps - 1
@@ -177,7 +178,8 @@ class TrainLoop:
             self._write(record)
             history.append(record)
             stopping = self._stopping(True)
-            if self.save is not None and (self.env.is_main or self.sharded) and (stopping or progress.epoch == end or progress.epoch % self.loop.save_every == 0):
+            due = stopping or progress.epoch == end or progress.epoch % self.loop.save_every == 0
+            if self.save is not None and (self.env.is_main or self.sharded) and due:
                 self.save(progress, self._state(None, None))
             if stopping and progress.epoch < end:
                 raise self._interrupted(progress)
@@ -193,7 +195,8 @@ class TrainLoop:
         assert self.stop is not None
         # On several ranks, one that got no signal itself stops because another did; it reports SIGTERM.
         signum = self.stop.signum if self.stop.signum is not None else signal.SIGTERM
-        saved = "a checkpoint was saved" if self.save is not None else "nothing was saved (this command keeps no checkpoint)"
+        saved = ("a checkpoint was saved" if self.save is not None
+                 else "nothing was saved (this command keeps no checkpoint)")
         return TrainingInterrupted(
             signum, f"stopped by signal {signum} after optimizer step {progress.step} "
             f"(epoch {progress.epoch + 1}, {progress.iter} batches into it); {saved}",

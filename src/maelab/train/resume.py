@@ -77,8 +77,9 @@ def merge_resume(saved: Config, given: Config, allowed: frozenset[tuple[str, str
             if (section, name) not in allowed:
                 raise ValueError(f"{option_name(name)} cannot change when resuming: the run keeps its own "
                                  f"configuration (the run has {saved_value!r}; only {names} may change)")
-            merged = dataclasses.replace(merged, **{section: dataclasses.replace(getattr(merged, section), **{name: value})}
-                                         if section else {name: value})
+            changed = ({section: dataclasses.replace(getattr(merged, section), **{name: value})}
+                       if section else {name: value})
+            merged = dataclasses.replace(merged, **changed)
     return dataclasses.replace(merged, loop=dataclasses.replace(merged.loop, stop_after=given.loop.stop_after))
 
 
@@ -153,7 +154,8 @@ def restore(
     if progress.iter and loop_state.stream_workers != stream_workers:
         raise ValueError(
             f"{point.weights.name} was saved mid-epoch reading shards with --num-workers {loop_state.stream_workers}; "
-            "the stream's order depends on it, so continue with the same --num-workers (or from an epoch-end checkpoint)"
+            "the stream's order depends on it, so continue with the same --num-workers "
+            "(or from an epoch-end checkpoint)"
         )
     if progress.iter and loop_state.world_size != env.world_size:
         raise ValueError(
@@ -208,4 +210,5 @@ def run_loop(loop: TrainLoop, progress: Progress, loop_state: LoopState | None, 
         try:
             loop.run(progress, loop_state)
         except TrainingInterrupted as exc:
-            raise TrainingInterrupted(exc.signum, f"{exc}; continue with: maelab {command} --resume {run_dir}") from None
+            hint = f"{exc}; continue with: maelab {command} --resume {run_dir}"
+            raise TrainingInterrupted(exc.signum, hint) from None
