@@ -29,7 +29,7 @@ from maelab.train.loader import TrainData, make_loader_fn
 from maelab.train.loop import StepOutput, TrainLoop
 from maelab.train.optim import lr_at
 from maelab.train.rundir import JsonlLog
-from maelab.train.state import Progress
+from maelab.train.state import LoopState, Progress
 
 CPU = Environment(torch.device("cpu"))
 
@@ -148,6 +148,23 @@ def test_step_schedule_saves_every_n_steps_and_stops_after_epochs(tmp_path):
     mid = [p.step for p in saves if p.iter]
     assert mid == [4, 8, 12, 16]
     assert saves[-1] == Progress(epoch=2, step=20, iter=0)
+
+
+def test_step_schedule_resumed_with_another_epoch_length_says_so_and_still_ends_at_its_step(tmp_path, caplog):
+    """Epoch 1 of 23 steps ran on 2 ranks in 5 steps (effective batch 8); one process continues with 10 steps
+    per epoch (batch 4): the schedule counts the steps the run took, so it still ends at step 23 at --min-lr."""
+    loop, saves = _loop(tmp_path, 23)
+    with caplog.at_level("WARNING", logger="maelab.train.loop"):
+        history = loop.run(Progress(epoch=1, step=5), LoopState(world_size=2, steps_per_epoch=5))
+    assert [r["step"] for r in history] == [15, 23] and loop.epochs == 3
+    logged = [r for r in JsonlLog(tmp_path / "log.jsonl").records() if r["event"] == "step"]
+    assert [r["step"] for r in logged] == list(range(6, 24))
+    assert [r["lr"] for r in logged] == [lr_at(k, 0.5, 0.01, 0.2 * 22, 22) for k in range(5, 23)]
+    assert logged[-1]["lr"] == 0.01 and saves[-1] == Progress(epoch=3, step=23, iter=0)
+    resized = [r for r in JsonlLog(tmp_path / "log.jsonl").records() if r["event"] == "resize"]
+    assert resized == [dict(event="resize", epoch=1, step=5, world_size=1, saved_world_size=2, effective_batch=4,
+                            saved_effective_batch=8, steps_per_epoch=10, saved_steps_per_epoch=5)]
+    assert "an epoch is 10 optimizer steps (was 5); the lr schedule still ends at optimizer step 23" in caplog.text
 
 
 def test_measurement_leaves_model_and_rngs_untouched():

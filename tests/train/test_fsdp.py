@@ -21,7 +21,7 @@ from maelab.models.classifier import build_vit
 from maelab.train.checkpoint_store import discard_after
 from maelab.train.config import OptimConfig
 from maelab.train.fsdp import build_sharded, full_state_dict, load_optimizer_state
-from maelab.train.optim import build_adamw
+from maelab.train.optim import build_adamw, lr_at
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 COMMON = ["pretrain", "--model", "debug", "--dataset", "synthetic", "--synthetic-size", "64", "--epochs", "2",
@@ -111,9 +111,18 @@ def test_fsdp_finetune_matches_one_process_and_resumes_on_one(tmp_path):
     state = torch.load(two / "checkpoint-last.state.pt", weights_only=True)["optimizer"]
     assert all(isinstance(k, str) for k in state["state"]) and len(state["param_groups"]) > 2  # layer-decay groups
     # One plain process continues the FSDP run (per-device batch 8 from config.json) to the end of epoch 2.
-    _run(["finetune", "--resume", str(two), "--epochs", "2"])
-    last = json.loads((two / "log.jsonl").read_text().splitlines()[-1])
-    assert last["event"] == "epoch" and last["epoch"] == 1 and last["step"] == 4 + 8
+    out = _run(["finetune", "--resume", str(two), "--epochs", "2"])
+    # The validation split (--val-fraction 0.1) holds 6 of the 64 images out: an epoch is 58 // 16 = 3 steps on
+    # 2 ranks, then 58 // 8 = 7 on one, and the log says so; the schedule, in epochs, still ends at epoch 2's end.
+    train = 64 - round(64 * 0.1)
+    records = [json.loads(line) for line in (two / "log.jsonl").read_text().splitlines()]
+    last = records[-1]
+    assert last["event"] == "epoch" and last["epoch"] == 1 and last["step"] == train // 16 + train // 8
+    assert "an epoch is 7 optimizer steps (was 3); the lr schedule still ends at the end of epoch 2" in out.stderr
+    assert [(r["saved_world_size"], r["world_size"]) for r in records if r["event"] == "resize"] == [(2, 1)]
+    min_lr = json.loads((two / "config.json").read_text())["optim"]["min_lr"]
+    lrs = [r["lr"] for r in records if r["event"] == "step" and r["epoch"] == 1]
+    assert lrs == pytest.approx([lr_at(1 + i / 7, 1e-3, min_lr, 0, 2) for i in range(7)])
     assert [row["epoch"] for row in json.loads((two / "metrics.json").read_text())["epochs"]] == [0, 1]
     # Partial fine-tuning (a wrapper keeps the frozen part in eval mode) with accumulation: the frozen part stays put.
     part = tmp_path / "part"

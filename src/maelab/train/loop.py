@@ -110,6 +110,9 @@ class TrainLoop:
         # Optimizer steps per epoch: a last accumulation cycle cut short by the epoch's end still steps.
         self.optimizer_steps_per_epoch = math.ceil(self.steps_per_epoch / self.loop.accum_iter)
         self.epochs = self.loop.schedule_epochs(self.optimizer_steps_per_epoch)
+        # Steps the run took before this invocation's first epoch beyond that many epochs of this length:
+        # nonzero only when it continues with another epoch length (_continue_resized).
+        self.step_offset = 0
         if self.loop.steps is None:  # in epochs, from 0 to epochs
             self.warmup = self.optim.warmup(self.loop.epochs, 1.0, step_schedule=False)
         else:  # in optimizer steps: the first step runs at position 0, the last at steps - 1
@@ -138,14 +141,16 @@ class TrainLoop:
         """Batches of ``epoch``: all of them, except in the last epoch of a schedule in steps, which ends early."""
         if self.loop.steps is None:
             return self.steps_per_epoch
-        left = self.loop.steps - epoch * self.optimizer_steps_per_epoch  # optimizer steps still to run
+        left = self.loop.steps - epoch * self.optimizer_steps_per_epoch - self.step_offset  # steps still to run
         return min(self.steps_per_epoch, left * self.loop.accum_iter)
 
     def run(self, progress: Progress, resume: LoopState | None = None) -> list[dict[str, float]]:
         """Train from ``progress`` to the schedule's end (``loop.epochs``, or the epoch holding step
-        ``loop.steps``); ``resume`` is the checkpointed loop state when ``progress.iter > 0``. Returns the
-        epoch records."""
+        ``loop.steps``); ``resume`` is the checkpointed loop state (required when ``progress.iter > 0``). Returns
+        the epoch records."""
         history = []
+        if resume is not None and not progress.iter:
+            self._continue_resized(progress, resume)
         length = (f"{self.epochs} epochs" if self.loop.steps is None else
                   f"{self.loop.steps} optimizer steps ({self.loop.steps / self.optimizer_steps_per_epoch:.2f} epochs)")
         logger.info(
@@ -185,10 +190,38 @@ class TrainLoop:
                 raise self._interrupted(progress)
         return history
 
+    def _continue_resized(self, progress: Progress, saved: LoopState) -> None:
+        """Resuming at an epoch end saved with another epoch length (another world size: the per-device batch
+        stays, so the effective batch changes): say so in the log, and let a schedule in steps count the steps
+        the earlier epochs took, so that it still ends at ``loop.steps``. A schedule in epochs needs nothing: it
+        runs on epoch fractions and ends at ``loop.epochs`` whatever an epoch's length."""
+        if saved.world_size == self.env.world_size and saved.steps_per_epoch in (0, self.steps_per_epoch):
+            return
+        per_epoch = self.optimizer_steps_per_epoch
+        if self.loop.steps is not None:
+            self.step_offset = progress.step - progress.epoch * per_epoch
+            self.epochs = progress.epoch + math.ceil((self.loop.steps - progress.step) / per_epoch)
+        saved_batch = self.effective_batch // self.env.world_size * saved.world_size
+        saved_steps = math.ceil(saved.steps_per_epoch / self.loop.accum_iter) if saved.steps_per_epoch else None
+        lr = ("" if self.optim.lr is not None else  # --blr scales the peak lr with the effective batch
+              f", the peak lr {self.base_lr:.3g} (was {self.optim.absolute_lr(saved_batch):.3g})")
+        end = f"the end of epoch {self.epochs}" if self.loop.steps is None else f"optimizer step {self.loop.steps}"
+        logger.warning(
+            "continuing on %d process(es) a run saved by %d at the end of epoch %d: the effective batch is %d "
+            "(was %d)%s, so an epoch is %d optimizer steps (was %s); the lr schedule still ends at %s",
+            self.env.world_size, saved.world_size, progress.epoch, self.effective_batch, saved_batch, lr,
+            per_epoch, saved_steps or "not recorded", end,
+        )
+        self._write(dict(event="resize", epoch=progress.epoch, step=progress.step, world_size=self.env.world_size,
+                         saved_world_size=saved.world_size, effective_batch=self.effective_batch,
+                         saved_effective_batch=saved_batch, steps_per_epoch=per_epoch,
+                         saved_steps_per_epoch=saved_steps))
+
     def _state(self, generator: torch.Generator | None, sums: EpochSums | None) -> LoopState:
         rng = capture_rng(generator) if generator is not None else None
         return LoopState(rng=rng, sums=sums, nonfinite_skipped=self.nonfinite_skipped, dataset_size=self.dataset_size,
-                         world_size=self.env.world_size, stream_workers=self.stream_workers,
+                         world_size=self.env.world_size, steps_per_epoch=self.steps_per_epoch,
+                         stream_workers=self.stream_workers,
                          scaler=self.scaler.state_dict() if self.scaler.is_enabled() else None)
 
     def _interrupted(self, progress: Progress) -> TrainingInterrupted:

@@ -95,6 +95,8 @@ class LoopState:
     dataset_size: int = 0
     world_size: int = 1
     """Ranks of the run that saved: a mid-epoch position counts global batches of that many ranks."""
+    steps_per_epoch: int = 0
+    """Batches per epoch of the run that saved (0: not recorded): another world size changes it."""
     stream_workers: int | None = None
     """Streamed (sharded) data only: the loader workers the epoch's order was dealt to."""
     scaler: dict[str, Any] | None = None
@@ -103,7 +105,8 @@ class LoopState:
     def state_dict(self) -> dict[str, Any]:
         return dict(rng=self.rng, sums=None if self.sums is None else self.sums.state_dict(),
                     nonfinite_skipped=self.nonfinite_skipped, dataset_size=self.dataset_size,
-                    world_size=self.world_size, stream_workers=self.stream_workers, scaler=self.scaler)
+                    world_size=self.world_size, steps_per_epoch=self.steps_per_epoch,
+                    stream_workers=self.stream_workers, scaler=self.scaler)
 
     @classmethod
     def from_state(cls, state: dict[str, Any], device: torch.device) -> LoopState:
@@ -111,4 +114,5 @@ class LoopState:
         return cls(rng=state.get("rng"), sums=None if sums is None else EpochSums.from_state(sums, device),
                    nonfinite_skipped=int(state.get("nonfinite_skipped", 0)),
                    dataset_size=int(state.get("dataset_size", 0)), world_size=int(state.get("world_size", 1)),
+                   steps_per_epoch=int(state.get("steps_per_epoch", 0)),
                    stream_workers=state.get("stream_workers"), scaler=state.get("scaler"))
