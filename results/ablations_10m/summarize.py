@@ -1,11 +1,12 @@
-"""Print each sweep's table (markdown) from the committed cells: planned steps and step time, final loss, probe
-and kNN as validation / test, mean ± sample std over the seeds that finished. Validation compares cells; test is
-only reported. A cell whose numbers were reused from an identical cell is read from that cell's committed copy.
+"""Print each sweep's table (markdown) from results.csv: planned steps and step time, final loss, probe and kNN as
+validation / test, mean ± sample std over the seeds that finished. Validation compares cells; test is only reported.
 
-    python results/ablations_10m/summarize.py [SWEEP ...]    # default: every sweep folder here
+    python results/ablations_10m/summarize.py [SWEEP ...]    # default: every sweep in results.csv
+
+results.csv is written by `python results/collect.py cells` from the sweeps' output directories (run.sh does it).
 """
 
-import json
+import csv
 import re
 import statistics
 import sys
@@ -14,31 +15,17 @@ from pathlib import Path
 import yaml
 
 HERE = Path(__file__).parent
-# Where the runs' directories under RUNS were committed (reports are copied without checkpoints).
-COMMITTED = {"recipe_final": HERE.parent / "recipe_search" / "final"}
 SWEEPS = ("mask_ratio", "mask_ratio_ft", "decoder_depth", "mask_tokens", "target", "mask_sampling")
 
 
-def committed(run_path: str) -> Path:
-    """The committed copy of a cell directory named by its path on the machine that ran it."""
-    sweep_dir, cell = Path(run_path).parent.parent.name, Path(run_path).name
-    base = COMMITTED.get(sweep_dir, HERE / sweep_dir.removesuffix("_10m"))
-    return base / "cells" / cell
-
-
-def numbers(cell_dir: Path) -> dict | None:
-    result_path = cell_dir / "result.json"
-    if not result_path.exists():
+def numbers(row: dict) -> dict | None:
+    if row["status"] != "ok":
         return None
-    result = json.loads(result_path.read_text())
-    if result.get("status") != "ok":
-        return None
-    source = committed(result["reused_from"]) if "reused_from" in result else cell_dir
-    plan = json.loads((source / "pretrain" / "config.json").read_text()).get("plan") or {}
-    return {"steps": plan.get("steps"), "step_s": plan.get("step_s"), "loss": result["pretrain_loss"],
-            "probe_val": result["linprobe_val_top1"], "probe_test": result["linprobe_top1"],
-            "knn_val": result["knn_val_top1"], "knn_test": result["knn_top1"],
-            "ft_val": result.get("finetune_val_top1"), "ft_test": result.get("finetune_top1")}
+    value = lambda key: float(row[key]) if row[key] else None  # noqa: E731
+    return {"steps": value("steps"), "step_s": value("step_s"), "loss": value("pretrain_loss"),
+            "probe_val": value("linprobe_val_top1"), "probe_test": value("linprobe_top1"),
+            "knn_val": value("knn_val_top1"), "knn_test": value("knn_top1"),
+            "ft_val": value("finetune_val_top1"), "ft_test": value("finetune_top1")}
 
 
 def show(values: list[float], digits: int = 2) -> str:
@@ -62,15 +49,14 @@ def against_default(runs: list[dict], default: list[dict]) -> str:
     return f"{diff:+.2f} (p {p:.2f})"
 
 
-def table(sweep: str) -> str:
+def table(sweep: str, rows: list[dict]) -> str:
     default = yaml.safe_load((HERE / f"{sweep}.yaml").read_text())["reference"]  # the default-recipe cell
     cells: dict[str, list[dict]] = {}
-    for cell_dir in sorted((HERE / sweep / "cells").glob("*-seed*")):
-        name = re.sub(r"-seed\d+$", "", cell_dir.name)
-        found = numbers(cell_dir)
-        cells.setdefault(name, [])
+    for row in sorted((r for r in rows if r["sweep"] == f"{sweep}_10m"), key=lambda r: r["cell"]):
+        found = numbers(row)
+        cells.setdefault(re.sub(r"-seed\d+$", "", row["cell"]), [])
         if found is not None:
-            cells[name].append(found)
+            cells[re.sub(r"-seed\d+$", "", row["cell"])].append(found)
     finetuned = any(r["ft_val"] is not None for runs in cells.values() for r in runs)
     head = ["cell", "seeds", "steps", "s per step", "final loss", "probe val", "probe val - default", "probe test",
             "kNN val", "kNN test"]
@@ -86,5 +72,8 @@ def table(sweep: str) -> str:
 
 
 if __name__ == "__main__":
-    chosen = sys.argv[1:] or [s for s in SWEEPS if (HERE / s / "cells").is_dir()]
-    print("\n\n".join(table(s) for s in chosen))
+    with (HERE / "results.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    present = {r["sweep"].removesuffix("_10m") for r in rows}
+    chosen = sys.argv[1:] or [s for s in SWEEPS if s in present]
+    print("\n\n".join(table(s, rows) for s in chosen))

@@ -3,12 +3,14 @@
     python results/anomaly_oneclass/summarize.py results/anomaly_oneclass/budget-10m
 
 Reads every ``class-K/anomaly/anomaly.json`` (and the pre-training run's ``config.json`` for its plan) under the
-directory, writes ``results.md`` there and prints it. The mean is over the classes present; a table with fewer
+directory, writes ``results.csv`` (one row per class, AUROC in percent) and ``results.md`` there and prints the
+latter. The mean is over the classes present; a table with fewer
 than ten classes says so, and its mean is not comparable with the references (which average all ten).
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from pathlib import Path
@@ -72,11 +74,24 @@ def table(rows: list[dict]) -> tuple[str, float | None]:
     return "\n".join(lines), best
 
 
+def write_csv(rows: list[dict], path: Path) -> None:
+    columns = ("normal", "name", "steps", "epochs", "images", "anomalous", "knn_normal", "recon_auroc", "knn_auroc",
+               "chosen_knn_auroc")
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(columns)
+        for r in rows:
+            values = (r["normal"], CLASS_NAMES[r["normal"]], r["steps"], r["epochs"], r["images"], r["anomalous"],
+                      r["knn_normal"], r["recon"], r["knn"], r["chosen"])
+            writer.writerow("" if v is None else round(v, 4) if isinstance(v, float) else v for v in values)
+
+
 def main(directory: Path) -> str:
     rows = [r for d in sorted(directory.glob("class-*"), key=lambda p: int(p.name.split("-")[1]))
             if (r := read_class(d)) is not None]
     if not rows:
         raise SystemExit(f"no finished class (class-K/anomaly/anomaly.json) under {directory}")
+    write_csv(rows, directory / "results.csv")
     body, best = table(rows)
     machine = (directory / "machine.txt").read_text().strip() if (directory / "machine.txt").is_file() else "-"
     complete = len(rows) == 10
@@ -94,8 +109,8 @@ Protocol: for each normal class, `maelab pretrain --classes K` on its 6,000 trai
 `maelab anomaly --normal-class K` on the full 10,000-image test split (the other nine classes anomalous).
 AUROC in percent; both scores at `maelab anomaly`'s defaults (4 complementary masks, top-10% patch errors;
 kNN k=5 on the cls token), and the kNN score again with the options that `choose_knn.py` chose on a validation
-set from the training split ({chosen}); nothing chosen on the test split. Commands: `commands.txt`; raw logs:
-`class-K/*.log`.
+set from the training split ({chosen}); nothing chosen on the test split. Commands: `commands.txt`; per class:
+`results.csv`.
 
 {body}
 

@@ -1,8 +1,11 @@
-"""Issue 16's fine-tuning curve: the light recipe's accuracy against fine-tuning budget (10, 20 and 60 CPU-minutes),
-each point's checkpoint-best chosen on validation. Prints the table and, for each split, a least-squares line in
-log2(budget) with where it would reach 93; draws curve.png. Run from the repository root (matplotlib: the .venv's python)."""
+"""The light recipe's fine-tuning accuracy against fine-tuning budget (10, 20 and 60 CPU-minutes), each point's
+checkpoint-best chosen on validation. Reads results.csv (one row per budget), prints the table and, for each split,
+a least-squares line in log2(budget) with where it would reach 93; draws curve.png.
 
-import json
+    python results/finetune_budget_light/curve.py
+"""
+
+import csv
 import math
 from pathlib import Path
 
@@ -12,16 +15,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 HERE = Path(__file__).parent
-POINTS = (  # minutes, run directory, the encoder it fine-tuned
-    (10, Path("results/finetune_recipe/mae-light-blr2e-3"), "60-minute pre-training, seed 0"),
-    (20, Path("results/finetune_budget_light/mae-20m"), "60-minute pre-training, seed 1"),
-    (60, Path("results/finetune_60m_light/mae"), "60-minute pre-training, seed 0"),
+POINTS = (  # minutes, the run (where it was first reported), the encoder it fine-tuned
+    (10, "finetune_recipe (mae-light-blr2e-3)", "60-minute pre-training, seed 0"),
+    (20, "finetune_budget_light (mae-20m)", "60-minute pre-training, seed 1"),
+    (60, "finetune_60m_light (mae)", "60-minute pre-training, seed 0"),
 )
+with (HERE / "results.csv").open() as handle:
+    table = {r["run"]: r for r in csv.DictReader(handle)}  # runs named by their budget: 10m, 20m, 60m
 rows = []
 for minutes, run, encoder in POINTS:
-    metrics = json.loads((run / "metrics.json").read_text())
-    steps = json.loads((run / "config.json").read_text())["plan"]["steps"]
-    rows.append((minutes, steps, metrics["best"]["val_top1"], metrics["best"]["top1"], encoder, run))
+    r = table[f"{minutes}m"]
+    rows.append((minutes, int(r["steps"]), float(r["val_top1"]), float(r["test_top1"]), encoder, run))
 
 x = [math.log2(m) for m, *_ in rows]
 

@@ -1,17 +1,17 @@
-"""Print the feature comparison table (markdown) from the probes' metrics.json: val chooses, test is reported."""
+"""Print the feature comparison table (markdown) from results.csv: validation chooses, test is reported.
 
-import json
+    python results/probe_features/summarize.py
+
+Rows `patch7-seedS-POOL-lL` are the 10-minute default run's probes (the `avg-l4` ones are its own probe, run by
+results/recipe_search/final.yaml); `budget60m-seedS-avg-l6` the 60-minute runs' (results/budget_curve/).
+"""
+
+import csv
 import statistics
 from pathlib import Path
 
-HERE = Path(__file__).parent
-FINAL = HERE.parent / "recipe_search" / "final" / "cells"  # the default run's own probe: mean token, last 4
-
-
-def metrics(seed: int, pool: str, layers: int) -> dict | None:
-    path = (FINAL / f"patch7-seed{seed}" / "linprobe" if (pool, layers) == ("avg", 4)
-            else HERE / f"patch7-seed{seed}-{pool}-l{layers}") / "metrics.json"
-    return json.loads(path.read_text()) if path.exists() else None
+with (Path(__file__).parent / "results.csv").open() as handle:
+    RUNS = {r["run"]: r for r in csv.DictReader(handle)}
 
 
 def cell(values: list[float]) -> str:
@@ -20,7 +20,7 @@ def cell(values: list[float]) -> str:
 
 print("| features | seeds | C | val top-1 | test top-1 |\n| --- | --- | --- | --- | --- |")
 for pool, layers in (("avg", 1), ("avg", 2), ("token", 4), ("avg", 4), ("avg", 5), ("avg", 6)):
-    runs = [m for seed in (0, 1, 2) if (m := metrics(seed, pool, layers))]
+    runs = [RUNS[name] for seed in (0, 1, 2) if (name := f"patch7-seed{seed}-{pool}-l{layers}") in RUNS]
     name = f"{'mean patch token' if pool == 'avg' else 'cls token'}, last {layers} block{'s' * (layers > 1)}"
-    print(f"| {name} | {len(runs)} | {', '.join(format(m['c'], 'g') for m in runs)} | "
-          f"{cell([m['best']['val_top1'] for m in runs])} | {cell([m['best']['top1'] for m in runs])} |")
+    print(f"| {name} | {len(runs)} | {', '.join(format(float(r['c']), 'g') for r in runs)} | "
+          f"{cell([float(r['val_top1']) for r in runs])} | {cell([float(r['test_top1']) for r in runs])} |")
