@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
-# Issue 16 part 5: the paper's ablations at the default recipe, 10 CPU-minutes per cell (see README.md).
+# The paper's ablations at the default recipe, 10 CPU-minutes per cell (see README.md).
 # Pass 1 trains seed 0 of every cell of every sweep (one answer per claim first), pass 2 the extra seeds of the
-# deciding pairs. Resumable: rerun to continue. Run from the repository root, one heavy job at a time.
-# RUNS (default /work/runs) must hold results/recipe_search/final.yaml's run as RUNS/recipe_final so that the
-# default cell (3 seeds) is reused instead of trained again; reports are copied here without checkpoints.
+# deciding pairs. Resumable: rerun to continue. One heavy job at a time: each cell plans its steps from its own
+# measured step time.
+#
+#   bash results/ablations_10m/run.sh
+#
+# Environment: RUNS (default runs; the sweeps' output directories go to RUNS/<sweep>_10m). RUNS must hold
+# results/recipe_search/run.sh's output (RUNS/recipe_search, RUNS/round2, RUNS/recipe_final) so that the default
+# cell (3 seeds) and identical cells are reused instead of trained again. MAELAB (default maelab), PYTHON (default
+# python). Writes results.csv (every cell of every sweep) and the mask-ratio figures here; paths are relative to the
+# repository root.
 set -uo pipefail
-RUNS=${RUNS:-/work/runs}
+cd "$(dirname "$0")/../.."
+RUNS=${RUNS:-runs}
 here=results/ablations_10m
-maelab=${MAELAB:-$( [ -x .venv/bin/maelab ] && echo .venv/bin/maelab || echo maelab )}
+maelab=${MAELAB:-maelab}
 declare -A first=(
   [mask_ratio]="ratio0.75-seed0 ratio0.5-seed0 ratio0.9-seed0"
   [decoder_depth]="depth2-seed0 depth8-seed0 depth1-seed0"
@@ -18,8 +26,18 @@ declare -A first=(
 order=(mask_ratio decoder_depth mask_tokens target mask_sampling)
 { echo "date: $(date -u +%FT%TZ)"; echo "commit: $(git rev-parse HEAD)"; echo "cpus: $(nproc)";
   echo "load: $(cut -d' ' -f1-3 /proc/loadavg)"; } >> $here/machine.txt
-copy() { mkdir -p $here/$1; tar -C "$RUNS/${1}_10m" --exclude='*.safetensors' --exclude='*.state.pt' \
-  --exclude='events.out.*' --exclude='recon_epoch*.png' -cf - . | tar -C $here/$1 -xf -; }
+copy() {  # the table of every sweep run so far, and the two figures of the paper's Figure 5
+  local sweeps=()
+  for s in mask_ratio mask_ratio_ft decoder_depth mask_tokens target mask_sampling; do
+    [ -d "$RUNS/${s}_10m/cells" ] && sweeps+=("$RUNS/${s}_10m")
+  done
+  "${PYTHON:-python}" results/collect.py cells "${sweeps[@]}" --output $here/results.csv \
+    --lookup "$RUNS/recipe_search" "$RUNS/round2" "$RUNS/recipe_final"
+  for s in mask_ratio mask_ratio_ft; do
+    [ -f "$RUNS/${s}_10m/${s}_10m.png" ] && cp "$RUNS/${s}_10m/${s}_10m.png" $here/
+  done
+  return 0
+}
 for s in "${order[@]}"; do
   read -r -a only <<< "${first[$s]}"
   "$maelab" ablate $here/$s.yaml --output-dir "$RUNS/${s}_10m" --only "${only[@]}" 2>&1 | tee -a "$RUNS/${s}_10m.log"

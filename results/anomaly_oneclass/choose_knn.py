@@ -1,6 +1,6 @@
 """Choose the kNN score's options of the one-class benchmark on the training split only, never on the test split.
 
-    python results/anomaly_oneclass/choose_knn.py results/anomaly_oneclass/budget-3m [--runs DIR]
+    python results/anomaly_oneclass/choose_knn.py runs/anomaly_oneclass/budget-3m [--runs DIR]
 
 For every class K with a pre-training run (``class-K/pretrain`` under the budget directory, or under ``--runs``
 when the checkpoints live elsewhere), a validation set is drawn from Fashion-MNIST's *training* split: a fixed,

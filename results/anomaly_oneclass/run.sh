@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one-class protocol on Fashion-MNIST (issue 17, part 3): for each normal class K, pre-train mae_vit_fashion
+# The one-class protocol on Fashion-MNIST: for each normal class K, pre-train mae_vit_fashion
 # on class K's 6,000 training images only (--classes K) within a time budget, then score the full 10,000-image
 # test split with class K normal and the other nine anomalous, by reconstruction error and by kNN distance to
 # class K's training embeddings (both at maelab anomaly's defaults). Then choose_knn.py chooses the kNN score's
@@ -14,18 +14,22 @@
 #
 # Arguments: the per-class --time-budget (default 10m; or Nsteps: --steps N, a fixed schedule for smoke tests on
 # a machine too busy to plan a budget), then the normal classes (default 0 1 ... 9).
-# Environment: OUT (default results/anomaly_oneclass/budget-<budget>), MAELAB (the maelab command; default
-# .venv/bin/maelab when it exists, else maelab), PRETRAIN_ARGS / ANOMALY_ARGS (extra options, e.g. --device cuda).
-# Run from the repository root. Rerunning continues: a class with anomaly.json is skipped, a finished
+# Environment: RUNS (default runs), OUT (the class directories with checkpoints, logs and per-image scores; default
+# RUNS/anomaly_oneclass/budget-<budget>), RECORD (where the tables are copied at the end: results.csv, results.md,
+# selection.*, commands.txt, machine.txt; default results/anomaly_oneclass/budget-<budget>), MAELAB (default
+# maelab), PYTHON (default python), PRETRAIN_ARGS / ANOMALY_ARGS (extra options, e.g. --device cuda). Paths are
+# relative to the repository root. Rerunning continues: a class with anomaly.json is skipped, a finished
 # pre-training run is scored without training again, an existing selection.json is kept.
 set -euo pipefail
+cd "$(dirname "$0")/../.."
 budget=${1:-10m}
 shift || true
 classes=("$@")
 [ ${#classes[@]} -gt 0 ] || classes=(0 1 2 3 4 5 6 7 8 9)
-here=$(dirname "$0")
-out=${OUT:-$here/budget-$budget}
-maelab=${MAELAB:-$( [ -x .venv/bin/maelab ] && echo .venv/bin/maelab || echo maelab )}
+here=results/anomaly_oneclass
+out=${OUT:-${RUNS:-runs}/anomaly_oneclass/budget-$budget}
+record=${RECORD:-$here/budget-$budget}
+maelab=${MAELAB:-maelab}
 read -r -a pretrain_args <<< "${PRETRAIN_ARGS:-}"
 read -r -a anomaly_args <<< "${ANOMALY_ARGS:-}"
 if [[ $budget =~ ^([0-9]+)steps$ ]]; then schedule=(--steps "${BASH_REMATCH[1]}"); else schedule=(--time-budget "$budget"); fi
@@ -62,7 +66,7 @@ for k in "${classes[@]}"; do
     "${cmd[@]}" > "$dir/anomaly.log" 2>&1
     echo "load after class $k: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)" >> "$out/machine.txt"
 done
-python=${MAELAB_PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+python=${PYTHON:-python}
 if [ ${#classes[@]} -eq 10 ]; then  # the choice is one setting for all ten classes
     if [ ! -f "$out/selection.json" ]; then
         echo "choosing the kNN score's options on the training split"
@@ -82,3 +86,7 @@ if [ ${#classes[@]} -eq 10 ]; then  # the choice is one setting for all ten clas
     done
 fi
 "$python" "$here/summarize.py" "$out"
+mkdir -p "$record"
+for f in results.csv results.md selection.csv selection.json selection.md commands.txt machine.txt; do
+    if [ -f "$out/$f" ]; then cp "$out/$f" "$record/$f"; fi
+done

@@ -1,6 +1,7 @@
 """Screenshots of ``maelab demo`` for the README, taken from a real run with Playwright.
 
-Usage (repository root; the checkpoint is the default pre-training run of results/pretrain_default):
+Usage (repository root; run.sh makes the checkpoint first when it is missing):
+    maelab pretrain --model mae_vit_fashion --epochs 3 --output-dir runs/default-idle
     python results/demo/screenshot.py runs/default-idle
 
 Starts ``maelab demo`` on a free loopback port, opens it in headless Chromium, and writes

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Import/export walk-through on a tiny run (seconds on a CPU); the README's commands, as run.
 # Usage: bash results/interop/run.sh [WORKDIR]   (outputs in WORKDIR, default a fresh temp dir)
+# Environment: MAELAB (default maelab), PYTHON (default python; needs timm, transformers and onnxruntime).
+# log.txt beside this script is the output of one run; recon-from-hf.png the reconstruction it drew.
 set -euo pipefail
 W=${1:-$(mktemp -d)}
+maelab() { "${MAELAB:-maelab}" "$@"; }
 set -x
 maelab pretrain --model debug --dataset synthetic --synthetic-size 128 --batch-size 32 --epochs 1 --output-dir "$W/run"
 maelab export "$W/run" --to timm -o "$W/enc-timm.safetensors"
@@ -13,7 +16,7 @@ maelab export "$W/run" --to safetensors --encoder-only -o "$W/encoder.safetensor
 maelab export "$W/hf" --to timm -o "$W/from-hf-timm.safetensors"          # reverse import: HF directory in
 maelab export "$W/run" --to timm --img-size 48 -o "$W/enc48-timm.safetensors"   # position embedding resampled
 maelab reconstruct "$W/hf" --num-images 4 --dataset synthetic -o "$W/recon-from-hf.png"
-python - "$W" <<'PY'
+"${PYTHON:-python}" - "$W" <<'PY'
 import sys, timm, torch
 from maelab.interop import load_source
 w = sys.argv[1]

@@ -1,10 +1,20 @@
-"""Pick the round 1 + 2 cell with the best validation probe; write the final (3 seeds, full split) and digits sweeps."""
+"""Pick the round 1 + 2 cell with the best validation probe; write the final (3 seeds, full split) and digits sweeps.
+
+    python results/recipe_search/make_final.py [RUNS] [OUT]
+
+RUNS (default runs) holds the two rounds' output directories, RUNS/recipe_search and RUNS/round2; final.yaml and
+digits.yaml are written to OUT (default results/recipe_search). Prints the ranking.
+"""
+
 import json
+import sys
 from pathlib import Path
 
+RUNS = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("runs")
+R = Path(sys.argv[2]) if len(sys.argv) > 2 else Path("results/recipe_search")
 cells = []
 for sweep in ("recipe_search", "round2"):
-    root = Path("/work/runs", sweep, "cells")
+    root = RUNS / sweep / "cells"
     for d in sorted(root.iterdir()) if root.is_dir() else []:
         r = json.loads((d / "result.json").read_text()) if (d / "result.json").is_file() else {}
         if r.get("status") != "ok":
@@ -23,7 +33,6 @@ ev = """eval:
   knn: {pool: avg, layers: 4}
   finetune: false
 """
-R = Path("/tmp/wt/results/recipe_search")
 (R / "final.yaml").write_text(f"""name: recipe_final
 description: >-
   The recipe search's winner on validation ({label}: the best validation probe of rounds 1 and 2) with 3 seeds,

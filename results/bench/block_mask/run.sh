@@ -3,8 +3,11 @@
 # cells of results/ablations_10m ran 0.37 s steps against random masking's 0.31 s at the same model).
 # 1. `maelab bench`: the default preset's training step with random and with block masking, same process.
 # 2. The sampler alone, CPU seconds per batch of 256, the old code (read from git at $OLD) against the new.
-# Run from the repository root on an idle machine; writes next to this script.
+# Run on an idle machine; writes next to this script (bench.md / bench.json, sampler.txt, machine.txt).
+# Environment: OLD (the commit of the old sampler, default 2fd3cbb), MAELAB and PYTHON (default the repository's
+# .venv when there is one, else maelab and python3 from PATH).
 set -euo pipefail
+cd "$(dirname "$0")/../../.."
 here=results/bench/block_mask
 OLD=${OLD:-2fd3cbb}
 maelab=${MAELAB:-$( [ -x .venv/bin/maelab ] && echo .venv/bin/maelab || echo maelab )}
@@ -12,7 +15,7 @@ py=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3
 { echo "date: $(date -u +%FT%TZ); commit: $(git rev-parse HEAD); old sampler from $OLD"
   echo "cpus: $(nproc), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'); load: $(cut -d' ' -f1-3 /proc/loadavg)"; } > $here/machine.txt
 "$maelab" bench --models fashion --batch-sizes 256 --variants mae block_mask --steps 10 --warmup 2 \
-  --output $here/bench 2>&1 | tee $here/bench.log
+  --output $here/bench
 tmp=$(mktemp -d); git show "$OLD:src/maelab/masking.py" > "$tmp/old_masking.py"
 "$py" - "$tmp/old_masking.py" <<'PY' 2>&1 | tee $here/sampler.txt
 import importlib.util, sys, time

@@ -1,1 +1,0 @@
-OMP_NUM_THREADS=1 PYTHONPATH=/tmp/exp/src /work/main/.venv/bin/python research/pt.py --output-dir research/runs/c_p7_e4 --no-tensorboard --vis-every 1000 --model fm_e192_d6_h3_p7 --epochs 4 --warmup-epochs 1

@@ -1,2 +1,0 @@
-OMP_NUM_THREADS=1 PYTHONPATH=/tmp/exp/src /work/main/.venv/bin/python research/pt.py --output-dir research/runs/l_p7_e28 --no-tensorboard --vis-every 1000 --model fm_e192_d6_h3_p7 --epochs 28 --warmup-epochs 3
-OMP_NUM_THREADS=1 PYTHONPATH=/tmp/exp/src /work/main/.venv/bin/python research/pt.py --resume research/runs/l_p7_e28 --model fm_e192_d6_h3_p7   # resumed 06:43 after an external SIGTERM at 06:38:57 (step 737)

@@ -1,1 +1,0 @@
-OMP_NUM_THREADS=1 PYTHONPATH=/tmp/exp/src /work/main/.venv/bin/python research/pt.py --output-dir research/runs/s_bs128 --no-tensorboard --vis-every 1000 --model mae_vit_fashion --epochs 1 --warmup-epochs 0.3 --batch-size 128
