@@ -172,6 +172,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=Path, help="also write the per-epoch rows here")
     parser.add_argument("--lookup", nargs="*", default=[], help="sweep directories that reused cells may come from")
     args = parser.parse_args(argv)
+    missing = [d for d in args.dirs if not Path(d.split("=", 1)[-1]).is_dir()]
+    if missing:
+        parser.error(f"not a directory (has the run finished?): {' '.join(missing)}")
     if args.kind == "runs":
         pairs = [(d.split("=", 1) if "=" in d else (Path(d).name, d)) for d in args.dirs]
         rows = [run_row(label, Path(d)) for label, d in pairs]

@@ -21,6 +21,8 @@ def cell(values: list[float]) -> str:
 print("| features | seeds | C | val top-1 | test top-1 |\n| --- | --- | --- | --- | --- |")
 for pool, layers in (("avg", 1), ("avg", 2), ("token", 4), ("avg", 4), ("avg", 5), ("avg", 6)):
     runs = [RUNS[name] for seed in (0, 1, 2) if (name := f"patch7-seed{seed}-{pool}-l{layers}") in RUNS]
+    if not runs:
+        continue
     name = f"{'mean patch token' if pool == 'avg' else 'cls token'}, last {layers} block{'s' * (layers > 1)}"
     print(f"| {name} | {len(runs)} | {', '.join(format(float(r['c']), 'g') for r in runs)} | "
           f"{cell([float(r['val_top1']) for r in runs])} | {cell([float(r['test_top1']) for r in runs])} |")
