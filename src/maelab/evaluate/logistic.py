@@ -24,7 +24,10 @@ logger = logging.getLogger(__name__)
 C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
 """Inverse L2 strengths tried on the validation split (scikit-learn's ``C``), strongest regularization first;
 the search stops at the first C whose validation accuracy is below the best so far (weaker regularization
-only costs more iterations from there, and validation accuracy falls off on both sides of its peak)."""
+only costs more iterations from there, and validation accuracy falls off on both sides of its peak). A best C
+at either end of the grid is not an optimum but the grid's edge: the search then goes on past it by factors of
+10, up to :data:`C_LIMITS`, until validation accuracy stops rising."""
+C_LIMITS = (1e-6, 1e6)
 MAX_ITER = 500
 # Stop once no gradient entry of the mean objective exceeds this: the predictions have settled long before
 # (the test against scikit-learn holds at this value); a tighter value only moves the loss's last digits.
@@ -119,27 +122,53 @@ class ProbeSolution:
 
 def solve_probe(
     train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor] | None, num_classes: int,
-    eps: float, c_grid: tuple[float, ...] = C_GRID, c: float | None = None,
+    eps: float, c_grid: tuple[float, ...] = C_GRID, c: float | None = None, stats_from: torch.Tensor | None = None,
 ) -> ProbeSolution:
     """Standardize on ``train``, fit the C of ``c_grid`` in order (or the given ``c``) and keep the best on ``val``.
 
     Without a validation split nothing can be chosen: ``c`` must be given (or C = 1, scikit-learn's default).
+    ``stats_from`` (N', D): standardize with these features' statistics instead, e.g. every training image's
+    when only a few carry labels (the statistics need no label, and a few images estimate them poorly).
     The statistics are taken in float64, the fits run in float32 on the features' device.
     """
     feats, labels = train[0], train[1]
-    stats = Standardizer.fit(feats.double(), eps)
+    stats = Standardizer.fit((feats if stats_from is None else stats_from).double(), eps)
     standardizer = Standardizer(stats.mean.float(), stats.var.float(), eps)
     z = standardizer(feats.float())
-    grid = (c,) if c is not None else (c_grid if val is not None else (1.0,))
+    grid = [c] if c is not None else (list(c_grid) if val is not None else [1.0])
     z_val = standardizer(val[0].float().to(z.device)) if val is not None else None
-    best: tuple[float, float, LinearFit] | None = None
-    search, previous = [], None
+    best = _search(z, labels, z_val, val[1] if val is not None else None, num_classes, grid, None)
+    if val is not None and c is None and best[1] == grid[-1] and best[1] * 10 <= C_LIMITS[1]:
+        # Still rising at the weak end of the grid: go on up from the best fit.
+        best = _search(z, labels, z_val, val[1], num_classes, _decades(best[1], 10), best)
+    if val is not None and c is None and best[1] == grid[0] and best[1] / 10 >= C_LIMITS[0]:
+        best = _search(z, labels, z_val, val[1], num_classes, _decades(best[1], 0.1), best)
+    search = sorted(best[3], key=lambda row: row["c"])
+    return ProbeSolution(standardizer, best[2], best[1], search)
+
+
+def _decades(start: float, factor: float) -> list[float]:
+    """``start * factor``, ``start * factor**2``, ... within :data:`C_LIMITS`."""
+    values, value = [], start * factor
+    while C_LIMITS[0] * (1 - 1e-9) <= value <= C_LIMITS[1] * (1 + 1e-9):
+        values.append(value)
+        value *= factor
+    return values
+
+
+def _search(z: torch.Tensor, labels: torch.Tensor, z_val: torch.Tensor | None, val_labels: torch.Tensor | None,
+            num_classes: int, grid: list[float], start: tuple | None) -> tuple[float, float, LinearFit, list[dict]]:
+    """Fit the C of ``grid`` in order, each warm-started from the previous, until validation accuracy falls below
+    the best so far: (best score, its C, its fit, every row tried). ``start``, an earlier search's result, is the
+    best so far and its rows come first."""
+    best = start[:3] if start is not None else None
+    search, previous = (list(start[3]) if start is not None else []), (start[2] if start is not None else None)
     for value in grid:
         fit = fit_logistic(z, labels, num_classes, value, init=previous)
         previous = fit
         row = dict(c=value, iterations=fit.iterations, loss=fit.loss, converged=fit.converged)
         if z_val is not None:
-            row["val_top1"] = accuracy(fit, z_val, val[1])
+            row["val_top1"] = accuracy(fit, z_val, val_labels)
         search.append(row)
         score = row.get("val_top1", -math.inf)
         logger.info("probe C=%g: %d L-BFGS iterations%s, loss %.4f%s", value, fit.iterations,
@@ -150,7 +179,7 @@ def solve_probe(
         if best is None or score > best[0]:
             best = (score, value, fit)
     assert best is not None
-    return ProbeSolution(standardizer, best[2], best[1], search)
+    return (*best, search)
 
 
 def load_into_head(solution: ProbeSolution, head: nn.Sequential) -> None:
