@@ -25,7 +25,7 @@ def numbers(row: dict) -> dict | None:
     return {"steps": value("steps"), "step_s": value("step_s"), "loss": value("pretrain_loss"),
             "probe_val": value("linprobe_val_top1"), "probe_test": value("linprobe_top1"),
             "knn_val": value("knn_val_top1"), "knn_test": value("knn_top1"),
-            "ft_val": value("finetune_val_top1"), "ft_test": value("finetune_top1")}
+            "ft_val": value("finetune_val_top1"), "ft_test": value("finetune_best_top1")}
 
 
 def show(values: list[float], digits: int = 2) -> str:
@@ -60,7 +60,7 @@ def table(sweep: str, rows: list[dict]) -> str:
     finetuned = any(r["ft_val"] is not None for runs in cells.values() for r in runs)
     head = ["cell", "seeds", "steps", "s per step", "final loss", "probe val", "probe val - default", "probe test",
             "kNN val", "kNN test"]
-    head += ["fine-tune val", "fine-tune test (last)"] if finetuned else []
+    head += ["fine-tune val", "fine-tune test (at the best val epoch)"] if finetuned else []
     lines = [f"### {sweep}", "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for name, runs in cells.items():
         col = lambda key, digits=2: show([r[key] for r in runs if r[key] is not None], digits)  # noqa: E731
