@@ -14,17 +14,18 @@ ROOT = Path(maelab.__file__).parent
 
 # Lower layers first; a module may import its own folder and any layer with a smaller number.
 LAYERS = {
-    "data": 0, "pos_embed": 0, "masking": 0,
-    "targets": 1,
-    "models": 2, "checkpoint": 2,
-    "interop": 3,
-    "train": 4,
-    "visualize": 5,
-    "evaluate": 6,
-    "pretrain": 7, "anomaly": 7,
-    "ablate": 8, "bench": 8, "demo": 8,
-    "cli": 9,
-    "__main__": 10, "__init__": 10,
+    "options": 0,
+    "data": 1, "pos_embed": 1, "masking": 1,
+    "targets": 2,
+    "models": 3, "checkpoint": 3,
+    "interop": 4,
+    "train": 5,
+    "visualize": 6,
+    "evaluate": 7,
+    "pretrain": 8, "finetune": 8, "anomaly": 8,
+    "ablate": 9, "bench": 9, "demo": 9,
+    "cli": 10,
+    "__main__": 11, "__init__": 11,
 }
 
 

@@ -13,15 +13,15 @@ from typing import Annotated
 import tyro
 
 from maelab.anomaly.config import AnomalyConfig
-from maelab.bench.runner import BenchConfig
+from maelab.bench.config import BenchConfig
 from maelab.data import BadFileOptions
-from maelab.evaluate.config import FinetuneConfig, KnnConfig, LinprobeConfig
-from maelab.evaluate.embed import EmbedConfig
+from maelab.evaluate.config import EmbedConfig, KnnConfig, LinprobeConfig
+from maelab.finetune.config import FinetuneConfig
 from maelab.interop.export import ExportConfig
 from maelab.pretrain.config import PretrainConfig
 from maelab.train.loop import TrainingDiverged
 from maelab.train.signals import TrainingInterrupted
-from maelab.visualize.reconstruct import ReconstructConfig
+from maelab.visualize.config import ReconstructConfig
 
 logger = logging.getLogger("maelab")
 
@@ -71,15 +71,16 @@ class Finetune:
     """Continue the run in this directory (its own config is used; --epochs may extend it)."""
 
     def run(self) -> None:
-        from maelab.evaluate.finetune import finetune
+        from maelab.finetune.command import finetune
 
         finetune(self.config, self.resume)
 
 
 @dataclass(frozen=True)
 class Linprobe:
-    """Linear probe (BatchNorm + linear head, LARS) on a frozen pre-trained encoder; baselines: --init none
-    (random-init encoder), --init pixels (raw pixels)."""
+    """Linear probe on a frozen encoder (maelab linprobe RUN): a logistic regression on standardized features
+    solved by L-BFGS, its L2 strength chosen on validation (--optimizer lars / sgd: the paper's trained head);
+    baselines: --init none (random-init encoder), --init pixels (raw pixels)."""
 
     config: Annotated[LinprobeConfig, tyro.conf.arg(name="")]
     resume: Path | None = None

@@ -21,6 +21,9 @@ from maelab.cli import main
 from maelab.data.folder import is_test_file
 from maelab.evaluate.embed import read_matrix
 
+# The cls token of the last block: embed's default before the validated features, anomaly's default still.
+CLS = ["--pool", "token", "--layers", "1"]
+
 
 def _rows(path):
     return list(csv.DictReader(io.StringIO(path.read_text())))
@@ -54,10 +57,11 @@ def test_one_class_protocol_on_a_labeled_dataset(pretrained_run, tmp_path):
     assert errors.shape == (32, 4, 4)
     recon = torch.tensor([float(r["recon_score"]) for r in rows])
     torch.testing.assert_close(recon, image_scores(errors.flatten(1), "top", 0.1), atol=1e-6, rtol=1e-6)
-    # The kNN score compares maelab embed's features with those of the training split's class-0 images.
+    # The kNN score compares maelab embed's features with those of the training split's class-0 images (at
+    # anomaly's default features, the cls token of the last block).
     train, test = tmp_path / "train.safetensors", tmp_path / "test.safetensors"
-    assert main(["embed", str(pretrained_run), "--split", "train", "-o", str(train)]) == 0
-    assert main(["embed", str(pretrained_run), "--split", "test", "-o", str(test)]) == 0
+    assert main(["embed", str(pretrained_run), *CLS, "--split", "train", "-o", str(train)]) == 0
+    assert main(["embed", str(pretrained_run), *CLS, "--split", "test", "-o", str(test)]) == 0
     normal = torch.tensor([r["label"] == "0" for r in _rows(train.with_suffix(".csv"))])
     expected = knn_distance(read_matrix(train)[normal], read_matrix(test), k=5)
     torch.testing.assert_close(torch.tensor([float(r["knn_score"]) for r in rows]), expected, atol=1e-5, rtol=1e-5)

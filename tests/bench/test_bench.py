@@ -10,9 +10,9 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from maelab.bench.config import BenchConfig
 from maelab.bench.flops import block_macs, encoder_flops, mae_flops
 from maelab.bench.loader import device_flip_normalize
-from maelab.bench.runner import BenchConfig
 from maelab.cli import main
 from maelab.models import MaskedAutoencoder, get_config
 

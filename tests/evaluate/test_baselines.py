@@ -15,6 +15,10 @@ from maelab.evaluate.features import frozen_features
 from maelab.models import create_model
 from maelab.models.classifier import PixelProbe
 
+# The cls token of the last block: the features' default before the validated one (avg over all blocks),
+# which this file's assertions were written for.
+CLS = ["--pool", "token", "--layers", "1"]
+
 SYNTH = ["--dataset", "synthetic", "--synthetic-size", "128"]
 FAST = ["--batch-size", "32", "--log-every", "2"]
 DATA = EvalDataOptions(dataset="synthetic", synthetic_size=128)
@@ -60,8 +64,8 @@ def test_pixel_features_are_flattened_normalized_images():
 @pytest.mark.parametrize("init", ["none", "pixels"])
 def test_linprobe_baselines_end_to_end(tmp_path, init):
     out = tmp_path / f"lp-{init}"
-    assert main(["linprobe", "--init", init, "--model", "debug", *SYNTH, *FAST, "--epochs", "2", "--optimizer", "lars",
-                 "--output-dir", str(out)]) == 0
+    assert main(["linprobe", *CLS, "--init", init, "--model", "debug", *SYNTH, *FAST, "--epochs", "2",
+                 "--optimizer", "lars", "--output-dir", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["init"] == init and metrics["source_checkpoint"] is None
     assert metrics["feature_dim"] == (32 if init == "none" else 1024) and len(metrics["epochs"]) == 2
@@ -82,7 +86,8 @@ def test_knn_on_pixels_beats_chance(tmp_path):
 
 def test_knn_random_encoder(tmp_path):
     out = tmp_path / "knn-none"
-    assert main(["knn", "--init", "none", "--model", "debug", "--seed", "1", *SYNTH, "--output-dir", str(out)]) == 0
+    assert main(["knn", *CLS, "--init", "none", "--model", "debug", "--seed", "1", *SYNTH,
+                 "--output-dir", str(out)]) == 0
     report = json.loads((out / "knn.json").read_text())
     assert report["init"] == "none" and report["model"] == "debug" and report["init_seed"] == 1
     assert 0 <= report["top1"] <= 100
@@ -99,7 +104,7 @@ def test_bad_baseline_options_exit_2(tmp_path, capsys):
 @pytest.mark.parametrize("init", ["none", "pixels"])
 def test_baseline_probe_stopped_after_an_epoch_resumes_exactly(tmp_path, init):
     """The random-encoder and pixel probes (a PixelProbe holds only its head) resume like any other run."""
-    argv = ["linprobe", "--init", init, "--model", "debug", *SYNTH, *FAST, "--epochs", "2", "--optimizer", "lars"]
+    argv = ["linprobe", *CLS, "--init", init, "--model", "debug", *SYNTH, *FAST, "--epochs", "2", "--optimizer", "lars"]
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     assert main([*argv, "--output-dir", str(straight)]) == 0
     assert main([*argv, "--stop-after", "1", "--output-dir", str(stopped)]) == 0

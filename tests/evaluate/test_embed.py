@@ -17,6 +17,10 @@ from maelab.data.images import load_image
 from maelab.evaluate.embed import read_matrix
 from maelab.visualize.reconstruct import load_mae
 
+# The cls token of the last block: the features' default before the validated one (avg over all blocks),
+# which this file's assertions were written for.
+CLS = ["--pool", "token", "--layers", "1"]
+
 
 def _index(path):
     return list(csv.DictReader(io.StringIO(path.with_suffix(".csv").read_text())))
@@ -46,9 +50,10 @@ def test_rows_are_the_encoders_features_in_index_order(pretrained_run, tmp_path)
     with torch.no_grad():
         tokens = model.forward_encoder(imgs, None)  # (B, 1 + L, D), every patch visible
     cases = {
-        "cls.safetensors": ([], tokens[:, 0]),
-        "avg.npy": (["--pool", "avg"], tokens[:, 1:].mean(1)),
-        "last2.safetensors": (["--layers", "2"], torch.cat([t[:, 0] for t in _last_blocks(model, imgs, 2)], 1)),
+        "cls.safetensors": (["--pool", "token", "--layers", "1"], tokens[:, 0]),
+        "avg.npy": (["--pool", "avg", "--layers", "1"], tokens[:, 1:].mean(1)),
+        "last2.safetensors": (["--pool", "token", "--layers", "2"],
+                              torch.cat([t[:, 0] for t in _last_blocks(model, imgs, 2)], 1)),
     }
     for name, (flags, expected) in cases.items():
         out = tmp_path / name
@@ -64,7 +69,7 @@ def test_rows_are_the_encoders_features_in_index_order(pretrained_run, tmp_path)
 
 def test_all_splits_train_then_test(pretrained_run, tmp_path):
     out = tmp_path / "all.safetensors"
-    assert main(["embed", str(pretrained_run), "-o", str(out), "--device", "cpu"]) == 0
+    assert main(["embed", str(pretrained_run), *CLS, "-o", str(out), "--device", "cpu"]) == 0
     rows = _index(out)
     assert [r["split"] for r in rows] == ["train"] * 128 + ["test"] * 32
     assert read_matrix(out).shape == (160, 32)
@@ -78,7 +83,7 @@ def broken_folder(photo_folder_with):
 
 def test_a_folder_with_broken_files_embeds_the_rest_and_names_the_broken(pretrained_run, broken_folder, tmp_path):
     out = tmp_path / "photos.safetensors"
-    assert main(["embed", str(pretrained_run), "--dataset", "folder", "--data", str(broken_folder),
+    assert main(["embed", str(pretrained_run), *CLS, "--dataset", "folder", "--data", str(broken_folder),
                  "--max-bad-fraction", "0.5", "--batch-size", "3", "-o", str(out)]) == 0
     rows = _index(out)
     good = sorted(p for p in broken_folder.rglob("*.png") if p.stat().st_size > 100)
@@ -99,7 +104,7 @@ def test_a_folder_with_broken_files_embeds_the_rest_and_names_the_broken(pretrai
 
 def test_too_many_broken_files_exit_2_and_write_nothing(pretrained_run, broken_folder, tmp_path, capsys):
     out = tmp_path / "strict.safetensors"
-    assert main(["embed", str(pretrained_run), "--dataset", "folder", "--data", str(broken_folder),
+    assert main(["embed", str(pretrained_run), *CLS, "--dataset", "folder", "--data", str(broken_folder),
                  "-o", str(out)]) == 2
     assert "--max-bad-fraction" in capsys.readouterr().err
     assert not list(tmp_path.glob("strict*"))

@@ -9,6 +9,10 @@ import torch
 from maelab.cli import main
 from maelab.evaluate.knn import knn_evaluate, knn_scores, pca_whitener
 
+# The cls token of the last block: the features' default before the validated one (avg over all blocks),
+# which this file's assertions were written for.
+CLS = ["--pool", "token", "--layers", "1"]
+
 
 def test_knn_separates_gaussian_clusters_perfectly():
     g = torch.Generator().manual_seed(0)
@@ -40,7 +44,7 @@ def test_knn_scores_match_the_formula():
 
 def test_knn_command(pretrained_run, tmp_path):
     out = tmp_path / "knn"
-    assert main(["knn", "--checkpoint", str(pretrained_run), "--k", "5", "--output-dir", str(out)]) == 0
+    assert main(["knn", *CLS, "--checkpoint", str(pretrained_run), "--k", "5", "--output-dir", str(out)]) == 0
     report = json.loads((out / "knn.json").read_text())
     assert report["k"] == 5 and 0 <= report["top1"] <= 100 and report["test_images"] == 32
     assert sum(map(sum, report["confusion_matrix"])) == 32
@@ -97,8 +101,8 @@ def test_whitening_stops_a_loud_nuisance_direction_from_deciding_the_neighbours(
 
 def test_knn_command_whitens_and_refuses_too_many_components(pretrained_run, tmp_path):
     out = tmp_path / "knn-white"
-    assert main(["knn", "--checkpoint", str(pretrained_run), "--whiten", "8", "--output-dir", str(out)]) == 0
+    assert main(["knn", *CLS, "--checkpoint", str(pretrained_run), "--whiten", "8", "--output-dir", str(out)]) == 0
     assert json.loads((out / "knn.json").read_text())["whiten"] == 8
-    assert main(["knn", "--checkpoint", str(pretrained_run), "--whiten", "100000",
+    assert main(["knn", *CLS, "--checkpoint", str(pretrained_run), "--whiten", "100000",
                  "--output-dir", str(tmp_path / "too-many")]) == 2
     assert not (tmp_path / "too-many").exists()

@@ -12,7 +12,12 @@ from maelab.cli import main
 from maelab.evaluate.config import LARS_LR, LinprobeConfig, ProbeOptimConfig
 from maelab.evaluate.linprobe import build_probe_optimizer
 from maelab.evaluate.source import load_pretrained
+from maelab.models import get_config
 from maelab.train.config import OptimConfig
+
+# The cls token of the last block: the features' default before the validated one (avg over all blocks),
+# which this file's assertions were written for.
+CLS = ["--pool", "token", "--layers", "1"]
 
 FAST = ["--batch-size", "32", "--log-every", "2"]
 
@@ -29,7 +34,7 @@ def _assert_encoder_untouched(pretrained_run, run):
 @pytest.mark.parametrize("extra", [[], ["--augment", "--pool", "avg"]], ids=["cached", "augment-avg"])
 def test_linprobe_end_to_end_leaves_encoder_bit_identical(pretrained_run, tmp_path, extra):
     out = tmp_path / "lp"
-    assert main(["linprobe", "--checkpoint", str(pretrained_run), *FAST, "--epochs", "2", "--optimizer", "lars",
+    assert main(["linprobe", *CLS, "--checkpoint", str(pretrained_run), *FAST, "--epochs", "2", "--optimizer", "lars",
                  "--val-fraction", "0", "--output-dir", str(out),
                  *extra]) == 0
     for name in ("config.json", "log.jsonl", "metrics.json", "confusion.png",
@@ -48,7 +53,7 @@ def test_linprobe_end_to_end_leaves_encoder_bit_identical(pretrained_run, tmp_pa
 
 def test_linprobe_learns_on_cached_features(pretrained_run, tmp_path):
     out = tmp_path / "lp-sgd"
-    assert main(["linprobe", "--checkpoint", str(pretrained_run), *FAST, "--epochs", "15", "--optimizer", "sgd",
+    assert main(["linprobe", *CLS, "--checkpoint", str(pretrained_run), *FAST, "--epochs", "15", "--optimizer", "sgd",
                  "--blr", "2", "--warmup-epochs", "0", "--output-dir", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["best"]["top1"] > 50  # chance is 25%
@@ -103,3 +108,21 @@ def test_lars_probe_converges_at_small_batch_where_the_linear_scaling_rule_does_
     assert config["optim"]["lr"] == LARS_LR  # written out, so a resume keeps it
     assert abs(lars - solved) <= 1.5, (lars, solved)
     assert paper < solved - 20, (paper, solved)
+
+
+def test_linprobe_run_with_no_options_probes_the_validated_features(pretrained_run, tmp_path):
+    """``maelab linprobe RUN``: the run directory as the positional argument, and by default the mean patch
+    token of every block (results/probe_features chose it on validation), whatever the encoder's depth."""
+    out = tmp_path / "lp"
+    assert main(["linprobe", str(pretrained_run), "--output-dir", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    depth = get_config("debug").depth
+    assert metrics["pool"] == "avg" and metrics["layers"] == depth
+    assert metrics["feature_dim"] == depth * get_config("debug").embed_dim
+    assert metrics["source_checkpoint"] == str(pretrained_run)
+    assert json.loads((out / "config.json").read_text())["checkpoint"] == str(pretrained_run)
+
+
+def test_linprobe_refuses_two_different_runs(pretrained_run, tmp_path):
+    assert main(["linprobe", str(pretrained_run), "--checkpoint", str(tmp_path / "other"),
+                 "--output-dir", str(tmp_path / "lp")]) == 2

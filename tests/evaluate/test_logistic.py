@@ -17,6 +17,10 @@ from maelab.evaluate.data import val_indices
 from maelab.evaluate.logistic import C_GRID, Standardizer, accuracy, fit_logistic, load_into_head, solve_probe
 from maelab.models.classifier import PROBE_BN_EPS, bn_linear_head
 
+# The cls token of the last block: the features' default before the validated one (avg over all blocks),
+# which this file's assertions were written for.
+CLS = ["--pool", "token", "--layers", "1"]
+
 
 @pytest.fixture(scope="module")
 def digits():
@@ -97,14 +101,14 @@ def test_validation_split_is_fixed_disjoint_and_sized():
 
 def test_linprobe_and_knn_report_val_and_test_and_choose_on_val(pretrained_run, tmp_path):
     probe, knn = tmp_path / "lp", tmp_path / "knn"
-    assert main(["linprobe", "--checkpoint", str(pretrained_run), "--output-dir", str(probe)]) == 0
+    assert main(["linprobe", *CLS, "--checkpoint", str(pretrained_run), "--output-dir", str(probe)]) == 0
     metrics = json.loads((probe / "metrics.json").read_text())
     assert metrics["selected_on"] == "val" and metrics["optimizer"] == "lbfgs"
     assert metrics["c"] == max(metrics["c_search"], key=lambda r: r["val_top1"])["c"]
     assert {"val_top1", "top1"} <= metrics["best"].keys()
     assert metrics["val_images"] == 13 and metrics["train_images"] == 115  # 10% of 128 synthetic images held out
     assert (probe / "checkpoint-last.safetensors").is_file() and (probe / "checkpoint-best.safetensors").is_file()
-    assert main(["knn", "--checkpoint", str(pretrained_run), "--output-dir", str(knn)]) == 0
+    assert main(["knn", *CLS, "--checkpoint", str(pretrained_run), "--output-dir", str(knn)]) == 0
     record = json.loads((knn / "knn.json").read_text())
     assert record["val_images"] == 13 and record["train_images"] == 115 and "val_top1" in record
 
@@ -129,7 +133,8 @@ def test_last_blocks_probe_concatenates_normed_block_outputs(pretrained_run, tmp
     assert feats.shape == (3, 64)
     assert torch.allclose(feats[:, 32:], last, atol=1e-6) and torch.allclose(feats[:, :32], first, atol=1e-6)
     out = tmp_path / "lp"
-    assert main(["linprobe", "--checkpoint", str(pretrained_run), "--layers", "2", "--output-dir", str(out)]) == 0
+    assert main(["linprobe", "--pool", "token", "--checkpoint", str(pretrained_run), "--layers", "2",
+                 "--output-dir", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["feature_dim"] == 64 and metrics["layers"] == 2
     assert main(["export", str(out), "--to", "timm"]) == 2  # a timm ViT cannot express it: refused, not wrong

@@ -11,6 +11,10 @@ from maelab.checkpoint import load_checkpoint
 from maelab.cli import main
 from maelab.interop import load_source
 
+# The cls token of the last block: the features' default before the validated one (avg over all blocks),
+# which this file's assertions were written for.
+CLS = ["--pool", "token", "--layers", "1"]
+
 DATA = ["--dataset", "synthetic", "--synthetic-size", "64", "--batch-size", "16", "--log-every", "2"]
 
 
@@ -22,7 +26,7 @@ def _encoder_in(run_dir):
 @pytest.mark.parametrize("kind", ["encoder", "full"])
 def test_linprobe_on_an_official_release_keeps_its_encoder(official_files, tmp_path, kind):
     out = tmp_path / "lp"
-    assert main(["linprobe", "--checkpoint", str(official_files[kind]), *DATA, "--epochs", "1",
+    assert main(["linprobe", *CLS, "--checkpoint", str(official_files[kind]), *DATA, "--epochs", "1",
                  "--output-dir", str(out)]) == 0
     expected = load_source(official_files[kind]).encoder_weights()
     got = _encoder_in(out)
@@ -47,7 +51,7 @@ def test_knn_on_a_hugging_face_directory(official_files, tmp_path):
     hf_dir = tmp_path / "hf"
     assert main(["export", str(official_files["full"]), "--to", "hf", "-o", str(hf_dir)]) == 0
     out = tmp_path / "knn"
-    assert main(["knn", "--checkpoint", str(hf_dir), *DATA[:4], "--output-dir", str(out)]) == 0
+    assert main(["knn", *CLS, "--checkpoint", str(hf_dir), *DATA[:4], "--output-dir", str(out)]) == 0
     assert 0 <= json.loads((out / "knn.json").read_text())["top1"] <= 100
 
 
@@ -64,8 +68,8 @@ def test_a_damaged_release_is_refused_before_training(official_files, tmp_path, 
 
 def test_init_none_takes_an_official_release_architecture_only(official_files, tmp_path):
     out = tmp_path / "lp"
-    assert main(["linprobe", "--init", "none", "--checkpoint", str(official_files["full"]), *DATA, "--epochs", "1",
-                 "--output-dir", str(out)]) == 0
+    assert main(["linprobe", *CLS, "--init", "none", "--checkpoint", str(official_files["full"]), *DATA,
+                 "--epochs", "1", "--output-dir", str(out)]) == 0
     release = load_source(official_files["full"]).encoder_weights()
     got = _encoder_in(out)
     assert got["blocks.0.attn.qkv.weight"].shape == release["blocks.0.attn.qkv.weight"].shape

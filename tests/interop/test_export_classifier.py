@@ -14,13 +14,17 @@ from maelab.cli import main
 from maelab.evaluate.classifier import load_classifier
 from maelab.interop.export import fold_bn_linear
 
+# The cls token of the last block: the features' default before the validated one (avg over all blocks),
+# which this file's assertions were written for.
+CLS = ["--pool", "token", "--layers", "1"]
+
 DATA = ["--dataset", "synthetic", "--synthetic-size", "64", "--batch-size", "16", "--log-every", "2", "--epochs", "1"]
 
 
 @pytest.mark.parametrize("command", ["finetune", "linprobe"])
 def test_classifier_exports_with_its_trained_head(maelab_checkpoint, tmp_path, command):
     run = tmp_path / command
-    extra = ["--warmup-epochs", "0"] if command == "finetune" else []
+    extra = ["--warmup-epochs", "0"] if command == "finetune" else CLS
     assert main([command, "--checkpoint", str(maelab_checkpoint), *DATA, *extra, "--output-dir", str(run)]) == 0
     out = tmp_path / "clf-timm.safetensors"
     assert main(["export", str(run), "--to", "timm", "-o", str(out)]) == 0
@@ -53,7 +57,7 @@ def test_bn_fold_equals_batchnorm_then_linear():
 
 def test_classifier_export_refuses_other_formats(maelab_checkpoint, tmp_path, capsys):
     run = tmp_path / "lp"
-    assert main(["linprobe", "--checkpoint", str(maelab_checkpoint), *DATA, "--output-dir", str(run)]) == 0
+    assert main(["linprobe", *CLS, "--checkpoint", str(maelab_checkpoint), *DATA, "--output-dir", str(run)]) == 0
     capsys.readouterr()
     assert main(["export", str(run), "--to", "onnx", "-o", str(tmp_path / "x.onnx")]) == 2
     assert "exports --to timm" in capsys.readouterr().err

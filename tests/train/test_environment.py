@@ -50,6 +50,6 @@ def test_explicit_devices(monkeypatch):
 
 def test_reconstruct_and_demo_default_to_auto():
     from maelab.cli import Demo
-    from maelab.visualize.reconstruct import ReconstructConfig
+    from maelab.visualize.config import ReconstructConfig
 
     assert Demo.device == "auto" and ReconstructConfig.__dataclass_fields__["device"].default == "auto"

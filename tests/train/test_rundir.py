@@ -61,7 +61,7 @@ def test_success_and_disabled_keep_everything(tmp_path):
 
 def test_finetune_that_fails_at_its_first_step_leaves_nothing_and_runs_again(tmp_path, monkeypatch):
     """finetune (and linprobe) share pretrain's run setup: a failed start does not block the same command."""
-    import maelab.evaluate.finetune as finetune
+    import maelab.finetune.command as finetune
     from maelab.cli import main
 
     def broken(*args, **kwargs):

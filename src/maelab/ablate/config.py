@@ -38,7 +38,8 @@ from typing import Any
 
 import yaml
 
-from maelab.evaluate.config import FinetuneConfig, KnnConfig, LinprobeConfig
+from maelab.evaluate.config import KnnConfig, LinprobeConfig
+from maelab.finetune.config import FinetuneConfig
 from maelab.pretrain.config import PretrainConfig, with_default_schedule
 from maelab.train.config import from_jsonable, to_jsonable
 

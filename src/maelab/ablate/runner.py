@@ -41,7 +41,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from maelab.ablate.config import STAGES, Cell, Sweep, load_sweep, resolve_sweep_path
-from maelab.evaluate.config import FinetuneConfig, KnnConfig, LinprobeConfig
+from maelab.evaluate.config import KnnConfig, LinprobeConfig
+from maelab.finetune.config import FinetuneConfig
 from maelab.pretrain.config import PretrainConfig
 from maelab.train.config import from_jsonable, to_jsonable
 from maelab.train.rundir import read_json, write_json
@@ -263,7 +264,7 @@ def _classifier(stage: str):
         if stage == "linprobe":
             from maelab.evaluate.linprobe import linprobe as fn
         else:
-            from maelab.evaluate.finetune import finetune as fn
+            from maelab.finetune.command import finetune as fn
         cfg = dataclasses.replace(getattr(cell, stage), checkpoint=cell_dir / "pretrain", output_dir=cell_dir / stage)
         metrics = read_json(fn(cfg) / "metrics.json")
         # "best" is the epoch with the best validation top-1 (the last one without a validation split).

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
-from tqdm.auto import tqdm
 
 from maelab.anomaly.config import AnomalyConfig
 from maelab.anomaly.data import Images, normal_images, normal_label, only_class, scored_images
@@ -27,21 +25,18 @@ from maelab.anomaly.scoring import complementary_masks, image_scores, knn_score,
 from maelab.checkpoint import atomic_write
 from maelab.data import DataConfig, DatasetInfo, eval_transform
 from maelab.evaluate.classifier import classifier_config
-from maelab.evaluate.data import eval_loader
-from maelab.evaluate.embed import embed_images
-from maelab.evaluate.features import frozen_features_fn
+from maelab.evaluate.embed import ImageOutputs, apply_to_sets, embed_images
+from maelab.evaluate.features import ImageFn, frozen_features_fn
 from maelab.evaluate.image_index import (
     INDEX_COLUMNS,
     ImageSet,
     class_names,
     csv_bytes,
     image_sets,
-    index_rows,
-    readable,
-    skipped,
 )
 from maelab.evaluate.source import Pretrained, load_encoder
 from maelab.models.classifier import build_vit
+from maelab.options import resolved_layers
 from maelab.train.config import to_jsonable
 from maelab.train.environment import resolve_device
 from maelab.train.rundir import new_run_dir, write_json
@@ -68,24 +63,6 @@ def mirror_averaged(encode: Callable[[torch.Tensor], torch.Tensor]) -> Callable[
     return lambda imgs: (encode(imgs) + encode(imgs.flip(-1))) / 2  # (B, D)
 
 
-@torch.no_grad()
-def score_images(model: nn.Module, encode: Callable | None, images: ImageSet, masks: torch.Tensor,
-                 batch_size: int, device: torch.device, num_workers: int = 0,
-                 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """Patch errors (N, L), embeddings (N, D) (None without ``encode``) and labels (N,) of every row, in order."""
-    errors, feats, labels = [], [], []
-    loader = eval_loader(images.dataset, batch_size, device, num_workers)
-    for imgs, target in tqdm(loader, desc=f"anomaly {images.split}", leave=False, dynamic_ncols=True, disable=None):
-        imgs = imgs.to(device, non_blocking=True)
-        errors.append(patch_errors(model, imgs, masks).cpu())
-        if encode is not None:
-            feats.append(encode(imgs).float().cpu())
-        labels.append(torch.as_tensor(target))
-    if not errors:
-        raise ValueError("there are no images to score; check --data / --split")
-    return torch.cat(errors), torch.cat(feats) if encode is not None else None, torch.cat(labels).long()
-
-
 def knn_bank(cfg: AnomalyConfig, normal: Images, scored: Images, label: int | None, info: DatasetInfo,
              transform: Callable[[torch.Tensor], torch.Tensor]) -> list[ImageSet]:
     """The normal images the kNN score compares with; with a known normal ``label`` on the very data being scored
@@ -101,38 +78,14 @@ def knn_bank(cfg: AnomalyConfig, normal: Images, scored: Images, label: int | No
     return sets
 
 
-@dataclass(frozen=True)
-class Scored:
-    """Every readable image's scores, in the order of ``rows``."""
-
-    rows: list[dict]
-    """Index records (:func:`maelab.evaluate.image_index.index_rows`)."""
-    patch: torch.Tensor
-    """(N, L) patch errors."""
-    labels: torch.Tensor
-    """(N,) labels, -1 when unlabeled."""
-    features: torch.Tensor | None
-    """(N, D) embeddings for the kNN score (None without it)."""
-    where: list[tuple[ImageSet, int]]
-    """Each row's dataset and index in it (to draw the image again)."""
-    skipped: tuple[str, ...]
-
-
-def score_sets(model: nn.Module, encode: Callable | None, sets: list[ImageSet], masks: torch.Tensor,
-               batch_size: int, device: torch.device, num_workers: int = 0) -> Scored:
-    """:func:`score_images` over ``sets``, rows of unreadable files dropped."""
-    errors, feats, labels, rows, where, bad = [], [], [], [], [], []
-    for images in sets:
-        split_errors, split_feats, split_labels = score_images(model, encode, images, masks, batch_size, device,
-                                                               num_workers)
-        keep = readable(images.dataset)  # (N,) after the read: unreadable files are marked
-        errors.append(split_errors[keep])  # (N_readable, L)
-        feats += [split_feats[keep]] if split_feats is not None else []  # (N_readable, D)
-        labels.append(split_labels[keep])  # (N_readable,)
-        rows += index_rows(images, keep, split_labels, first_row=len(rows))
-        where += [(images, i) for i in keep.nonzero().flatten().tolist()]
-        bad += skipped(images.dataset)
-    return Scored(rows, torch.cat(errors), torch.cat(labels), torch.cat(feats) if feats else None, where, tuple(bad))
+def score_sets(model: nn.Module, encode: ImageFn | None, sets: list[ImageSet], masks: torch.Tensor,
+               batch_size: int, device: torch.device, num_workers: int = 0) -> ImageOutputs:
+    """Every readable image's patch errors ("errors", (N, L)) and, with ``encode``, its embedding ("features",
+    (N, D)) in one pass over ``sets`` (:func:`maelab.evaluate.embed.apply_to_sets`)."""
+    fns = {"errors": lambda imgs: patch_errors(model, imgs, masks)}
+    if encode is not None:
+        fns["features"] = encode
+    return apply_to_sets(fns, sets, batch_size, device, num_workers, desc="anomaly")
 
 
 def run_anomaly(cfg: AnomalyConfig) -> Path:
@@ -149,18 +102,20 @@ def run_anomaly(cfg: AnomalyConfig) -> Path:
     names = class_names(sets[0].dataset)
     normal = normal_label(names, cfg.normal_class)
     normal_set = normal_images(cfg, saved, scored) if cfg.knn else None
-    encode = embedding_fn(model, scored.data, cfg.pool, cfg.layers, device, source, cfg.mirror) if normal_set else None
+    layers = resolved_layers(cfg.layers, model.config.depth)
+    encode = embedding_fn(model, scored.data, cfg.pool, layers, device, source, cfg.mirror) if normal_set else None
     masks = complementary_masks(model.config.num_patches, cfg.masks, torch.Generator().manual_seed(cfg.seed))
 
     result = score_sets(model, encode, sets, masks, cfg.batch_size, device, scored.data.num_workers)
-    scores = {"recon": image_scores(result.patch, cfg.score, cfg.top_fraction)}  # (N,) each
+    patch = result.outputs["errors"]  # (N, L)
+    scores = {"recon": image_scores(patch, cfg.score, cfg.top_fraction)}  # (N,) each
     bad, knn = list(result.skipped), None
     if encode is not None:
         bank = embed_images(encode, knn_bank(cfg, normal_set, scored, normal, info, transform), cfg.batch_size,
                             device, scored.data.num_workers)
-        scores["knn"] = knn_score(bank.features, result.features, cfg.k, cfg.whiten, cfg.distance)
+        scores["knn"] = knn_score(bank.features, result.outputs["features"], cfg.k, cfg.whiten, cfg.distance)
         bad += bank.skipped
-        knn = dict(k=cfg.k, distance=cfg.distance, pool=cfg.pool, layers=cfg.layers, whiten=cfg.whiten,
+        knn = dict(k=cfg.k, distance=cfg.distance, pool=cfg.pool, layers=layers, whiten=cfg.whiten,
                    mirror=cfg.mirror, normal_images=len(bank.rows), data=to_jsonable(normal_set.data),
                    split=normal_set.split)
     anomalous = (result.labels != normal) if normal is not None else None  # (N,)
@@ -177,7 +132,7 @@ def run_anomaly(cfg: AnomalyConfig) -> Path:
                  **{f"{name}_score": float(value[r]) for name, value in scores.items()})
             for r, row in enumerate(result.rows)]
     atomic_write(run_dir / "scores.csv", lambda f: f.write(csv_bytes(rows, SCORE_COLUMNS)))
-    grid = result.patch.view(-1, *model.config.grid_size)  # (N, h, w)
+    grid = patch.view(-1, *model.config.grid_size)  # (N, h, w)
     maps = safetensors_bytes({"errors": grid.contiguous()}, metadata={"rows": "as in scores.csv"})
     atomic_write(run_dir / "patch_errors.safetensors", lambda f: f.write(maps))
     worst = scores["recon"].argsort(descending=True)[:cfg.num_maps].tolist()

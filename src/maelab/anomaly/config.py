@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -10,10 +10,11 @@ import tyro
 
 from maelab.data.config import BadFileOptions, DatasetName
 from maelab.evaluate.image_index import ImageSplit
+from maelab.options import FeatureOptions, Pool, RuntimeOptions, WhitenOptions
 
 
 @dataclass(frozen=True)
-class AnomalyConfig(BadFileOptions):
+class AnomalyConfig(BadFileOptions, RuntimeOptions, FeatureOptions, WhitenOptions):
     """Anomaly scores from a MAE pre-trained on normal images only: reconstruction error and kNN distance."""
 
     run: tyro.conf.Positional[Path]
@@ -49,15 +50,16 @@ class AnomalyConfig(BadFileOptions):
     distance: Literal["cosine", "euclidean"] = "cosine"
     """kNN score's distance: "cosine" (1 - cosine similarity, blind to an embedding's length) or "euclidean"
     (with --whiten, the Mahalanobis distance under the normal embeddings' covariance)."""
-    pool: Literal["token", "avg"] = "token"
-    """kNN score's embedding: the cls token after the final norm, or the mean of the patch tokens (as maelab embed)."""
-    layers: int = 1
-    """kNN score's embedding: concatenate the last k blocks' outputs (as maelab embed)."""
-    whiten: int | None = None
-    """kNN score: first project every embedding on the normal images' top N principal components, each scaled to
-    unit variance (as maelab knn --whiten), so that a few high-variance directions shared by all images do not
-    drown the ones where anomalies differ; at most min(embedding size, normal images - 1). Default: off. Whitening
-    centres the embeddings: pair it with --distance euclidean, which also sees how far out an image lies."""
+    # The probe's default features (avg over all blocks, chosen for classification) are not the anomaly
+    # score's: its committed results (results/anomaly_oneclass) were made at these, and their own choice on
+    # the training split kept the cls token, so anomaly keeps its defaults.
+    pool: Pool = field(default="token", kw_only=True)
+    """kNN score's embedding: the cls token after the final norm, or the mean of the patch tokens (as maelab embed).
+    Default: the cls token, anomaly's own (results/anomaly_oneclass, where the options chosen on the training
+    split also pool the cls token), not the probe's avg chosen for classification."""
+    layers: int | None = field(default=1, kw_only=True)
+    """kNN score's embedding: concatenate the last k blocks' outputs (as maelab embed; unset: all blocks).
+    Default 1, anomaly's own (results/anomaly_oneclass; its choice on the training split: 2)."""
     mirror: bool = False
     """kNN score: embed every image (scored and normal) and its left-right mirror image, and use the mean of the
     two embeddings (test-time augmentation: the score no longer depends on which way an object faces). For images
@@ -69,11 +71,8 @@ class AnomalyConfig(BadFileOptions):
     synthetic_size: int | None = None
     """Synthetic train images (default: the run's)."""
     download: bool = True
-    batch_size: int = 64
-    num_workers: int = 0
-    device: str = "auto"
-    """"auto" (CUDA, else Apple's MPS, else the CPU), "cpu", "cuda", "cuda:N" or "mps"; everything runs in
-    float32."""
+    batch_size: int = field(default=64, kw_only=True)
+    """Images per forward pass; each is reconstructed --masks times, so a smaller batch than embed's."""
     output_dir: Path | None = None
     """Where the scores and pictures go; default runs/anomaly-<run>-<time>. Never overwritten."""
 
@@ -83,11 +82,8 @@ class AnomalyConfig(BadFileOptions):
             raise ValueError(f"--masks must be at least 2 (each pass hides all but one group); got {self.masks}")
         if not 0 < self.top_fraction <= 1:
             raise ValueError(f"--top-fraction must be in (0, 1], e.g. 0.1; got {self.top_fraction}")
-        for name in ("k", "layers", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1; got {getattr(self, name)}")
-        if self.whiten is not None and self.whiten < 1:
-            raise ValueError(f"--whiten is a number of principal components (at least 1); got {self.whiten}")
+        if self.k < 1:
+            raise ValueError(f"--k must be at least 1; got {self.k}")
         if self.num_maps < 0:
             raise ValueError(f"--num-maps must be >= 0; got {self.num_maps}")
         if self.normal_class is not None and self.normal_class < 0:

@@ -13,6 +13,8 @@ from typing import Annotated, Literal, get_args
 
 import tyro
 
+from maelab.options import OptionGroup
+
 DatasetName = Literal["fashion_mnist", "folder", "cifar10", "digits", "synthetic", "shards"]
 Split = Literal["train", "test"]
 Augment = Literal["none", "fixed_crop", "random_resized_crop", "crop_jitter"]
@@ -29,7 +31,7 @@ MAX_BAD_FRACTION_HELP = (
 
 
 @dataclass(frozen=True, kw_only=True)
-class BadFileOptions:
+class BadFileOptions(OptionGroup):
     """How many unreadable image files a command tolerates: the one definition of ``--max-bad-fraction``.
 
     Every command that reads images takes these options by inheriting them (pretrain through
@@ -48,6 +50,7 @@ class BadFileOptions:
                 f"--max-bad-fraction must be in [0, 1] (0 stops at the first unreadable image, 1 never stops); "
                 f"got {value!r}"
             )
+        super().__post_init__()
 
 
 @dataclass(frozen=True)

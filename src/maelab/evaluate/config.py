@@ -1,7 +1,9 @@
-"""Typed, frozen configuration of the evaluation commands: finetune, linprobe, knn.
+"""Typed, frozen configuration of the frozen-encoder evaluations: linprobe, knn, embed; and the evaluation
+commands' data options (:class:`EvalDataOptions`, finetune's too), declared here once.
 
-Recipe defaults follow the paper's appendix (see the README of each field); schedule
-lengths are sized for a CPU rather than the paper's 100/90 epochs on ImageNet.
+Recipe defaults follow the paper's appendix (see the help of each field); schedule lengths are sized for a
+CPU rather than the paper's 90 epochs on ImageNet. The features read by default are the ones chosen on the
+validation split (:class:`maelab.options.FeatureOptions`).
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ from typing import Annotated, Literal
 import tyro
 
 from maelab.data.config import BadFileOptions, DatasetName
+from maelab.evaluate.image_index import ImageSplit
 from maelab.models.registry import DEFAULT_MODEL, preset_help
-from maelab.train.budget import BudgetPlan, check_time_budget
+from maelab.options import BatchOptions, FeatureOptions, LoaderOptions, OptionGroup, RuntimeOptions, WhitenOptions
 from maelab.train.config import LoopConfig, OptimConfig
 
-FINETUNE_EPOCHS = 10
 LINPROBE_EPOCHS = 90
 PROBE_BLR = 0.1
 """--optimizer sgd's default base learning rate (the paper's probe blr), scaled by batch / 256."""
@@ -53,8 +55,11 @@ class ProbeOptimConfig(OptimConfig):
 
 
 @dataclass(frozen=True)
-class EvalDataOptions(BadFileOptions):
-    """Which labeled data to evaluate on; unset options come from the pre-training checkpoint."""
+class EvalDataOptions(BadFileOptions, LoaderOptions):
+    """Which labeled data to evaluate on; unset options come from the pre-training checkpoint.
+
+    The one declaration of the evaluation commands' data options: finetune, linprobe and knn (and the sweeps
+    of ablate, which run them) take it whole, so an option added here is added to all of them."""
 
     dataset: DatasetName | None = None
     """Dataset (default: the one the checkpoint was pre-trained on)."""
@@ -67,7 +72,6 @@ class EvalDataOptions(BadFileOptions):
     """Must equal the checkpoint's input channels; the data is converted to them anyway."""
     synthetic_size: int | None = None
     """Synthetic train images (default: the checkpoint's)."""
-    num_workers: int = 0
     train_subset: int | None = None
     """Use a fixed random subset of this many training images (default: all but the validation split);
     the validation and test splits stay whole."""
@@ -88,80 +92,15 @@ class EvalDataOptions(BadFileOptions):
             raise ValueError(f"--val-size must be >= 0 (0: no validation split); got {self.val_size}")
 
 
-@dataclass(frozen=True)
-class FinetuneConfig:
-    """End-to-end fine-tuning (or partial fine-tuning, or training from scratch) of the encoder."""
-
-    checkpoint: Path | None = None
-    """A maelab pre-training checkpoint (.safetensors) or run directory, an official MAE .pth
-    (mae_pretrain_vit_base.pth, ..._full.pth, mae_visualize_*.pth) or a Hugging Face ViT-MAE / ViT
-    directory; optional with --init none."""
-    init: Literal["pretrained", "none"] = "pretrained"
-    """"none" trains the same ViT from random init (the supervised-from-scratch baseline)."""
-    model: Annotated[str, tyro.conf.arg(help=preset_help(
-        "Preset giving the architecture when --init none is used without --checkpoint."))] = DEFAULT_MODEL
-    data: EvalDataOptions = field(default_factory=EvalDataOptions)
-    optim: OptimConfig = field(
-        default_factory=lambda: OptimConfig(blr=1e-3, min_lr=1e-6, weight_decay=0.05, beta2=0.999, warmup_epochs=1.0)
-    )
-    loop: LoopConfig = field(default_factory=LoopConfig)
-    layer_decay: float = 0.75
-    """Layer-wise lr decay: block i gets decay^(depth + 1 - (i + 1)); 1 turns it off."""
-    drop_path: float = 0.1
-    mixup: float = 0.8
-    """Mixup alpha (0 turns it off)."""
-    cutmix: float = 1.0
-    """CutMix alpha (0 turns it off)."""
-    smoothing: float = 0.1
-    """Label smoothing."""
-    rand_augment: str = "rand-m9-mstd0.5-inc1"
-    """timm RandAugment spec (the paper's RandAug(9, 0.5)); "" turns it off."""
-    reprob: float = 0.25
-    """Random erasing probability."""
-    crop_scale: float = 0.08
-    """Smallest area fraction of the random resized crop (the paper's 0.08, timm's default; the crop covers this to
-    all of the image). 1 keeps the whole image (then only the flip and RandAugment change it)."""
-    tune_blocks: float | None = None
-    """Partial fine-tuning: train only the last k blocks (+ final norm + head); 0 = frozen encoder;
-    a trailing .5 adds the MLP half of one more block (0.5 = norm2 + mlp of the last block)."""
-    time_budget: str | None = None
-    """Fine-tune for this long, e.g. 30m or 1h, instead of --epochs (as pretrain --time-budget): a few optimizer
-    steps on a copy of the classifier time the step, an epoch's validation and test evaluation and a checkpoint
-    on this machine, and the run gets the most steps (--steps) whose schedule completes within the budget.
-    config.json records the plan; --resume replays it."""
-    plan: Annotated[BudgetPlan | None, tyro.conf.Suppress] = None
-    """How --time-budget planned the schedule (written to config.json, never given)."""
-    output_dir: Path | None = None
-    """Run directory; default runs/finetune-<model>-<time>. Never overwritten."""
-    fsdp: bool = False
-    """Shard the classifier across the torchrun processes (FSDP2 ``fully_shard``, one unit per block) instead
-    of replicating it (DDP); for models too large for one device. Checkpoints stay full, so they load back on
-    any number of processes. Belongs to one invocation: a resume may turn it on or off."""
-
-    def __post_init__(self) -> None:
-        if not 0 < self.layer_decay <= 1:
-            raise ValueError(f"--layer-decay must be in (0, 1]; got {self.layer_decay}")
-        for name in ("drop_path", "smoothing", "reprob"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1); got {getattr(self, name)}")
-        if not 0 < self.crop_scale <= 1:
-            raise ValueError(f"--crop-scale is the crop's smallest area fraction, in (0, 1]; got {self.crop_scale}")
-        if self.mixup < 0 or self.cutmix < 0:
-            raise ValueError("--mixup and --cutmix are Beta-distribution alphas: use 0 (off) or a positive value")
-        if self.tune_blocks is not None and (self.tune_blocks < 0 or (2 * self.tune_blocks) % 1):
-            raise ValueError(
-                f"--tune-blocks must be a whole or half number >= 0 (e.g. 0, 0.5, 1, 2); got {self.tune_blocks}"
-            )
-        check_time_budget(self.time_budget, self.plan, self.loop, self.fsdp)
-
-
 Init = Literal["pretrained", "none", "pixels"]
 
 
 @dataclass(frozen=True)
-class FeatureSource:
+class FeatureSource(OptionGroup):
     """Where frozen features come from (shared by linprobe and knn)."""
 
+    run: Annotated[tyro.conf.Positional[Path | None], tyro.conf.arg(metavar="RUN")] = None
+    """The pre-training run directory or checkpoint, as --checkpoint (give one of the two)."""
     checkpoint: Path | None = None
     """A maelab pre-training checkpoint (.safetensors) or run directory, an official MAE .pth or a
     Hugging Face ViT-MAE / ViT directory; optional with --init none/pixels."""
@@ -172,16 +111,20 @@ class FeatureSource:
     model: Annotated[str, tyro.conf.arg(help=preset_help(
         "Preset giving the architecture when --init none is used without --checkpoint."))] = DEFAULT_MODEL
 
+    def __post_init__(self) -> None:
+        # The positional RUN is another spelling of --checkpoint: written as it, so config.json and every
+        # use of the config see one field.
+        if self.run is not None:
+            if self.checkpoint is not None and Path(self.checkpoint) != Path(self.run):
+                raise ValueError(f"give the run once: {self.run} and --checkpoint {self.checkpoint} differ")
+            object.__setattr__(self, "checkpoint", self.run)
+            object.__setattr__(self, "run", None)
+        super().__post_init__()
+
 
 @dataclass(frozen=True)
-class LinprobeConfig(FeatureSource):
+class LinprobeConfig(FeatureSource, FeatureOptions):
     """Linear probing: a BatchNorm + linear head on the frozen encoder's features."""
-
-    pool: Literal["token", "avg"] = "token"
-    """Features: the cls token after the final norm (the paper), or the mean of the patch tokens."""
-    layers: int = 1
-    """Concatenate the last k blocks' outputs (each through the final norm, pooled by --pool): masked image
-    modeling leaves useful features in intermediate blocks."""
     augment: bool = False
     """Random resized crop + flip, running the frozen encoder every step (default: cached features;
     not with --init pixels)."""
@@ -220,6 +163,7 @@ class LinprobeConfig(FeatureSource):
         return dataclasses.replace(self, optim=dataclasses.replace(self.optim, blr=PROBE_BLR))
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not 0 <= self.momentum < 1:
             raise ValueError(f"--momentum must be in [0, 1); got {self.momentum}")
         if self.init == "pixels" and self.augment:
@@ -237,35 +181,54 @@ class LinprobeConfig(FeatureSource):
 
 
 @dataclass(frozen=True)
-class KnnConfig(FeatureSource):
+class KnnConfig(FeatureSource, FeatureOptions, WhitenOptions, BatchOptions):
     """Weighted k-nearest-neighbour classification on frozen features (Wu et al. 2018)."""
 
     seed: int = 0
     """Seed of the random encoder (--init none)."""
     k: int = 20
     temperature: float = 0.07
-    pool: Literal["token", "avg"] = "token"
-    layers: int = 1
-    """Concatenate the last k blocks' outputs (each through the final norm, pooled by --pool)."""
-    whiten: int | None = None
-    """PCA-whiten the features to this many components (fit on the training bank) before the cosine similarity;
-    default: off, as in the paper / DINO protocol. On Fashion-MNIST it lifted kNN by several points for MAE
-    features and raw pixels alike (results/knn_whitening/)."""
     data: EvalDataOptions = field(default_factory=EvalDataOptions)
-    batch_size: int = 256
-    device: str = "auto"
     output_dir: Path | None = None
     """Run directory; default runs/knn-<model>-<time>. Never overwritten."""
     tensorboard: bool = True
     """Also write the result into TensorBoard event files in the run directory (when tensorboard is installed)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.k < 1:
             raise ValueError(f"--k must be at least 1; got {self.k}")
         if self.temperature <= 0:
             raise ValueError(f"--temperature must be positive; got {self.temperature}")
-        if self.whiten is not None and self.whiten < 1:
-            raise ValueError(f"--whiten must be a positive number of components (or unset); got {self.whiten}")
-        if self.batch_size < 1:
-            raise ValueError(f"--batch-size must be at least 1; got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class EmbedConfig(BadFileOptions, RuntimeOptions, FeatureOptions):
+    """Per-image features of a frozen encoder, every patch visible: one matrix plus an index of the images."""
+
+    source: tyro.conf.Positional[Path]
+    """A maelab pre-training run directory or checkpoint, an official MAE .pth or a Hugging Face ViT-MAE / ViT
+    directory."""
+    output: Annotated[Path, tyro.conf.arg(aliases=("-o",))] = Path("embeddings.safetensors")
+    """The (images, features) float32 matrix: safetensors (key "embeddings"), or NumPy when the name ends in .npy.
+    Beside it: <stem>.csv (row, split, index, path, label, class of each row) and <stem>.json (what the
+    features are, and the unreadable files skipped)."""
+    dataset: DatasetName | None = None
+    """Dataset (default: the one the source was pre-trained on)."""
+    data: Path | None = None
+    """Directory holding the data (default: the source's, when the dataset is the same)."""
+    split: ImageSplit = "all"
+    """Which images: "all" (a built-in dataset's train then test split; every image file under a folder),
+    "train" or "test"."""
+    img_size: int | None = None
+    """Embed at this resolution; the position embedding is resampled (default: the source's)."""
+    synthetic_size: int | None = None
+    """Synthetic train images (default: the source's)."""
+    download: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if Path(self.output).suffix in (".csv", ".json"):
+            raise ValueError(f"-o {self.output}: the index and the summary are written as <stem>.csv and "
+                             "<stem>.json beside the matrix; name the matrix .safetensors or .npy")
 

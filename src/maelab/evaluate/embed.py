@@ -14,27 +14,22 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
 
 import numpy as np
 import torch
-import tyro
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from maelab.checkpoint import atomic_write
 from maelab.data import eval_transform
-from maelab.data.config import BadFileOptions, DatasetName
-from maelab.evaluate.config import EvalDataOptions
+from maelab.evaluate.config import EmbedConfig, EvalDataOptions
 from maelab.evaluate.embed_ranks import embed_on_ranks
-from maelab.evaluate.features import extract_features, frozen_features
+from maelab.evaluate.features import ImageFn, apply_to_images, frozen_features
 from maelab.evaluate.image_index import (
     INDEX_COLUMNS,
     ImageSet,
-    ImageSplit,
     csv_bytes,
     image_sets,
     index_rows,
@@ -49,47 +44,39 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class EmbedConfig(BadFileOptions):
-    """Per-image features of a frozen encoder, every patch visible: one matrix plus an index of the images."""
+class ImageOutputs:
+    """Per-image outputs of the readable images of one or more splits, in the order of ``rows``."""
 
-    source: tyro.conf.Positional[Path]
-    """A maelab pre-training run directory or checkpoint, an official MAE .pth or a Hugging Face ViT-MAE / ViT
-    directory."""
-    output: Annotated[Path, tyro.conf.arg(aliases=("-o",))] = Path("embeddings.safetensors")
-    """The (images, features) float32 matrix: safetensors (key "embeddings"), or NumPy when the name ends in .npy.
-    Beside it: <stem>.csv (row, split, index, path, label, class of each row) and <stem>.json (what the
-    features are, and the unreadable files skipped)."""
-    dataset: DatasetName | None = None
-    """Dataset (default: the one the source was pre-trained on)."""
-    data: Path | None = None
-    """Directory holding the data (default: the source's, when the dataset is the same)."""
-    split: ImageSplit = "all"
-    """Which images: "all" (a built-in dataset's train then test split; every image file under a folder),
-    "train" or "test"."""
-    pool: Literal["token", "avg"] = "token"
-    """Features: the cls token after the final norm, or the mean of the patch tokens (as linprobe and knn)."""
-    layers: int = 1
-    """Concatenate the last k blocks' outputs (each through the final norm, pooled by --pool)."""
-    img_size: int | None = None
-    """Embed at this resolution; the position embedding is resampled (default: the source's)."""
-    synthetic_size: int | None = None
-    """Synthetic train images (default: the source's)."""
-    download: bool = True
-    batch_size: int = 256
-    num_workers: int = 0
-    device: str = "auto"
-    """"auto" (CUDA, else Apple's MPS, else the CPU), "cpu", "cuda", "cuda:N" or "mps"; features are computed
-    in float32."""
+    outputs: dict[str, torch.Tensor]
+    """(N, ...) float32 on the CPU per output name."""
+    labels: torch.Tensor
+    """(N,) labels, -1 when unlabeled."""
+    rows: list[dict]
+    """One index record per row (:func:`maelab.evaluate.image_index.index_rows`)."""
+    where: list[tuple[ImageSet, int]]
+    """Each row's split and index in it (to read the image again)."""
+    skipped: tuple[str, ...]
+    """Unreadable files, left out of the rows."""
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.batch_size < 1:
-            raise ValueError(f"--batch-size must be at least 1; got {self.batch_size}")
-        if self.layers < 1:
-            raise ValueError(f"--layers must be at least 1; got {self.layers}")
-        if Path(self.output).suffix in (".csv", ".json"):
-            raise ValueError(f"-o {self.output}: the index and the summary are written as <stem>.csv and "
-                             "<stem>.json beside the matrix; name the matrix .safetensors or .npy")
+
+def apply_to_sets(fns: dict[str, ImageFn], sets: list[ImageSet], batch_size: int, device: torch.device,
+                  num_workers: int = 0, desc: str = "embed") -> ImageOutputs:
+    """:func:`~maelab.evaluate.features.apply_to_images` over every split of ``sets`` in order (a progress bar
+    per split), the rows of unreadable files dropped: the loop of ``maelab embed`` and ``maelab anomaly``."""
+    outputs: dict[str, list[torch.Tensor]] = {name: [] for name in fns}
+    labels, rows, where, bad = [], [], [], []
+    for images in sets:
+        split_outputs, split_labels = apply_to_images(fns, images.dataset, batch_size, device,
+                                                      f"{desc} {images.split}", num_workers)
+        keep = readable(images.dataset)  # (N,) after the read: the files it could not decode are marked
+        for name, value in split_outputs.items():
+            outputs[name].append(value[keep])  # (N_readable, ...)
+        labels.append(split_labels[keep])  # (N_readable,)
+        rows += index_rows(images, keep, split_labels, first_row=len(rows))
+        where += [(images, i) for i in keep.nonzero().flatten().tolist()]
+        bad += skipped(images.dataset)
+    return ImageOutputs({name: torch.cat(parts) for name, parts in outputs.items()}, torch.cat(labels), rows, where,
+                        tuple(dict.fromkeys(bad)))
 
 
 @dataclass(frozen=True)
@@ -104,20 +91,11 @@ class Embedded:
     """Unreadable files, left out of the rows."""
 
 
-def embed_images(
-    encode: Callable[[torch.Tensor], torch.Tensor], sets: list[ImageSet], batch_size: int, device: torch.device,
-    num_workers: int = 0,
-) -> Embedded:
-    """``encode`` every image of ``sets`` in order (a progress bar per split); rows of unreadable files dropped."""
-    feats, rows, bad = [], [], []
-    for images in sets:
-        split_feats, labels = extract_features(encode, images.dataset, batch_size, device, f"embed {images.split}",
-                                               num_workers)
-        keep = readable(images.dataset)  # (N,) after the read: the files it could not decode are marked
-        feats.append(split_feats[keep])  # (N_readable, D)
-        rows += index_rows(images, keep, labels, first_row=len(rows))
-        bad += skipped(images.dataset)
-    return Embedded(torch.cat(feats), rows, tuple(dict.fromkeys(bad)))
+def embed_images(encode: ImageFn, sets: list[ImageSet], batch_size: int, device: torch.device,
+                 num_workers: int = 0) -> Embedded:
+    """``encode`` every image of ``sets`` in order (:func:`apply_to_sets`)."""
+    done = apply_to_sets({"features": encode}, sets, batch_size, device, num_workers)
+    return Embedded(done.outputs["features"], done.rows, done.skipped)
 
 
 def sidecars(output: Path) -> tuple[Path, Path]:
@@ -164,7 +142,7 @@ def run_embed(cfg: EmbedConfig) -> Path:
     index_path, summary_path = sidecars(cfg.output)
     summary = dict(
         matrix=Path(cfg.output).name, index=index_path.name, rows=len(embedded.rows), dim=frozen.dim,
-        pool=cfg.pool, layers=cfg.layers, split=cfg.split, **frozen.provenance, data=to_jsonable(frozen.data),
+        pool=cfg.pool, layers=frozen.layers, split=cfg.split, **frozen.provenance, data=to_jsonable(frozen.data),
         mean=list(frozen.info.mean), std=list(frozen.info.std), class_names=list(frozen.info.class_names),
         skipped_files=len(embedded.skipped), skipped_file_names=list(embedded.skipped),
     )
@@ -179,6 +157,6 @@ def run_embed(cfg: EmbedConfig) -> Path:
         logger.warning("%d unreadable image files skipped (listed in %s; first: %s)", len(embedded.skipped),
                        summary_path, ", ".join(embedded.skipped[:5]))
     logger.info("wrote %s: %d images x %d features (%s pool, %d block(s)) in %.1f s on %d process(es); index %s",
-                cfg.output, len(embedded.rows), frozen.dim, cfg.pool, cfg.layers, time.perf_counter() - start,
+                cfg.output, len(embedded.rows), frozen.dim, cfg.pool, frozen.layers, time.perf_counter() - start,
                 state.world_size, index_path)
     return Path(cfg.output)

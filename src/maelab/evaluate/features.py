@@ -25,24 +25,44 @@ from maelab.evaluate.config import EvalDataOptions
 from maelab.evaluate.data import eval_loader, labeled_info, resolve_data
 from maelab.evaluate.source import encoder_source, load_encoder, random_encoder
 from maelab.models.classifier import LastBlocksViT, PixelProbe, build_vit
+from maelab.options import resolved_layers
 
 logger = logging.getLogger(__name__)
 
 
+ImageFn = Callable[[torch.Tensor], torch.Tensor]
+"""(B, C, H, W) images on the device -> (B, ...) per-image outputs (features, patch errors)."""
+
+
 @torch.no_grad()
-def extract_features(
-    features: Callable[[torch.Tensor], torch.Tensor], dataset: Dataset, batch_size: int, device: torch.device,
-    desc: str = "features", num_workers: int = 0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features (N, D) float32 on CPU and labels (N,) of a whole dataset, in order."""
-    feats, labels = [], []
+def apply_to_images(
+    fns: dict[str, ImageFn], dataset: Dataset, batch_size: int, device: torch.device, desc: str = "features",
+    num_workers: int = 0,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """The one pass of frozen models over a dataset: each of ``fns`` on every batch, in order.
+
+    Returns ({name: (N, ...) float32 on the CPU}, labels (N,)); every batch is read once, whatever the number
+    of ``fns`` (embed, knn and linprobe take features, anomaly patch errors and features together)."""
+    outputs: dict[str, list[torch.Tensor]] = {name: [] for name in fns}
+    labels = []
     loader = eval_loader(dataset, batch_size, device, num_workers)
     for imgs, target in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, disable=None):
-        feats.append(features(imgs.to(device, non_blocking=True)).float().cpu())
+        imgs = imgs.to(device, non_blocking=True)
+        for name, fn in fns.items():
+            outputs[name].append(fn(imgs).float().cpu())
         labels.append(torch.as_tensor(target))
-    if not feats:
+    if not labels:
         raise ValueError(f"{desc}: the dataset is empty; check the dataset options")
-    return torch.cat(feats), torch.cat(labels).long()
+    return {name: torch.cat(parts) for name, parts in outputs.items()}, torch.cat(labels).long()
+
+
+def extract_features(
+    features: ImageFn, dataset: Dataset, batch_size: int, device: torch.device, desc: str = "features",
+    num_workers: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features (N, D) float32 on CPU and labels (N,) of a whole dataset, in order."""
+    outputs, labels = apply_to_images({"features": features}, dataset, batch_size, device, desc, num_workers)
+    return outputs["features"], labels
 
 
 def vit_features(model: VisionTransformer) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -71,11 +91,13 @@ class FrozenFeatures:
     name: str
     """Run-name stem: the checkpoint's model name, "<model>-random" or "pixels"."""
     provenance: dict[str, Any]
+    layers: int
+    """How many of the last blocks the features concatenate (``--layers`` resolved; 1 for pixels)."""
 
 
 def frozen_features(
     init: str, checkpoint: Path | None, model: str, opts: EvalDataOptions, pool: str, head: str, seed: int,
-    device: torch.device, command: str, layers: int = 1, labeled: bool = True,
+    device: torch.device, command: str, layers: int | None = 1, labeled: bool = True,
 ) -> FrozenFeatures:
     """The one path from ``--init`` to features, shared by linprobe and knn.
 
@@ -84,10 +106,13 @@ def frozen_features(
     the data's native size (or ``--img-size``) flattened. ``head`` ("bn_linear" or "none") is
     left as built (callers initialize it); the global RNG is seeded with ``seed`` before it is.
     ``labeled`` False accepts unlabeled data (``maelab embed``, ``maelab anomaly``): no classes needed.
+    ``layers`` None reads every block of the encoder (:func:`maelab.options.resolved_layers`).
     """
-    if init == "pixels" and layers > 1:
+    if init == "pixels" and layers is not None and layers > 1:
         raise ValueError("--init pixels has no encoder blocks to take --layers from; drop --layers")
     source = encoder_source(init, checkpoint, model, command)
+    # Pixels are read as one "block", the image itself.
+    layers = 1 if init == "pixels" else resolved_layers(layers, source.config.depth)
     data = resolve_data(opts, source.saved_data, source.config, fixed_channels=source.fixed_channels)
     info = labeled_info(data) if labeled else dataset_info(data)
     torch.manual_seed(seed)
@@ -111,4 +136,5 @@ def frozen_features(
     net.requires_grad_(False)
     net.head.requires_grad_(True)
     net.to(device).eval()
-    return FrozenFeatures(net, cfg, frozen_features_fn(net), int(net.num_features), data, info, name, provenance)
+    return FrozenFeatures(net, cfg, frozen_features_fn(net), int(net.num_features), data, info, name, provenance,
+                          layers)

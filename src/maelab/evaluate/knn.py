@@ -144,7 +144,7 @@ def run_knn(cfg: KnnConfig) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "config.json", to_jsonable(cfg))
     record = dict(event="knn", top1=result.top1, top5=result.top5, k=cfg.k, temperature=cfg.temperature,
-                  train_images=len(train_set), test_images=len(splits["test"]), pool=cfg.pool, layers=cfg.layers,
+                  train_images=len(train_set), test_images=len(splits["test"]), pool=cfg.pool, layers=frozen.layers,
                   init=cfg.init, whiten=cfg.whiten,
                   feature_dim=frozen.dim, **skipped_files_report(*splits.values()))
     if "val" in results:

@@ -104,7 +104,7 @@ def linprobe(cfg: LinprobeConfig, resume: Path | None = None) -> Path:
         frozen, train_images, splits, cfg.loop.batch_size, env)
     data = train_loader(train_set, cfg.loop.batch_size, cfg.loop.seed, env,
                         frozen.data.num_workers if cfg.augment else 0)
-    extra = dict(command="linprobe", **frozen.provenance, pool=cfg.pool, layers=cfg.layers, augment=cfg.augment,
+    extra = dict(command="linprobe", **frozen.provenance, pool=cfg.pool, layers=frozen.layers, augment=cfg.augment,
                  optimizer=cfg.optimizer, feature_dim=frozen.dim)
     run = ClassifierRun(
         run_dir, frozen.model, evaluate_fns, partial(classifier_meta, frozen.model_config, frozen.info, frozen.data,
@@ -135,7 +135,7 @@ def solved_probe(cfg: LinprobeConfig) -> Path:
     solution = solve_probe(feats["train"], feats.get("val"), frozen.info.num_classes, PROBE_BN_EPS, c=cfg.c)
     head = frozen.model.head
     load_into_head(solution, head)
-    extra = dict(command="linprobe", **frozen.provenance, pool=cfg.pool, layers=cfg.layers, augment=False,
+    extra = dict(command="linprobe", **frozen.provenance, pool=cfg.pool, layers=frozen.layers, augment=False,
                  optimizer="lbfgs", feature_dim=frozen.dim, c=solution.c, c_search=solution.search,
                  train_images=len(train_images), val_images=len(splits["val"]) if splits["val"] is not None else 0)
     meta = partial(classifier_meta, frozen.model_config, frozen.info, frozen.data, extra=extra)

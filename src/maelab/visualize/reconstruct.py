@@ -3,47 +3,23 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
 
 import torch
-import tyro
 
 from maelab.data import DataConfig, DatasetInfo, build_dataset, eval_transform
 from maelab.data.builders import first_items
-from maelab.data.config import BadFileOptions, DatasetName
+from maelab.data.config import BadFileOptions
 from maelab.data.folder import skipped_files_report
 from maelab.data.images import DECODE_ERRORS, load_image
 from maelab.interop.load import load_source
 from maelab.masking import num_visible
 from maelab.models import MaskedAutoencoder
 from maelab.train.environment import resolve_device
+from maelab.visualize.config import ReconstructConfig
 from maelab.visualize.figures import Reconstruction, reconstruct, save_reconstruction_grid
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ReconstructConfig(BadFileOptions):
-    """Show original, masked input and reconstruction for a few images."""
-
-    checkpoint: tyro.conf.Positional[Path]
-    """A maelab pre-training checkpoint (.safetensors) or run directory, an official MAE .pth, or an HF directory."""
-    images: tyro.conf.Positional[tuple[Path, ...]] = ()
-    """Image files to reconstruct; default: the first test images of the checkpoint's dataset."""
-    dataset: DatasetName | None = None
-    """Dataset to draw images from (default: the one the checkpoint was trained on)."""
-    data: Path | None = None
-    num_images: int = 8
-    mask_ratio: float = 0.75
-    mask_strategy: Literal["random", "block", "grid"] = "random"
-    seed: int = 0
-    output: Annotated[Path, tyro.conf.arg(aliases=("-o",))] = Path("reconstruction.png")
-    device: str = "auto"
-    """"auto" (CUDA, else Apple's MPS, else the CPU), "cpu", "cuda", "cuda:N" or "mps"."""
-    target: Literal["pixel", "norm_pixel"] | None = None
-    """What an official .pth predicts, when its name (mae_visualize_* / *_full) does not say."""
 
 
 def load_mae(

@@ -12,10 +12,10 @@ from maelab.checkpoint import load_checkpoint, read_meta, save_checkpoint
 from maelab.cli import main
 from maelab.data import DataConfig
 from maelab.evaluate.classifier import classifier_config, load_classifier
-from maelab.evaluate.config import FinetuneConfig
 from maelab.evaluate.features import vit_features
-from maelab.evaluate.finetune import build_optimizer, freeze_for_partial_tuning
 from maelab.evaluate.source import load_encoder, load_pretrained
+from maelab.finetune.command import build_optimizer, freeze_for_partial_tuning
+from maelab.finetune.config import FinetuneConfig
 from maelab.models import get_config
 from maelab.models.classifier import FrozenInEval, build_vit
 from maelab.pos_embed import adapt_pos_embed, sincos_2d
@@ -204,7 +204,7 @@ def test_bad_options_exit_2_before_writing(pretrained_run, tmp_path, extra):
 def test_rand_augment_at_full_magnitude_works_with_current_pillow():
     """timm's Posterize at magnitude 10 asks for 0 bits, which Pillow >= 13 rejects; ours caps below 10."""
     from maelab.data import DataConfig, build_dataset, dataset_info
-    from maelab.evaluate.finetune import finetune_transform
+    from maelab.finetune.command import finetune_transform
 
     cfg = DataConfig(dataset="synthetic", synthetic_size=16)
     transform = finetune_transform(dataset_info(cfg), "rand-n15-m10-mstd0-inc1", 0.0)
@@ -216,7 +216,7 @@ def test_rand_augment_at_full_magnitude_works_with_current_pillow():
 def test_crop_scale_one_keeps_the_whole_image_and_the_default_crops():
     """--crop-scale 1 without RandAugment and erasing leaves each image whole (or mirrored); 0.08 crops it."""
     from maelab.data import DataConfig, build_dataset, dataset_info, eval_transform
-    from maelab.evaluate.finetune import finetune_transform
+    from maelab.finetune.command import finetune_transform
 
     cfg = DataConfig(dataset="synthetic", synthetic_size=8)
     info = dataset_info(cfg)

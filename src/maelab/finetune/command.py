@@ -32,10 +32,10 @@ from torchvision.transforms import v2
 from maelab.checkpoint import CheckpointMeta, save_checkpoint
 from maelab.data import DatasetInfo, MatchChannels, build_dataset, eval_transform
 from maelab.evaluate.classifier import classifier_config, classifier_meta
-from maelab.evaluate.config import FINETUNE_EPOCHS, FinetuneConfig
 from maelab.evaluate.data import labeled_info, resolve_data, split_train
 from maelab.evaluate.metrics import BEST, ClassifierRun, evaluators
 from maelab.evaluate.source import EncoderSource, encoder_source, load_encoder
+from maelab.finetune.config import FINETUNE_EPOCHS, FinetuneConfig
 from maelab.models.classifier import FrozenInEval, build_vit, init_head
 from maelab.train.budget import EpochWork, log_budget_end, plan_budget
 from maelab.train.distributed import agree
