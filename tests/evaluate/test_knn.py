@@ -7,7 +7,10 @@ import json
 import torch
 
 from maelab.cli import main
-from maelab.evaluate.knn import knn_evaluate, knn_scores, pca_whitener
+from maelab.data import DataConfig, dataset_info
+from maelab.evaluate.config import EvalDataOptions
+from maelab.evaluate.data import val_indices
+from maelab.evaluate.knn import KnnMonitor, knn_evaluate, knn_scores, pca_whitener
 
 # The cls token of the last block: the features' default before the validated one (avg over all blocks),
 # which this file's assertions were written for.
@@ -106,3 +109,14 @@ def test_knn_command_whitens_and_refuses_too_many_components(pretrained_run, tmp
     assert main(["knn", *CLS, "--checkpoint", str(pretrained_run), "--whiten", "100000",
                  "--output-dir", str(tmp_path / "too-many")]) == 2
     assert not (tmp_path / "too-many").exists()
+
+
+def test_knn_monitor_queries_the_validation_split_held_out_of_the_training_images():
+    """pretrain --knn-every looks at held-out training images (as the evaluation commands' --val-fraction),
+    never at the test split."""
+    data = DataConfig(dataset="synthetic", synthetic_size=128, img_size=16, channels=3)
+    monitor = KnnMonitor(data, dataset_info(data), torch.device("cpu"), 32)
+    bank, held = val_indices(128, EvalDataOptions())
+    assert monitor.split == "validation" and len(held) == 13
+    assert sorted(monitor.queries.indices) == held and sorted(monitor.train.indices) == bank
+    assert set(monitor.queries.indices).isdisjoint(monitor.train.indices)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import timm
@@ -146,3 +147,22 @@ def test_negative_head_classes_is_refused_before_reading(tmp_path, capsys):
     missing = tmp_path / "never-read.safetensors"
     assert main(["export", str(missing), "--to", "timm", "--head-classes", "-3"]) == 2
     assert "--head-classes must be 0" in capsys.readouterr().err
+
+
+@torch.no_grad()
+def test_timm_export_without_the_extension_gets_it_and_loads(maelab_checkpoint, tmp_path, caplog):
+    """timm picks its reader by the file's extension: ``-o model`` writes model.safetensors, the file timm's
+    create_model call in the log names."""
+    with caplog.at_level(logging.INFO, logger="maelab.interop.export"):
+        assert main(["export", str(maelab_checkpoint), "--to", "timm", "-o", str(tmp_path / "model")]) == 0
+    out = tmp_path / "model.safetensors"
+    assert out.is_file() and not (tmp_path / "model").exists()
+    assert any(f"file={str(out)!r}" in r.getMessage() for r in caplog.records)
+    with safe_open(str(out), "pt") as handle:
+        meta = handle.metadata()
+    vit = timm.create_model(meta["timm_architecture"], pretrained=True, pretrained_cfg_overlay=dict(file=str(out)),
+                            **json.loads(meta["timm_kwargs"])).eval()
+    imported = load_source(maelab_checkpoint)
+    x = _x(imported.config)
+    torch.testing.assert_close(vit.forward_features(x), imported.build(require_decoder=False).forward_encoder(x, None),
+                               atol=ATOL, rtol=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import pytest
@@ -9,9 +10,10 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from maelab.cli import main
+from maelab.train import tensorboard as mirror_module
 from maelab.train.optim import total_grad_norm
 from maelab.train.rundir import JsonlLog
-from maelab.train.tensorboard import scalars
+from maelab.train.tensorboard import TensorBoardMirror, scalars
 
 RUN = ["pretrain", "--model", "debug", "--dataset", "synthetic", "--synthetic-size", "64",
        "--batch-size", "16", "--epochs", "2", "--log-every", "1"]
@@ -91,3 +93,16 @@ def test_resumed_run_still_matches_jsonl_log(tmp_path):
     logged = [(e.step, e.value) for e in acc.Scalars("step/loss")]
     assert [s for s, _ in logged] == [s for s, _ in losses]
     assert all(math.isclose(a, b, rel_tol=1e-6) for (_, a), (_, b) in zip(logged, losses))
+
+
+def test_a_missing_tensorboard_is_reported_once_per_process(tmp_path, monkeypatch, caplog):
+    """A --time-budget run opens a throw-away log before its own: the note is not repeated."""
+    real = mirror_module.importlib.util.find_spec
+    monkeypatch.setattr(mirror_module.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    mirror_module._say_not_installed.cache_clear()
+    with caplog.at_level(logging.INFO, logger="maelab.train.tensorboard"):
+        assert TensorBoardMirror.open(tmp_path / "a", True) is None
+        assert TensorBoardMirror.open(tmp_path / "b", True) is None
+    assert sum("tensorboard is not installed" in r.message for r in caplog.records) == 1
+    mirror_module._say_not_installed.cache_clear()

@@ -2,7 +2,8 @@
 
 Each test feature votes with its k most cosine-similar train features; a neighbour of class c
 adds exp(similarity / T) to class c's score. ``maelab knn`` runs it once on a checkpoint;
-:class:`KnnMonitor` runs it on a fixed subset during pre-training (``--knn-every``).
+:class:`KnnMonitor` runs it on fixed subsets of the training images and of the validation split held out of
+them during pre-training (``--knn-every``).
 ``--init none`` / ``--init pixels`` give the random-encoder and raw-pixel baselines. ``--whiten n``
 first projects every feature on the bank's top n principal components, each scaled to unit variance.
 """
@@ -16,10 +17,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import IterableDataset
 
 from maelab.data import DataConfig, DatasetInfo, build_dataset, eval_transform
 from maelab.data.folder import skipped_files_report, skipped_files_summary
-from maelab.evaluate.config import KnnConfig
+from maelab.evaluate.config import EvalDataOptions, KnnConfig
 from maelab.evaluate.data import fixed_subset, split_train
 from maelab.evaluate.features import extract_features, frozen_features
 from maelab.evaluate.metrics import EvalResult, result_from_scores, save_confusion_matrix
@@ -32,7 +34,7 @@ from maelab.train.rundir import new_run_dir, open_log, write_json
 logger = logging.getLogger(__name__)
 
 MONITOR_TRAIN_IMAGES = 5000
-MONITOR_TEST_IMAGES = 2000
+MONITOR_QUERY_IMAGES = 2000
 _CHUNK = 1024  # test features per similarity matrix: bounds memory at 1024 x N_train floats
 
 
@@ -93,14 +95,25 @@ def knn_evaluate(
 
 
 class KnnMonitor:
-    """kNN accuracy of a pre-training MAE's cls token on up to 5000 train / 2000 test images."""
+    """kNN accuracy of a pre-training MAE's cls token on the validation split: up to 5000 training images as the
+    bank, up to 2000 of the images held out of the training split (the evaluation commands' validation split,
+    --val-fraction 0.1) as queries. The test split is left for the reports, as everywhere else."""
 
     def __init__(self, data: DataConfig, info: DatasetInfo, device: torch.device, batch_size: int) -> None:
         if info.num_classes < 2:
             raise ValueError(f"--knn-every needs a labeled dataset; {data.dataset} has {info.num_classes} classes")
         transform = eval_transform(info)
-        self.train = fixed_subset(build_dataset(data, "train", transform), MONITOR_TRAIN_IMAGES)
-        self.test = fixed_subset(build_dataset(data, "test", transform), MONITOR_TEST_IMAGES)
+        images = build_dataset(data, "train", transform)
+        if isinstance(images, IterableDataset):
+            # Streamed shards cannot hold images out by index: the test split is all there is to query.
+            logger.warning("--knn-every: shards are streamed, so no validation split can be held out of them; "
+                           "kNN is monitored on the test split")
+            train, queries, self.split = images, build_dataset(data, "test", transform), "test"
+        else:
+            train, queries = split_train(images, images, EvalDataOptions())
+            self.split = "validation"
+        self.train = fixed_subset(train, MONITOR_TRAIN_IMAGES)
+        self.queries = fixed_subset(queries, MONITOR_QUERY_IMAGES)
         self.num_classes, self.device, self.batch_size = info.num_classes, device, batch_size
 
     def __call__(self, model: MaskedAutoencoder) -> dict[str, float]:
@@ -108,10 +121,11 @@ class KnnMonitor:
         model.eval()
         encode = lambda imgs: model.forward_encoder(imgs, None)[:, 0]  # noqa: E731  (B, D) cls token
         train = extract_features(encode, self.train, self.batch_size, self.device, "knn train")
-        test = extract_features(encode, self.test, self.batch_size, self.device, "knn test")
+        queries = extract_features(encode, self.queries, self.batch_size, self.device, f"knn {self.split}")
         model.train(was_training)
-        result = knn_evaluate(train, test, self.num_classes)
-        logger.info("kNN (k=20, %d train images): top-1 %.2f%%", len(self.train), result.top1)
+        result = knn_evaluate(train, queries, self.num_classes)
+        logger.info("kNN on the %s split (k=20, %d training images as the bank, %d %s images): top-1 %.2f%%",
+                    self.split, len(self.train), len(self.queries), self.split, result.top1)
         return {"knn_top1": result.top1, "knn_top5": result.top5}
 
 

@@ -38,7 +38,8 @@ class ExportConfig:
     """A maelab checkpoint or run directory, an official MAE .pth, or a Hugging Face directory."""
     to: Literal["timm", "hf", "onnx", "safetensors"]
     output: Annotated[Path | None, tyro.conf.arg(aliases=("-o",))] = None
-    """Output file (directory for hf); default: beside the checkpoint, named after it and the format."""
+    """Output file (directory for hf); default: beside the checkpoint, named after it and the format. A timm or
+    safetensors file's name gets .safetensors appended when it lacks it (timm reads by the extension)."""
     encoder_only: bool = False
     """hf / safetensors: write the encoder alone (timm and onnx always do)."""
     target: Literal["pixel", "norm_pixel"] | None = None
@@ -153,9 +154,21 @@ def default_output(checkpoint: Path, to: str) -> Path:
     return checkpoint.parent / f"{stem}{_SUFFIX[to]}"
 
 
+def output_path(output: Path | None, checkpoint: Path, to: str) -> Path:
+    """Where the export goes: ``--output`` (a safetensors file's name ending in .safetensors: timm chooses its
+    reader by the extension and refuses any other name as a pickle), else :func:`default_output`."""
+    if output is None:
+        return default_output(checkpoint, to)
+    output = Path(output)
+    if to in ("timm", "safetensors") and output.suffix != ".safetensors":
+        output = output.with_name(output.name + ".safetensors")
+        logger.info("writing %s: a safetensors file needs the extension for timm to read it", output)
+    return output
+
+
 def run_export(cfg: ExportConfig) -> Path:
     """Read ``cfg.checkpoint`` and write it in ``cfg.to``'s format; returns the output path."""
-    output = Path(cfg.output) if cfg.output is not None else default_output(cfg.checkpoint, cfg.to)
+    output = output_path(cfg.output, cfg.checkpoint, cfg.to)
     if output.exists():
         raise ValueError(f"{output} already exists; choose another --output (exports never overwrite)")
     if source_kind(cfg.checkpoint) == "maelab" and read_meta(cfg.checkpoint).kind == "classifier":

@@ -106,7 +106,9 @@ class PretrainConfig:
     decoded in batch on the training device (torchvision decode_jpeg; nvJPEG on a GPU), then cropped,
     resized, flipped and normalized there. Other formats are decoded in the loader. Implies --device-augment."""
     knn_every: int = 0
-    """Log kNN accuracy of the cls token (up to 5000 train / 2000 test images) every N epochs; 0 = never."""
+    """Log kNN accuracy of the cls token on the validation split every N epochs (0 = never): up to 2000 of the
+    images held out of the training split (10%, as the evaluation commands' --val-fraction) queried against up
+    to 5000 of the others; the test split is not looked at."""
     fsdp: bool = False
     """Shard the model across the torchrun processes (FSDP2 ``fully_shard``, one unit per block) instead of
     replicating it (DDP); for models too large for one device. Checkpoints stay full, so they load back on

@@ -7,6 +7,7 @@ scalars and images; nothing is logged to TensorBoard that is not in the JSONL lo
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import math
@@ -58,8 +59,7 @@ class TensorBoardMirror:
         if not enabled:
             return None
         if importlib.util.find_spec("tensorboard") is None:
-            logger.info("tensorboard is not installed, so no event files are written "
-                        "(pip install 'maelab[tensorboard]'; --no-tensorboard silences this)")
+            _say_not_installed()
             return None
         return cls(run_dir, purge_step)
 
@@ -78,3 +78,10 @@ class TensorBoardMirror:
 
     def close(self) -> None:
         self.writer.close()
+
+
+@functools.cache
+def _say_not_installed() -> None:
+    # Once per process: a --time-budget run opens a throw-away log to time its work before the run's own.
+    logger.info("tensorboard is not installed, so no event files are written "
+                "(pip install 'maelab[tensorboard]'; --no-tensorboard silences this)")
