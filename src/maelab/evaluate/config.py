@@ -81,9 +81,24 @@ class EvalDataOptions(BadFileOptions, LoaderOptions):
     made on it; the test split is only reported. 0 turns it off (then nothing is selected: "best" is the last)."""
     val_size: int | None = None
     """Hold out exactly this many training images instead of --val-fraction."""
+    labels_per_class: int | None = None
+    """Label budget: train on the labels of only K images per class, a class-balanced draw (--label-seed) from the
+    training images outside the validation split, as a user who labeled K of each class. The validation split
+    shrinks to at most K per class drawn from it, so every choice (the probe's L2 strength, the checkpoint kept)
+    uses only labels that budget affords; the test split stays whole. The other training images stay available
+    without their labels (the probe standardizes features with their statistics). Default: every label."""
+    label_seed: int = 0
+    """Which images carry the --labels-per-class labels (draws are nested: with one seed, the 10 per class are
+    the first 10 of the 100 per class)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.labels_per_class is not None and self.train_subset is not None:
+            raise ValueError("--labels-per-class and --train-subset both shrink the labeled training images; "
+                             "give one of the two")
+        if self.labels_per_class is not None and self.labels_per_class < 1:
+            raise ValueError(f"--labels-per-class must be at least 1 (or unset for every label); "
+                             f"got {self.labels_per_class}")
         if self.train_subset is not None and self.train_subset < 1:
             raise ValueError(f"--train-subset must be at least 1 (or unset for all images); got {self.train_subset}")
         if not 0 <= self.val_fraction < 1:

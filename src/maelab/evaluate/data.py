@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
 from maelab.data import DataConfig, DatasetInfo, dataset_info
+from maelab.data.labels import balanced_draw
 from maelab.evaluate.config import EvalDataOptions
 from maelab.models import MAEConfig
 
@@ -87,13 +88,55 @@ def split_train(train: Dataset, val: Dataset, opts: EvalDataOptions) -> tuple[Da
     Streamed shards cannot be indexed: they get no validation split (a warning says so).
     """
     if isinstance(train, IterableDataset):
+        if opts.labels_per_class is not None:
+            raise ValueError("--labels-per-class draws images by class, which streamed shards cannot do (no random "
+                             "access); write the labeled images to shards of their own, or use an image folder")
         if opts.val_size or opts.val_fraction:
             logger.warning("shards are streamed without random access: no validation split is held out, so "
                            "nothing is selected (\"best\" is the last epoch); hold one out when writing shards")
         return fixed_subset(train, opts.train_subset), None
     keep, held = val_indices(len(train), opts)
+    if opts.labels_per_class is not None:
+        return label_budget(train, val, keep, held, opts)
     train = fixed_subset(Subset(train, keep), opts.train_subset)
     return train, Subset(val, held) if held else None
+
+
+def unlabeled_pool(train: Dataset, opts: EvalDataOptions) -> Dataset:
+    """Every training image outside the validation split, labels or not: what unsupervised statistics may use."""
+    return Subset(train, val_indices(len(train), opts)[0])
+
+
+# The validation draw's seed is offset from the training draw's so that the two never share a random stream.
+_LABEL_VAL_SEED_OFFSET = 1000
+
+
+def label_budget(train: Dataset, val: Dataset, keep: list[int], held: list[int],
+                 opts: EvalDataOptions) -> tuple[Dataset, Dataset | None]:
+    """``--labels-per-class K``: K images of every class from ``keep`` (the training images outside the
+    validation split) and at most K of every class from ``held`` (the validation split)."""
+    labels = dataset_labels(train)  # (N,)
+    k, seed = opts.labels_per_class, opts.label_seed
+    assert k is not None
+    num_classes = int(labels.max()) + 1
+    chosen = [keep[i] for i in balanced_draw(labels[keep], k, seed, num_classes)]
+    checked = [held[i] for i in balanced_draw(labels[held], k, seed + _LABEL_VAL_SEED_OFFSET, num_classes,
+                                              cap=True)] if held else []
+    logger.info("label budget: %d labeled training images (%d per class, --label-seed %d) of %d; %d validation "
+                "images (at most %d per class) of %d", len(chosen), k, seed, len(keep), len(checked), k, len(held))
+    return Subset(train, chosen), Subset(val, checked) if checked else None
+
+
+def dataset_labels(dataset: Dataset) -> torch.Tensor:
+    """(N,) int64 labels of a map-style dataset, read from its ``targets`` without loading any image."""
+    if isinstance(dataset, Subset):
+        return dataset_labels(dataset.dataset)[torch.as_tensor(dataset.indices, dtype=torch.int64)]
+    targets = getattr(dataset, "targets", None)
+    if targets is None:
+        raise ValueError(f"--labels-per-class needs the labels of the training images, which a "
+                         f"{type(dataset).__name__} does not list; use a built-in dataset or an image folder "
+                         "with one sub-folder per class")
+    return torch.as_tensor(targets, dtype=torch.int64)
 
 
 def fixed_subset(dataset: Dataset, limit: int | None) -> Dataset:

@@ -22,7 +22,7 @@ from torch.utils.data import IterableDataset
 from maelab.data import DataConfig, DatasetInfo, build_dataset, eval_transform
 from maelab.data.folder import skipped_files_report, skipped_files_summary
 from maelab.evaluate.config import EvalDataOptions, KnnConfig
-from maelab.evaluate.data import fixed_subset, split_train
+from maelab.evaluate.data import fixed_subset, split_train, unlabeled_pool
 from maelab.evaluate.features import extract_features, frozen_features
 from maelab.evaluate.metrics import EvalResult, result_from_scores, save_confusion_matrix
 from maelab.models import MaskedAutoencoder
@@ -148,7 +148,12 @@ def run_knn(cfg: KnnConfig) -> Path:
         feats = {name: extract_features(encode, images, cfg.batch_size, env.device, f"{name} features",
                                         data_cfg.num_workers) for name, images in splits.items() if images is not None}
     if cfg.whiten is not None:
-        whiten = pca_whitener(feats["train"][0], cfg.whiten)
+        # With a label budget the whitening is fit on every training image, labeled or not (it needs no label,
+        # and K images per class cannot support hundreds of components).
+        fit_on = (extract_features(encode, unlabeled_pool(images, cfg.data), cfg.batch_size, env.device,
+                                   "unlabeled features", data_cfg.num_workers)[0]
+                  if cfg.data.labels_per_class is not None else feats["train"][0])
+        whiten = pca_whitener(fit_on, cfg.whiten)
         feats = {name: (whiten(x), labels) for name, (x, labels) in feats.items()}
     # The training images (minus the validation split) are the bank; both held-out splits are queries.
     results = {name: knn_evaluate(feats["train"], feats[name], info.num_classes, cfg.k, cfg.temperature)
@@ -159,7 +164,8 @@ def run_knn(cfg: KnnConfig) -> Path:
     write_json(run_dir / "config.json", to_jsonable(cfg))
     record = dict(event="knn", top1=result.top1, top5=result.top5, k=cfg.k, temperature=cfg.temperature,
                   train_images=len(train_set), test_images=len(splits["test"]), pool=cfg.pool, layers=frozen.layers,
-                  init=cfg.init, whiten=cfg.whiten,
+                  init=cfg.init, whiten=cfg.whiten, labels_per_class=cfg.data.labels_per_class,
+                  label_seed=cfg.data.label_seed,
                   feature_dim=frozen.dim, **skipped_files_report(*splits.values()))
     if "val" in results:
         record.update(val_top1=results["val"].top1, val_top5=results["val"].top5, val_images=len(val_set))

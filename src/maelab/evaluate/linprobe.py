@@ -33,7 +33,7 @@ from maelab.checkpoint import LAST, save_checkpoint
 from maelab.data import DatasetInfo, MatchChannels, build_dataset, eval_transform
 from maelab.evaluate.classifier import classifier_meta
 from maelab.evaluate.config import LINPROBE_EPOCHS, EvalDataOptions, LinprobeConfig
-from maelab.evaluate.data import split_train
+from maelab.evaluate.data import split_train, unlabeled_pool
 from maelab.evaluate.features import FrozenFeatures, extract_features, frozen_features
 from maelab.evaluate.logistic import load_into_head, solve_probe
 from maelab.evaluate.metrics import ClassifierRun, EvalResult, evaluators
@@ -132,12 +132,20 @@ def solved_probe(cfg: LinprobeConfig) -> Path:
     run_dir = new_run_dir(cfg.output_dir, f"linprobe-{frozen.name}")
     logger.info("probing %d-dimensional features (--init %s)", frozen.dim, cfg.init)
     feats = cached_features(frozen, {"train": train_images, **splits}, cfg.loop.batch_size, env)
-    solution = solve_probe(feats["train"], feats.get("val"), frozen.info.num_classes, PROBE_BN_EPS, c=cfg.c)
+    # With a label budget the standardization's statistics come from every training image, labeled or not:
+    # they need no label, and K images per class estimate a variance per feature poorly.
+    pool = (cached_features(frozen, {"unlabeled": unlabeled_pool(build_dataset(
+        frozen.data, "train", eval_transform(frozen.info)), cfg.data)}, cfg.loop.batch_size, env)["unlabeled"][0]
+        if cfg.data.labels_per_class is not None else None)
+    solution = solve_probe(feats["train"], feats.get("val"), frozen.info.num_classes, PROBE_BN_EPS, c=cfg.c,
+                           stats_from=pool)
     head = frozen.model.head
     load_into_head(solution, head)
     extra = dict(command="linprobe", **frozen.provenance, pool=cfg.pool, layers=frozen.layers, augment=False,
                  optimizer="lbfgs", feature_dim=frozen.dim, c=solution.c, c_search=solution.search,
-                 train_images=len(train_images), val_images=len(splits["val"]) if splits["val"] is not None else 0)
+                 train_images=len(train_images), val_images=len(splits["val"]) if splits["val"] is not None else 0,
+                 labels_per_class=cfg.data.labels_per_class, label_seed=cfg.data.label_seed,
+                 statistics_images=len(pool) if pool is not None else len(train_images))
     meta = partial(classifier_meta, frozen.model_config, frozen.info, frozen.data, extra=extra)
     run = ClassifierRun(run_dir, frozen.model, feature_evaluators(head, feats, env.device), meta,
                         frozen.info.class_names, f"linear probe {frozen.name}", extra, optimizer=None, keep_last=1,
