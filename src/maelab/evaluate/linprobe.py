@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -38,13 +39,11 @@ from maelab.evaluate.features import FrozenFeatures, extract_features, frozen_fe
 from maelab.evaluate.logistic import load_into_head, solve_probe
 from maelab.evaluate.metrics import ClassifierRun, EvalResult, evaluators
 from maelab.models.classifier import PROBE_BN_EPS, init_head
-from maelab.train.distributed import agree
 from maelab.train.environment import Environment, setup_environment
-from maelab.train.loader import train_loader
 from maelab.train.loop import StepFn, StepOutput
-from maelab.train.resume import prepare_run_dir
-from maelab.train.run import TrainSpec, check_batch_size, open_run, train
+from maelab.train.resume import ResumePoint, prepare_run_dir
 from maelab.train.rundir import new_run_dir, removed_if_failed_before_checkpoint
+from maelab.train.spine import Built, RunHooks, TrainingBuilders, TrainingData, run_training
 
 logger = logging.getLogger(__name__)
 
@@ -90,37 +89,59 @@ def linprobe(cfg: LinprobeConfig, resume: Path | None = None) -> Path:
         return solved_probe(cfg)
     if resume is None:
         cfg = cfg.with_lars_lr()  # written into config.json: a resumed run keeps the lr it started with
-    cfg, point = open_run(cfg, resume, "linprobe", LINPROBE_EPOCHS)  # a resumable run is a LARS / SGD one
-    env = setup_environment(cfg.loop)
+    return run_training(cfg, resume, BUILDERS)  # a resumable run is a LARS / SGD one
+
+
+@dataclass(frozen=True)
+class TrainedProbe:
+    """What the trained probe's builders share."""
+
+    frozen: FrozenFeatures
+    train_images: Dataset
+    splits: dict[str, Dataset | None]
+    step: StepFn
+    evaluate_fns: dict[str, Callable[[], EvalResult]]
+
+
+def probe_data(cfg: LinprobeConfig, point: ResumePoint | None, env: Environment) -> TrainingData:
+    """The frozen encoder with a fresh head, and what the head trains on: cached features or augmented images."""
     frozen = probe_features(cfg, env)
     init_head(frozen.model.head, HEAD_INIT_STD)
     train_images, splits = probe_images(frozen, cfg.data, cfg.augment)
-    check_batch_size(len(train_images), cfg.loop.batch_size)
-    run_dir = agree(point.run_dir if point is not None else new_run_dir(cfg.output_dir, f"linprobe-{frozen.name}"))
-    logger.info("probing %d-dimensional features (--init %s)", frozen.dim, cfg.init)
-    # The encoder (if any) stays in eval mode throughout; the loop switches only the head to train mode.
-    optimizer = build_probe_optimizer(frozen.model.head, cfg)
     train_set, step, evaluate_fns = (augmented_probe if cfg.augment else cached_probe)(
         frozen, train_images, splits, cfg.loop.batch_size, env)
-    data = train_loader(train_set, cfg.loop.batch_size, cfg.loop.seed, env,
-                        frozen.data.num_workers if cfg.augment else 0)
+    return TrainingData(cfg, train_set, f"linprobe-{frozen.name}", frozen.data.num_workers if cfg.augment else 0,
+                        context=TrainedProbe(frozen, train_images, splits, step, evaluate_fns))
+
+
+def probe_model(cfg: LinprobeConfig, data: TrainingData, env: Environment, _) -> Built:
+    """The loop trains the head; the encoder (if any) stays in eval mode throughout; checkpoints hold both."""
+    frozen = data.context.frozen
+    logger.info("probing %d-dimensional features (--init %s)", frozen.dim, cfg.init)
+    return Built(frozen.model.head, checkpointed=frozen.model)
+
+
+def probe_hooks(cfg: LinprobeConfig, data: TrainingData, env: Environment, run_dir: Path, built: Built,
+                optimizer: torch.optim.Optimizer, _) -> RunHooks:
+    """Every epoch: evaluate the validation and test splits, keep the best and the resumable checkpoints."""
+    probe: TrainedProbe = data.context
+    frozen = probe.frozen
     extra = dict(command="linprobe", **frozen.provenance, pool=cfg.pool, layers=frozen.layers, augment=cfg.augment,
                  optimizer=cfg.optimizer, feature_dim=frozen.dim)
     run = ClassifierRun(
-        run_dir, frozen.model, evaluate_fns, partial(classifier_meta, frozen.model_config, frozen.info, frozen.data,
-                                                     extra=extra),
+        run_dir, frozen.model, probe.evaluate_fns, partial(classifier_meta, frozen.model_config, frozen.info,
+                                                           frozen.data, extra=extra),
         frozen.info.class_names, f"linear probe {frozen.name}", extra, optimizer, cfg.loop.keep_last,
-        images=(train_images, *splits.values()),
+        images=(probe.train_images, *probe.splits.values()),
     )
-    train(TrainSpec(
-        command="linprobe", cfg=cfg, run_dir=run_dir, env=env, point=point, model=frozen.model.head,
-        optimizer=optimizer, step_fn=step, data=data, dataset_size=len(train_set), save=run.save,
-        on_epoch_end=run.on_epoch_end, checkpointed=frozen.model,
-        on_restore=lambda state: run.load_state_dict(state["classifier"]),
-    ))
-    if env.is_main:
-        run.finish()
-    return run_dir
+    return run.hooks(env.is_main)
+
+
+BUILDERS = TrainingBuilders(
+    command="linprobe", default_epochs=LINPROBE_EPOCHS, dataset=probe_data, model=probe_model,
+    optimizer=lambda cfg, head: build_probe_optimizer(head, cfg), step=lambda cfg, data, env: data.context.step,
+    hooks=probe_hooks,
+)
 
 
 def solved_probe(cfg: LinprobeConfig) -> Path:

@@ -27,6 +27,7 @@ from maelab.train.distributed import agree
 from maelab.train.fsdp import is_sharded, plain_state_dict
 from maelab.train.resume import save_point
 from maelab.train.rundir import JsonlLog, write_json
+from maelab.train.spine import RunHooks
 from maelab.train.state import LoopState, Progress
 
 logger = logging.getLogger(__name__)
@@ -217,3 +218,9 @@ class ClassifierRun:
                     "run directory %s", last["top1"], last["top5"], self.selected_on, self.best["epoch"] + 1,
                     self.best["top1"], self.run_dir)
         return metrics
+
+    def hooks(self, is_main: bool) -> RunHooks:
+        """This run as the training spine's hooks; only the main process writes the final metrics."""
+        return RunHooks(save=self.save, on_epoch_end=self.on_epoch_end,
+                        on_restore=lambda state: self.load_state_dict(state["classifier"]),
+                        finish=self.finish if is_main else None)

@@ -11,9 +11,10 @@ uint8 tensors from the datasets are channel-matched and turned into PIL first.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,23 +31,21 @@ from torchvision import transforms
 from torchvision.transforms import v2
 
 from maelab.checkpoint import CheckpointMeta, save_checkpoint
-from maelab.data import DatasetInfo, MatchChannels, build_dataset, eval_transform
+from maelab.data import DataConfig, DatasetInfo, MatchChannels, build_dataset, eval_transform
 from maelab.evaluate.classifier import classifier_config, classifier_meta
 from maelab.evaluate.data import labeled_info, resolve_data, split_train
 from maelab.evaluate.metrics import BEST, ClassifierRun, evaluators
 from maelab.evaluate.source import EncoderSource, encoder_source, load_encoder
 from maelab.finetune.config import FINETUNE_EPOCHS, FinetuneConfig
 from maelab.models.classifier import FrozenInEval, build_vit, init_head
-from maelab.train.budget import EpochWork, log_budget_end, plan_budget
-from maelab.train.distributed import agree
-from maelab.train.environment import Environment, setup_environment
-from maelab.train.fsdp import build_sharded, check_launch, plain_state_dict
-from maelab.train.loader import train_loader
+from maelab.train.budget import EpochWork
+from maelab.train.environment import Environment
+from maelab.train.fsdp import build_sharded, plain_state_dict
 from maelab.train.loop import StepFn, StepOutput
 from maelab.train.optim import adamw
-from maelab.train.resume import save_point
-from maelab.train.run import TrainSpec, check_batch_size, open_run, train
-from maelab.train.rundir import JsonlLog, new_run_dir
+from maelab.train.resume import ResumePoint, save_point
+from maelab.train.rundir import JsonlLog
+from maelab.train.spine import Built, RunHooks, TimedWork, TrainingBuilders, TrainingData, run_training
 from maelab.train.state import LoopState, Progress
 
 logger = logging.getLogger(__name__)
@@ -171,12 +170,21 @@ def build_finetune_model(cfg: FinetuneConfig, vit_cfg: dict, source: EncoderSour
     return vit, FrozenInEval(vit, frozen) if frozen else vit
 
 
-def finetune(cfg: FinetuneConfig, resume: Path | None = None) -> Path:
-    """Fine-tune and evaluate every epoch, or continue the run in ``resume``; returns the run directory.
+@dataclass(frozen=True)
+class FinetuneData:
+    """What finetune's builders share: the encoder's source, the data and its splits, the classifier's record."""
 
-    A new run with --time-budget (counted from here) has its steps planned once everything is loaded and built."""
-    started = time.monotonic()
-    cfg, point = open_run(cfg, resume, "finetune", FINETUNE_EPOCHS if cfg.time_budget is None else None)
+    source: EncoderSource
+    data_cfg: DataConfig
+    info: DatasetInfo
+    vit_cfg: dict
+    splits: dict[str, Dataset | None]
+    """The validation (when held out) and test splits, eval-transformed."""
+    extra: dict
+
+
+def finetune_dataset(cfg: FinetuneConfig, point: ResumePoint | None, env: Environment) -> TrainingData:
+    """The encoder's source, the augmented training images and the held-out splits."""
     source = encoder_source(cfg.init, cfg.checkpoint, cfg.model, "finetune")
     data_cfg = resolve_data(cfg.data, source.saved_data, source.config, fixed_channels=source.fixed_channels)
     info = labeled_info(data_cfg)
@@ -184,38 +192,56 @@ def finetune(cfg: FinetuneConfig, resume: Path | None = None) -> Path:
     train_set, val_set = split_train(
         build_dataset(data_cfg, "train", finetune_transform(info, cfg.rand_augment, cfg.reprob, cfg.crop_scale)),
         build_dataset(data_cfg, "train", eval_transform(info)), cfg.data)
-    test_set = build_dataset(data_cfg, "test", eval_transform(info))
-    check_batch_size(len(train_set), cfg.loop.batch_size)
-    env = setup_environment(cfg.loop)
-    step = finetune_step(cfg, info.num_classes, env.device)
-    check_launch(cfg.fsdp, env.world_size, "finetune")
-    data = train_loader(train_set, cfg.loop.batch_size, cfg.loop.seed, env, data_cfg.num_workers)
-    scratch = cfg.init == "none"
-    title = f"finetune {source.name}" + (" (scratch)" if scratch else "")
-    run_dir = agree(point.run_dir if point is not None else new_run_dir(
-        cfg.output_dir, f"finetune-{source.name}" + ("-scratch" if scratch else "")))
-    vit, model = build_finetune_model(cfg, vit_cfg, source, env)
-    optimizer = build_optimizer(vit, cfg)  # after sharding, which replaces the parameters
+    splits = {"val": val_set, "test": build_dataset(data_cfg, "test", eval_transform(info))}
     extra = dict(command="finetune", **source.provenance(), tune_blocks=cfg.tune_blocks)
-    splits = {"val": val_set, "test": test_set}
+    name = f"finetune-{source.name}" + ("-scratch" if cfg.init == "none" else "")
+    return TrainingData(cfg, train_set, name, data_cfg.num_workers,
+                        context=FinetuneData(source, data_cfg, info, vit_cfg, splits, extra))
+
+
+def finetune_model(cfg: FinetuneConfig, data: TrainingData, env: Environment, _) -> Built:
+    """The loop trains the classifier (wrapped with --tune-blocks); checkpoints hold the classifier."""
+    vit, model = build_finetune_model(cfg, data.context.vit_cfg, data.context.source, env)
+    return Built(model, checkpointed=vit)
+
+
+def finetune_meta(ft: FinetuneData) -> Callable[[int], CheckpointMeta]:
+    return lambda epoch: classifier_meta(ft.vit_cfg, ft.info, ft.data_cfg, epoch, ft.extra)
+
+
+def finetune_hooks(cfg: FinetuneConfig, data: TrainingData, env: Environment, run_dir: Path, built: Built,
+                   optimizer: torch.optim.Optimizer, _) -> RunHooks:
+    """Every epoch: evaluate the validation and test splits, keep the best and the resumable checkpoints."""
+    ft: FinetuneData = data.context
+    vit = built.checkpointed
+    title = f"finetune {ft.source.name}" + (" (scratch)" if cfg.init == "none" else "")
     run = ClassifierRun(
-        run_dir, vit, evaluators(vit, splits, cfg.loop.batch_size, env.device, data_cfg.num_workers),
-        lambda epoch: classifier_meta(vit_cfg, info, data_cfg, epoch, extra), info.class_names, title, extra,
-        optimizer, cfg.loop.keep_last, write=env.is_main, images=(train_set, val_set, test_set),
+        run_dir, vit, evaluators(vit, ft.splits, cfg.loop.batch_size, env.device, ft.data_cfg.num_workers),
+        finetune_meta(ft), ft.info.class_names, title, ft.extra, optimizer, cfg.loop.keep_last, write=env.is_main,
+        images=(data.train_set, *ft.splits.values()),
     )
-    if point is None and cfg.time_budget is not None:
-        cfg = plan_budget(cfg, started, model, lambda m: build_optimizer(_classifier(m), cfg), step, data, env,
-                          *timed_epoch_end(cfg, splits, run.meta, env, data_cfg.num_workers))
-    train(TrainSpec(
-        command="finetune", cfg=cfg, run_dir=run_dir, env=env, point=point, model=model, optimizer=optimizer,
-        step_fn=step, data=data, dataset_size=len(train_set), save=run.save, on_epoch_end=run.on_epoch_end,
-        checkpointed=vit, on_restore=lambda state: run.load_state_dict(state["classifier"]), sharded=cfg.fsdp,
-    ))
-    if env.is_main:
-        run.finish()
-    if point is None:
-        log_budget_end(cfg, started)
-    return run_dir
+    return run.hooks(env.is_main)
+
+
+def finetune_timed_work(cfg: FinetuneConfig, data: TrainingData, env: Environment, _) -> TimedWork:
+    ft: FinetuneData = data.context
+    return timed_epoch_end(cfg, ft.splits, finetune_meta(ft), env, ft.data_cfg.num_workers)
+
+
+BUILDERS = TrainingBuilders(
+    command="finetune", default_epochs=FINETUNE_EPOCHS, dataset=finetune_dataset,
+    model=finetune_model,
+    optimizer=lambda cfg, model: build_optimizer(_classifier(model), cfg),
+    # Looked up at each call, so that a test can replace the module's finetune_step.
+    step=lambda cfg, data, env: finetune_step(cfg, data.context.info.num_classes, env.device),
+    hooks=finetune_hooks, timed_work=finetune_timed_work,
+)
+
+
+def finetune(cfg: FinetuneConfig, resume: Path | None = None) -> Path:
+    """Fine-tune and evaluate every epoch, or continue the run in ``resume``; returns the run directory."""
+    builders = BUILDERS if cfg.time_budget is None else dataclasses.replace(BUILDERS, default_epochs=None)
+    return run_training(cfg, resume, builders)
 
 
 def timed_epoch_end(cfg: FinetuneConfig, splits: dict[str, Dataset | None], meta: Callable[[int], CheckpointMeta],

@@ -6,7 +6,8 @@ import dataclasses
 import logging
 import math
 import shutil
-import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -25,18 +26,18 @@ from maelab.models.registry import DEFAULT_MODEL
 from maelab.pretrain.config import PretrainConfig, check_fsdp_schedule, with_default_schedule
 from maelab.pretrain.init import InitSource, init_architecture, load_init, read_init
 from maelab.targets import fit_pca, patchify
-from maelab.train.budget import EpochWork, log_budget_end, plan_budget
+from maelab.train.budget import EpochWork
 from maelab.train.config import to_jsonable
 from maelab.train.device_decode import DeviceDecoder, check_decode_on_device
-from maelab.train.distributed import agree, rank_rows
-from maelab.train.environment import Environment, setup_environment
-from maelab.train.fsdp import build_sharded, check_launch
-from maelab.train.loader import train_loader
+from maelab.train.distributed import rank_rows
+from maelab.train.environment import Environment
+from maelab.train.fsdp import build_sharded
+from maelab.train.loader import TrainData
 from maelab.train.loop import StepOutput
 from maelab.train.optim import build_adamw
 from maelab.train.resume import ResumePoint, save_point
-from maelab.train.run import TrainSpec, check_batch_size, open_run, train
-from maelab.train.rundir import JsonlLog, new_run_dir
+from maelab.train.rundir import JsonlLog
+from maelab.train.spine import Built, RunHooks, TimedWork, TrainingBuilders, TrainingData, run_training
 from maelab.train.state import LoopState, Progress
 from maelab.visualize.figures import reconstruct, save_loss_plot, save_reconstruction_grid
 
@@ -136,17 +137,24 @@ def fit_pca_target(model: MaskedAutoencoder, dataset: torch.utils.data.Dataset, 
                 basis.components.shape[0], patches.shape[0], 100 * kept)
 
 
-def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
-    """Run (or resume) pre-training; returns the run directory.
+@dataclass(frozen=True)
+class PretrainData:
+    """What pretrain's builders share."""
 
-    A new run without --epochs or --steps trains for --time-budget (default 10m, counted from here):
-    its steps are planned after everything is loaded and built, from the measured costs
-    (:func:`~maelab.train.budget.plan_budget`).
-    """
-    started = time.monotonic()
-    if resume is None:
-        cfg = with_default_schedule(cfg)
-    cfg, point = open_run(cfg, resume, "pretrain", None)
+    name: str
+    model_cfg: MAEConfig
+    data_cfg: DataConfig
+    info: DatasetInfo
+    init: InitSource | None
+    """A new --init run's source (None for a preset's run and on resume)."""
+    vis_imgs: torch.Tensor
+    """(8, C, H, W) test images on the device, reconstructed at epoch ends."""
+    knn: KnnMonitor | None
+    meta: Callable[[Progress], CheckpointMeta]
+
+
+def pretrain_data(cfg: PretrainConfig, point: ResumePoint | None, env: Environment) -> TrainingData:
+    """The model's and the data's configs, the training images, the pictures' images and the kNN monitor."""
     # Validate everything that can fail before any file is written.
     init = read_init(cfg.init) if point is None and cfg.init is not None else None
     if point is None:
@@ -156,42 +164,68 @@ def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
     model_cfg, data_cfg = resolve_model_and_data(cfg, source)
     info = dataset_info(data_cfg)
     train_set = pretrain_dataset(cfg, data_cfg, info)
-    check_batch_size(len(train_set), cfg.loop.batch_size)
     vis_set = build_dataset(data_cfg, "test", eval_transform(info))
-    env = setup_environment(cfg.loop)
-    check_launch(cfg.fsdp, env.world_size, "pretrain")
-    check_fsdp_schedule(cfg)
-    data = train_loader(train_set, cfg.loop.batch_size, cfg.loop.seed, env, data_cfg.num_workers,
-                        collate_encoded if cfg.decode_on_device else None)
-    decoder = DeviceDecoder(train_set, info, env.device) if cfg.decode_on_device else None
-    run_dir = agree(point.run_dir if point is not None else new_run_dir(cfg.output_dir, f"pretrain-{name}"))
-    uint8_batches = cfg.device_augment or cfg.decode_on_device
-    model = build_pretrain_model(cfg, model_cfg, pca_images(cfg, model_cfg, data_cfg, info, train_set)
-                                 if point is None else None, env, init)
-    optimizer = build_adamw(model, cfg.optim)  # after sharding, which replaces the parameters
-
-    meta = partial(mae_meta, name, model_cfg, info, data_cfg)
-
-    def save(p: Progress, state: LoopState) -> None:
-        save_point(run_dir, model, optimizer, meta(p), cfg.loop.keep_last, p, state, write=env.is_main)
-
     vis_imgs = torch.stack([item[0] for item in first_items(vis_set, NUM_VIS_IMAGES)]).to(env.device)
     knn = KnnMonitor(data_cfg, info, env.device, cfg.loop.batch_size) if cfg.knn_every else None
-    step_fn = mae_step(env, info if uint8_batches else None, decoder)
+    context = PretrainData(name, model_cfg, data_cfg, info, init, vis_imgs, knn,
+                           partial(mae_meta, name, model_cfg, info, data_cfg))
+    return TrainingData(cfg, train_set, f"pretrain-{name}", data_cfg.num_workers,
+                        collate_encoded if cfg.decode_on_device else None, context)
 
-    def report(m: torch.nn.Module, directory: Path, epochs: int, monitor: KnnMonitor | None) -> EpochReport:
-        return EpochReport(cfg, epochs, m, train_set, vis_imgs, info, monitor, directory, env.is_main)
 
-    if point is None and cfg.time_budget is not None:
-        cfg = plan_budget(cfg, started, model, lambda m: build_adamw(m, cfg.optim), step_fn, data, env,
-                          *timed_work(cfg, report, knn, meta, env.is_main))
-    train(TrainSpec(
-        command="pretrain", cfg=cfg, run_dir=run_dir, env=env, point=point, model=model, optimizer=optimizer,
-        step_fn=step_fn, data=data, dataset_size=len(train_set), save=save, sharded=cfg.fsdp,
-        on_epoch_end=report(model, run_dir, cfg.loop.schedule_epochs(math.ceil(data.steps / cfg.loop.accum_iter)), knn),
-    ))
-    if point is None:
-        log_budget_end(cfg, started)
+def pretrain_step(cfg: PretrainConfig, data: TrainingData, env: Environment):
+    """:func:`mae_step` for the batches the training set yields (uint8 crops or JPEG bytes, or ready images)."""
+    check_fsdp_schedule(cfg)
+    pre: PretrainData = data.context
+    decoder = DeviceDecoder(data.train_set, pre.info, env.device) if cfg.decode_on_device else None
+    return mae_step(env, pre.info if cfg.device_augment or cfg.decode_on_device else None, decoder)
+
+
+def pretrain_model(cfg: PretrainConfig, data: TrainingData, env: Environment, point: ResumePoint | None) -> Built:
+    pre: PretrainData = data.context
+    pca_fit_set = pca_images(cfg, pre.model_cfg, pre.data_cfg, pre.info, data.train_set) if point is None else None
+    return Built(build_pretrain_model(cfg, pre.model_cfg, pca_fit_set, env, pre.init))
+
+
+def epoch_report(cfg: PretrainConfig, data: TrainingData, env: Environment, model: torch.nn.Module, run_dir: Path,
+                 epochs: int, knn: KnnMonitor | None) -> EpochReport:
+    pre: PretrainData = data.context
+    return EpochReport(cfg, epochs, model, data.train_set, pre.vis_imgs, pre.info, knn, run_dir, env.is_main)
+
+
+def pretrain_hooks(cfg: PretrainConfig, data: TrainingData, env: Environment, run_dir: Path, built: Built,
+                   optimizer: torch.optim.Optimizer, loader: TrainData) -> RunHooks:
+    """A resumable checkpoint at every save point; pictures (and kNN) at epoch ends."""
+    pre: PretrainData = data.context
+    model = built.trained
+
+    def save(p: Progress, state: LoopState) -> None:
+        save_point(run_dir, model, optimizer, pre.meta(p), cfg.loop.keep_last, p, state, write=env.is_main)
+
+    epochs = cfg.loop.schedule_epochs(math.ceil(loader.steps / cfg.loop.accum_iter))
+    return RunHooks(save=save, on_epoch_end=epoch_report(cfg, data, env, model, run_dir, epochs, pre.knn))
+
+
+def pretrain_timed_work(cfg: PretrainConfig, data: TrainingData, env: Environment, _) -> TimedWork:
+    pre: PretrainData = data.context
+    return timed_work(cfg, partial(epoch_report, cfg, data, env), pre.knn, pre.meta, env.is_main)
+
+
+BUILDERS = TrainingBuilders(
+    command="pretrain", default_epochs=None, dataset=pretrain_data, model=pretrain_model,
+    optimizer=lambda cfg, model: build_adamw(model, cfg.optim), step=pretrain_step, hooks=pretrain_hooks,
+    timed_work=pretrain_timed_work,
+)
+
+
+def pretrain(cfg: PretrainConfig, resume: Path | None = None) -> Path:
+    """Run (or resume) pre-training; returns the run directory.
+
+    A new run without --epochs or --steps trains for --time-budget (default 10m, counted from here):
+    its steps are planned after everything is loaded and built, from the measured costs
+    (:func:`~maelab.train.budget.plan_budget`).
+    """
+    run_dir = run_training(with_default_schedule(cfg) if resume is None else cfg, resume, BUILDERS)
     logger.info("run directory: %s", run_dir)
     return run_dir
 
