@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -24,7 +25,7 @@ from maelab.checkpoint import CheckpointMeta, read_meta, save_checkpoint
 from maelab.data.folder import skipped_files_report, skipped_files_summary
 from maelab.evaluate.data import eval_loader
 from maelab.train.distributed import agree
-from maelab.train.fsdp import is_sharded, plain_state_dict
+from maelab.train.fsdp import is_sharded, load_model_state, plain_state_dict
 from maelab.train.resume import save_point
 from maelab.train.rundir import JsonlLog, write_json
 from maelab.train.spine import RunHooks
@@ -127,6 +128,9 @@ class ClassifierRun:
     ``--max-bad-fraction``) are reported in each epoch's record and in metrics.json.
     The per-epoch evaluations and the best one so far travel in the resumable checkpoint
     (:meth:`state_dict`), so a resumed run writes the same metrics.json as an uninterrupted one.
+    ``eval_every``: evaluate every that many epochs (and at the last, in :meth:`finish`). ``test_at_end``: during
+    training only the validation split is evaluated; :meth:`finish` scores the test split once, with the
+    checkpoint chosen on validation (the last, without a validation split).
     An FSDP-sharded ``model`` is evaluated and gathered by every rank (collectives); only the
     one with ``write`` writes files and logs.
     """
@@ -135,7 +139,7 @@ class ClassifierRun:
         self, run_dir: Path, model: nn.Module, evaluators: dict[str, Callable[[], EvalResult]],
         meta: Callable[[int], CheckpointMeta], class_names: Sequence[str], title: str, extra: dict[str, Any],
         optimizer: torch.optim.Optimizer | None, keep_last: int, write: bool = True,
-        images: Sequence[Dataset | None] = (),
+        images: Sequence[Dataset | None] = (), eval_every: int = 1, test_at_end: bool = False,
     ) -> None:
         assert set(evaluators) in ({"test"}, {"val", "test"}), evaluators.keys()
         self.run_dir, self.model, self.evaluators, self.meta = run_dir, model, evaluators, meta
@@ -144,6 +148,9 @@ class ClassifierRun:
         self.epochs: list[dict[str, float]] = []
         self.best: dict[str, float] | None = None
         self.result: EvalResult | None = None
+        self.eval_every, self.test_at_end = eval_every, test_at_end
+        self.pending: tuple[int, dict[str, float]] | None = None
+        """The last epoch's (epoch, record) when it was not evaluated: :meth:`finish` evaluates it."""
 
     @property
     def selected_on(self) -> str:
@@ -154,15 +161,15 @@ class ClassifierRun:
 
         "best" is chosen on the validation split's top-1 (never on test); without one, it is the last epoch.
         """
-        # Modes are restored module by module: a probe trains its head inside a frozen, eval-mode encoder.
-        modes = [(m, m.training) for m in self.model.modules()]
-        self.model.eval()
-        results = {split: fn() for split, fn in self.evaluators.items()}
-        for module, mode in modes:
-            module.training = mode
-        self.result = results["test"]
+        if (epoch + 1) % self.eval_every:
+            self.pending = (epoch, record)
+            return {}
+        self.pending = None
+        splits = [s for s in self.evaluators if not (self.test_at_end and s == "test")]
+        results = self._evaluate(splits)
+        self.result = results.get("test", self.result)
         summary = {k: v for split, result in results.items() for k, v in result.summary(f"{split}_").items()}
-        row = dict(epoch=epoch, train_loss=record["loss"], **self.result.summary(""),
+        row = dict(epoch=epoch, train_loss=record["loss"], **(results["test"].summary("") if "test" in results else {}),
                    **({} if "val" not in results else results["val"].summary("val_")))
         self.epochs.append(row)
         better = "val" not in results or self.best is None or row["val_top1"] > self.best["val_top1"]
@@ -177,9 +184,29 @@ class ClassifierRun:
             return summary
         summary.update(skipped_files_report(*self.images))
         val = (f"val top-1 {row['val_top1']:.2f}% (best {self.best['val_top1']:.2f}% at epoch "
-               f"{self.best['epoch'] + 1}), " if "val" in results else "")
-        logger.info("epoch %d: %stest top-1 %.2f%%, top-5 %.2f%%", epoch + 1, val, row["top1"], row["top5"])
+               f"{self.best['epoch'] + 1})" if "val" in results else "")
+        test = f"test top-1 {row['top1']:.2f}%, top-5 {row['top5']:.2f}%" if "test" in results else ""
+        logger.info("epoch %d: %s", epoch + 1, ", ".join(part for part in (val, test) if part))
         return summary
+
+    def _evaluate(self, splits: Sequence[str]) -> dict[str, EvalResult]:
+        # Modes are restored module by module: a probe trains its head inside a frozen, eval-mode encoder.
+        modes = [(m, m.training) for m in self.model.modules()]
+        self.model.eval()
+        results = {split: self.evaluators[split]() for split in splits}
+        for module, mode in modes:
+            module.training = mode
+        return results
+
+    def _test_chosen(self) -> None:
+        """Score the test split once, with the weights of the checkpoint chosen on validation."""
+        assert self.best is not None
+        load_model_state(self.model, load_file(str(self.run_dir / f"{BEST}.safetensors")))
+        self.result = self._evaluate(["test"])["test"]
+        # A copy: the best row is also one of self.epochs, whose rows carry validation numbers only.
+        self.best = dict(self.best, **self.result.summary(""))
+        logger.info("test split scored once, with the checkpoint chosen on %s (epoch %d)", self.selected_on,
+                    self.best["epoch"] + 1)
 
     def state_dict(self) -> dict[str, Any]:
         """The evaluations so far: plain lists, dicts and floats (``torch.load(weights_only=True)`` reads them)."""
@@ -203,9 +230,17 @@ class ClassifierRun:
                    loop_state, extra={"classifier": self.state_dict()}, write=self.write)
 
     def finish(self) -> dict[str, Any]:
-        """Write metrics.json and confusion.png for the final model; returns the metrics."""
+        """Write metrics.json and confusion.png for the final model (with ``test_at_end``, the chosen one);
+        returns the metrics."""
+        if self.pending is not None:  # the last epoch fell between evaluations
+            epoch, record = self.pending
+            self.eval_every = 1
+            self.on_epoch_end(epoch, record)
+        if self.test_at_end:
+            self._test_chosen()
         assert self.result is not None and self.best is not None, "finish() after at least one epoch"
         last = self.epochs[-1]
+        shown = self.best if self.test_at_end else last
         metrics = dict(
             best=self.best, last=last, selected_on=self.selected_on, epochs=self.epochs,
             class_names=list(self.class_names), confusion_matrix=self.result.confusion.tolist(),
@@ -213,10 +248,14 @@ class ClassifierRun:
         )
         write_json(self.run_dir / "metrics.json", metrics)
         save_confusion_matrix(self.result.confusion, self.class_names, self.run_dir / "confusion.png",
-                              f"{self.title}: top-1 {last['top1']:.2f}% (epoch {last['epoch'] + 1})")
-        logger.info("final test top-1 %.2f%%, top-5 %.2f%%; best (chosen on %s): epoch %d, test top-1 %.2f%%; "
-                    "run directory %s", last["top1"], last["top5"], self.selected_on, self.best["epoch"] + 1,
-                    self.best["top1"], self.run_dir)
+                              f"{self.title}: top-1 {shown['top1']:.2f}% (epoch {shown['epoch'] + 1})")
+        if self.test_at_end:
+            logger.info("test top-1 %.2f%%, top-5 %.2f%% with the checkpoint chosen on %s (epoch %d); run directory "
+                        "%s", shown["top1"], shown["top5"], self.selected_on, shown["epoch"] + 1, self.run_dir)
+        else:
+            logger.info("final test top-1 %.2f%%, top-5 %.2f%%; best (chosen on %s): epoch %d, test top-1 %.2f%%; "
+                        "run directory %s", last["top1"], last["top5"], self.selected_on, self.best["epoch"] + 1,
+                        self.best["top1"], self.run_dir)
         return metrics
 
     def hooks(self, is_main: bool) -> RunHooks:

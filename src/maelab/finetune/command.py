@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ from maelab.evaluate.metrics import BEST, ClassifierRun, evaluators
 from maelab.evaluate.source import EncoderSource, encoder_source, load_encoder
 from maelab.finetune.config import FINETUNE_EPOCHS, FinetuneConfig
 from maelab.models.classifier import FrozenInEval, build_vit, init_head
+from maelab.models.cnn import build_cnn, cnn_config
 from maelab.train.budget import EpochWork
 from maelab.train.environment import Environment
 from maelab.train.fsdp import build_sharded, plain_state_dict
@@ -117,7 +119,7 @@ def freeze_for_partial_tuning(model: VisionTransformer, tune_blocks: float | Non
 def build_optimizer(model: nn.Module, cfg: FinetuneConfig) -> torch.optim.AdamW:
     """AdamW over the trainable parameters in layer-decay groups (each with its ``lr_scale``)."""
     groups = param_groups_layer_decay(
-        model, cfg.optim.weight_decay, no_weight_decay_list=NO_WEIGHT_DECAY, layer_decay=cfg.layer_decay,
+        model, cfg.optim.weight_decay, no_weight_decay_list=NO_WEIGHT_DECAY, layer_decay=cfg.resolved_layer_decay,
     )
     return adamw(groups, cfg.optim)
 
@@ -154,6 +156,8 @@ def build_finetune_model(cfg: FinetuneConfig, vit_cfg: dict, source: EncoderSour
     itself, or with --tune-blocks a wrapper that keeps the frozen part in eval mode."""
 
     def build(materialize: bool) -> VisionTransformer:
+        if vit_cfg.get("kind") == "cnn":  # timm's own initialization, head included
+            return build_cnn(vit_cfg, cfg.drop_path)
         vit = build_vit(vit_cfg, cfg.drop_path)
         if materialize:
             if cfg.init == "pretrained":
@@ -186,15 +190,23 @@ class FinetuneData:
 def finetune_dataset(cfg: FinetuneConfig, point: ResumePoint | None, env: Environment) -> TrainingData:
     """The encoder's source, the augmented training images and the held-out splits."""
     source = encoder_source(cfg.init, cfg.checkpoint, cfg.model, "finetune")
-    data_cfg = resolve_data(cfg.data, source.saved_data, source.config, fixed_channels=source.fixed_channels)
+    if cfg.arch is not None and cfg.fsdp:
+        raise ValueError("--fsdp shards a ViT block by block; train --arch networks data-parallel (without --fsdp)")
+    # A CNN takes the data at its own size and channels; a ViT at its patch grid's.
+    data_cfg = resolve_data(cfg.data, source.saved_data, None if cfg.arch else source.config,
+                            fixed_channels=source.fixed_channels)
     info = labeled_info(data_cfg)
-    vit_cfg = classifier_config(source.config, data_cfg, info.num_classes, global_pool="avg", head="linear")
+    vit_cfg = (cnn_config(cfg.arch, info.channels, info.num_classes, info.img_size[0]) if cfg.arch else
+               classifier_config(source.config, data_cfg, info.num_classes, global_pool="avg", head="linear"))
     train_set, val_set = split_train(
         build_dataset(data_cfg, "train", finetune_transform(info, cfg.rand_augment, cfg.reprob, cfg.crop_scale)),
         build_dataset(data_cfg, "train", eval_transform(info)), cfg.data)
     splits = {"val": val_set, "test": build_dataset(data_cfg, "test", eval_transform(info))}
-    extra = dict(command="finetune", **source.provenance(), tune_blocks=cfg.tune_blocks)
-    name = f"finetune-{source.name}" + ("-scratch" if cfg.init == "none" else "")
+    extra = dict(command="finetune", **source.provenance(), tune_blocks=cfg.tune_blocks, arch=cfg.arch or "vit",
+                 layer_decay=cfg.resolved_layer_decay, labels_per_class=cfg.data.labels_per_class,
+                 label_seed=cfg.data.label_seed, train_images=len(train_set),
+                 val_images=len(val_set) if val_set is not None else 0)
+    name = f"finetune-{cfg.arch or source.name}" + ("-scratch" if cfg.init == "none" else "")
     return TrainingData(cfg, train_set, name, data_cfg.num_workers,
                         context=FinetuneData(source, data_cfg, info, vit_cfg, splits, extra))
 
@@ -214,18 +226,35 @@ def finetune_hooks(cfg: FinetuneConfig, data: TrainingData, env: Environment, ru
     """Every epoch: evaluate the validation and test splits, keep the best and the resumable checkpoints."""
     ft: FinetuneData = data.context
     vit = built.checkpointed
-    title = f"finetune {ft.source.name}" + (" (scratch)" if cfg.init == "none" else "")
+    title = f"finetune {cfg.arch or ft.source.name}" + (" (scratch)" if cfg.init == "none" else "")
+    every = eval_every(cfg, data.train_set, ft.splits["val"])
+    logger.info("evaluating the validation split every %d epoch(s) and at the last; the test split %s", every,
+                "at every evaluation (--fsdp)" if cfg.fsdp else "once, at the end, with the checkpoint chosen on it")
     run = ClassifierRun(
         run_dir, vit, evaluators(vit, ft.splits, cfg.loop.batch_size, env.device, ft.data_cfg.num_workers),
         finetune_meta(ft), ft.info.class_names, title, ft.extra, optimizer, cfg.loop.keep_last, write=env.is_main,
-        images=(data.train_set, *ft.splits.values()),
+        images=(data.train_set, *ft.splits.values()), eval_every=every, test_at_end=not cfg.fsdp,
     )
     return run.hooks(env.is_main)
 
 
+# Evaluating an image costs about a third of training on it (a forward pass against forward and backward).
+EVAL_SHARE = 0.25
+
+
+def eval_every(cfg: FinetuneConfig, train_set: Dataset, val_set: Dataset | None) -> int:
+    """--eval-every, or the fewest epochs whose validation pass costs at most :data:`EVAL_SHARE` of their training."""
+    if cfg.eval_every is not None:
+        return cfg.eval_every
+    if val_set is None or cfg.fsdp:  # under FSDP the last epoch's evaluation cannot wait for finish()
+        return 1
+    return max(1, math.ceil(len(val_set) / (3 * EVAL_SHARE * len(train_set))))
+
+
 def finetune_timed_work(cfg: FinetuneConfig, data: TrainingData, env: Environment, _) -> TimedWork:
     ft: FinetuneData = data.context
-    return timed_epoch_end(cfg, ft.splits, finetune_meta(ft), env, ft.data_cfg.num_workers)
+    return timed_epoch_end(cfg, ft.splits, finetune_meta(ft), env, ft.data_cfg.num_workers,
+                           eval_every(cfg, data.train_set, ft.splits["val"]))
 
 
 BUILDERS = TrainingBuilders(
@@ -245,14 +274,17 @@ def finetune(cfg: FinetuneConfig, resume: Path | None = None) -> Path:
 
 
 def timed_epoch_end(cfg: FinetuneConfig, splits: dict[str, Dataset | None], meta: Callable[[int], CheckpointMeta],
-                    env: Environment, num_workers: int) -> tuple[list[tuple[EpochWork, int]], EpochWork]:
-    """What --time-budget times besides the step, on the copy of the trained model: an epoch end's evaluation
-    of every split with a best-so-far checkpoint (counted at every epoch end, an upper bound), and the
-    resumable checkpoint."""
+                    env: Environment, num_workers: int, every: int) -> tuple[list[tuple[EpochWork, int]], EpochWork]:
+    """What --time-budget times besides the step, on the copy of the trained model: an evaluation (the validation
+    split; the test split too under --fsdp, or when there is no validation split, as the end's single test pass)
+    with a best-so-far checkpoint, paid every ``every`` epochs (the best may be saved each time: an upper bound),
+    and the resumable checkpoint."""
+    timed = {name: images for name, images in splits.items()
+             if name == "val" or cfg.fsdp or splits.get("val") is None}
 
     def evaluate_and_keep_best(model: nn.Module, _, log: JsonlLog) -> None:
         model.eval()
-        for evaluate in evaluators(model, splits, cfg.loop.batch_size, env.device, num_workers).values():
+        for evaluate in evaluators(model, timed, cfg.loop.batch_size, env.device, num_workers).values():
             evaluate()
         save_checkpoint(log.path.parent / BEST, plain_state_dict(_classifier(model)), meta(1))
 
@@ -260,7 +292,7 @@ def timed_epoch_end(cfg: FinetuneConfig, splits: dict[str, Dataset | None], meta
         at = Progress(epoch=1, step=1)
         save_point(log.path.parent, _classifier(model), optimizer, meta(1), 1, at, LoopState(), write=env.is_main)
 
-    return [(evaluate_and_keep_best, 1)], checkpoint
+    return [(evaluate_and_keep_best, every)], checkpoint
 
 
 def _classifier(model: nn.Module) -> nn.Module:

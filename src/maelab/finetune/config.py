@@ -31,6 +31,10 @@ class FinetuneConfig:
     directory; optional with --init none."""
     init: Literal["pretrained", "none"] = "pretrained"
     """"none" trains the same ViT from random init (the supervised-from-scratch baseline)."""
+    arch: str | None = None
+    """With --init none: train this timm network from random init instead of the ViT (e.g. resnet18), through the
+    same loop, label draw and selection: the supervised baseline a practitioner would run instead of MAE. timm
+    ResNets on images under 64 pixels get a stride-1 3x3 stem (maelab.models.cnn); no layer decay applies."""
     model: Annotated[str, tyro.conf.arg(help=preset_help(
         "Preset giving the architecture when --init none is used without --checkpoint."))] = DEFAULT_MODEL
     data: EvalDataOptions = field(default_factory=EvalDataOptions)
@@ -38,8 +42,9 @@ class FinetuneConfig:
         default_factory=lambda: OptimConfig(blr=1e-3, min_lr=1e-6, weight_decay=0.05, beta2=0.999, warmup_epochs=1.0)
     )
     loop: LoopConfig = field(default_factory=LoopConfig)
-    layer_decay: float = 0.75
-    """Layer-wise lr decay: block i gets decay^(depth + 1 - (i + 1)); 1 turns it off."""
+    layer_decay: float | None = None
+    """Layer-wise lr decay: block i gets decay^(depth + 1 - (i + 1)); 1 turns it off. Default 0.75 for a ViT (the
+    paper's, for a pre-trained encoder), 1 for --arch (a CNN has no blocks to decay by)."""
     drop_path: float = 0.1
     mixup: float = 0.8
     """Mixup alpha (0 turns it off)."""
@@ -66,14 +71,25 @@ class FinetuneConfig:
     """How --time-budget planned the schedule (written to config.json, never given)."""
     output_dir: Path | None = None
     """Run directory; default runs/finetune-<model>-<time>. Never overwritten."""
+    eval_every: int | None = None
+    """Evaluate the validation split every N epochs and at the last (the checkpoint kept as best is chosen among
+    these). Default: the fewest epochs whose evaluation costs at most about a quarter of their training (at least
+    1), so a small training set is not dominated by a large validation split. The test split is scored once, at
+    the end, with the checkpoint chosen on validation (under --fsdp, at every evaluation)."""
     fsdp: bool = False
     """Shard the classifier across the torchrun processes (FSDP2 ``fully_shard``, one unit per block) instead
     of replicating it (DDP); for models too large for one device. Checkpoints stay full, so they load back on
     any number of processes. Belongs to one invocation: a resume may turn it on or off."""
 
     def __post_init__(self) -> None:
-        if not 0 < self.layer_decay <= 1:
+        if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
             raise ValueError(f"--layer-decay must be in (0, 1]; got {self.layer_decay}")
+        if self.arch is not None and self.init != "none":
+            raise ValueError(f"--arch {self.arch} trains a timm network from random init: pass --init none with it")
+        if self.arch is not None and self.tune_blocks is not None:
+            raise ValueError("--tune-blocks freezes a ViT's blocks; it does not apply to --arch")
+        if self.eval_every is not None and self.eval_every < 1:
+            raise ValueError(f"--eval-every must be at least 1 (epochs); got {self.eval_every}")
         for name in ("drop_path", "smoothing", "reprob"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1); got {getattr(self, name)}")
@@ -86,3 +102,7 @@ class FinetuneConfig:
                 f"--tune-blocks must be a whole or half number >= 0 (e.g. 0, 0.5, 1, 2); got {self.tune_blocks}"
             )
         check_time_budget(self.time_budget, self.plan, self.loop, self.fsdp)
+
+    @property
+    def resolved_layer_decay(self) -> float:
+        return (1.0 if self.arch is not None else 0.75) if self.layer_decay is None else self.layer_decay

@@ -103,6 +103,8 @@ def export_timm_classifier(path: Path, output: Path) -> Path:
     is exact in eval mode: W (x - mu) / s + b = (W / s) x + (b - (W / s) mu)."""
     weights, meta = load_checkpoint(path)
     cfg = meta.model_config
+    if cfg.get("kind") == "cnn":
+        return export_timm_cnn(weights, cfg, output)
     if cfg.get("features") == "pixels" or cfg.get("head") not in ("linear", "bn_linear"):
         raise ValueError(f"{path} is a raw-pixel or headless probe; only ViT classifiers export to timm")
     if cfg.get("layers", 1) > 1:
@@ -123,6 +125,20 @@ def export_timm_classifier(path: Path, output: Path) -> Path:
     logger.info("load it with timm.create_model('vit_base_patch16_224', pretrained=True, "
                 "pretrained_cfg_overlay=dict(file=%r, **%s), **%s); inputs normalized with mean/std %s/%s",
                 str(output), overlay, kwargs, info.get("mean"), info.get("std"))
+    return output
+
+
+def export_timm_cnn(weights: dict[str, torch.Tensor], cfg: dict, output: Path) -> Path:
+    """A ``finetune --arch`` network: timm's own state dict; the metadata says how to rebuild it (with the
+    small-image stem where the checkpoint has one, which a stock timm model lacks)."""
+    kwargs = dict(in_chans=cfg["in_chans"], num_classes=cfg["num_classes"])
+    _save(weights, output, {"timm_architecture": cfg["arch"], "timm_kwargs": json.dumps(kwargs),
+                            "small_input_stem": json.dumps(cfg["small_input_stem"])})
+    stem = (" then, before loading, model.conv1 = torch.nn.Conv2d(%d, model.conv1.out_channels, 3, 1, 1, bias=False) "
+            "(the small-image stem; maelab.models.cnn.build_cnn does both)" % cfg["in_chans"]
+            if cfg["small_input_stem"] else "")
+    logger.info("load it with model = timm.create_model(%r, **%s);%s model.load_state_dict("
+                "safetensors.torch.load_file(%r))", cfg["arch"], kwargs, stem, str(output))
     return output
 
 

@@ -13,6 +13,8 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from maelab.models.cnn import build_cnn
+
 HEAD_TYPES = ("linear", "bn_linear", "none")
 
 # The probe's BatchNorm epsilon (the paper's recipe); the timm export folds the BatchNorm with the same value.
@@ -83,7 +85,10 @@ class PixelProbe(nn.Module):
 
 
 def build_classifier(cfg: dict) -> nn.Module:
-    """A :class:`PixelProbe` or a timm ViT, from the ``model_config`` of a classifier checkpoint."""
+    """A :class:`PixelProbe`, a timm CNN (``finetune --arch``) or a timm ViT, from the ``model_config`` of a
+    classifier checkpoint."""
+    if cfg.get("kind") == "cnn":
+        return build_cnn(cfg)
     return PixelProbe(cfg) if cfg.get("features") == "pixels" else build_vit(cfg)
 
 
