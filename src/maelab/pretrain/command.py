@@ -297,7 +297,10 @@ class EpochReport:
 
     def __call__(self, epoch: int, record: dict, log: JsonlLog) -> dict:
         report = skipped_files_report(self.train_set)
-        last = epoch + 1 == self.epochs
+        # A schedule in optimizer steps ends at its last step even when a resume on another world size changed
+        # the epochs' length (then the epoch count computed at the start is off).
+        steps = self.cfg.loop.steps
+        last = record.get("step") == steps if steps is not None else epoch + 1 == self.epochs
         if (epoch + 1) % self.cfg.vis_every == 0 or last:
             rec = reconstruct(self.model, self.vis_imgs, self.info.mean, self.info.std, seed=0)
             if self.write:
