@@ -267,8 +267,10 @@ def _classifier(stage: str):
             from maelab.finetune.command import finetune as fn
         cfg = dataclasses.replace(getattr(cell, stage), checkpoint=cell_dir / "pretrain", output_dir=cell_dir / stage)
         metrics = read_json(fn(cfg) / "metrics.json")
-        # "best" is the epoch with the best validation top-1 (the last one without a validation split).
-        return {f"{stage}_top1": metrics["last"]["top1"], f"{stage}_best_top1": metrics["best"]["top1"],
+        # "best" is the epoch with the best validation top-1 (the last one without a validation split). Fine-tuning
+        # scores the test split once, for "best": its last epoch has no test number, and the best's stands for it.
+        return {f"{stage}_top1": metrics["last"].get("top1", metrics["best"]["top1"]),
+                f"{stage}_best_top1": metrics["best"]["top1"],
                 f"{stage}_val_top1": metrics["best"].get("val_top1"), f"{stage}_epochs": len(metrics["epochs"])}
 
     return run
