@@ -51,7 +51,7 @@ def imported_modules(path: Path) -> set[str]:
 
 def layer_of(module: str) -> tuple[str, int]:
     top = module.split(".")[1] if "." in module else "__init__"
-    assert top in LAYERS, f"{module}: add its folder to LAYERS in this test (and to README's Design section)"
+    assert top in LAYERS, f"{module}: add its folder to LAYERS in this test (and to docs/design.md)"
     return top, LAYERS[top]
 
 
